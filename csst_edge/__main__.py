@@ -1,0 +1,3 @@
+from csst_edge.cli.main import run
+
+run()

@@ -1,0 +1,1 @@
+"""Typer command-line interface. Commands are thin: parse options, call the library, print."""

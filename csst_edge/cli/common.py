@@ -1,0 +1,43 @@
+"""Shared CLI plumbing: the root group that turns known errors into one red line, and console helpers."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import typer
+from rich.console import Console
+from typer.core import TyperGroup
+
+from csst_edge.errors import CsstError
+
+console = Console()
+err_console = Console(stderr=True)
+
+_state = {"debug": False}
+
+
+def set_debug(value: bool) -> None:
+    _state["debug"] = value
+
+
+class ErrorHandlingGroup(TyperGroup):
+    """Root group: a `CsstError` anywhere below becomes `error: <message>` in red and exit code 1.
+
+    Catching here (rather than in `run()`) means `typer.testing.CliRunner` sees the same behaviour as a user.
+    With `--debug` the original traceback is shown instead.
+    """
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except CsstError as e:
+            if _state["debug"] or "--debug" in sys.argv:
+                raise
+            err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+
+
+def fail(message: str) -> "typer.Exit":
+    """Raise a known error from a command (for checks that belong to the CLI layer, e.g. option combinations)."""
+    raise CsstError(message)

@@ -1,0 +1,50 @@
+"""`csst-edge` root command: registers one module per command group (DESIGN.md section 3)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from csst_edge import __version__
+from csst_edge.cli import data as data_cli
+from csst_edge.cli.common import ErrorHandlingGroup, console, set_debug
+
+app = typer.Typer(
+    name="csst-edge",
+    cls=ErrorHandlingGroup,
+    help="Centroid-sampling self-training for real-time semantic segmentation: train, pseudo-label, export, "
+    "benchmark, run on the vehicle, and learn from what it records.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"csst-edge {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks for errors.")] = False,
+) -> None:
+    set_debug(debug)
+
+
+app.add_typer(data_cli.app, name="data")
+
+
+def run() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    run()

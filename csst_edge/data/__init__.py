@@ -1,0 +1,1 @@
+"""Datasets, transforms, synthetic scenes, and the centroid index + sampler."""
