@@ -1,0 +1,1 @@
+"""Trainer, losses, crop schedules, checkpoints and distributed helpers."""
