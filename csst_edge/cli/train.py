@@ -1,0 +1,60 @@
+"""`csst-edge train`: a teacher or student from a YAML config plus `key=value` overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from csst_edge.cli.common import console
+
+
+def train_command(
+    config: Annotated[Optional[Path], typer.Argument(help="Training config YAML (see csst_edge/configs/train/).")] = None,
+    overrides: Annotated[Optional[list[str]], typer.Argument(help="key=value overrides, e.g. epochs=50 optim.lr=0.02")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Model name (see `csst-edge train --list-models`).")] = None,
+    data: Annotated[Optional[str], typer.Option(help="Labelled dataset YAML or built-in name; replaces the config's train sources.")] = None,
+    val: Annotated[Optional[str], typer.Option(help="Validation dataset YAML or built-in name (split 'val').")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Number of epochs.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Global batch size at the base crop.")] = None,
+    crop: Annotated[Optional[str], typer.Option(help="Base crop HxW, e.g. 512x512.")] = None,
+    schedule: Annotated[Optional[str], typer.Option(help="Crop schedule: constant, coarse2fine, fine2coarse, coarse2fine+, fine2coarse+.")] = None,
+    sampling: Annotated[Optional[str], typer.Option(help="random or centroid.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Run directory (config.yaml, metrics.jsonl, last.pt, best.pt).")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from OUT/last.pt when it exists.")] = True,
+    list_models: Annotated[bool, typer.Option("--list-models", help="List the registered models and exit.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Train a teacher or student.
+
+    Examples:
+
+      csst-edge train csst_edge/configs/train/camvid_fastscnn.yaml epochs=50
+
+      csst-edge train --model deeplabv3plus_r18 --data camvid --val camvid --epochs 80 --crop 360x480 --out runs/teacher
+
+      torchrun --nproc_per_node 2 -m csst_edge train cfg.yaml        # DDP (gloo on CPU, NCCL on GPUs)
+    """
+    from csst_edge.models import list_models as registered
+    from csst_edge.train.config import load_train_config
+    from csst_edge.train.trainer import train
+
+    if list_models:
+        for kind in ("student", "teacher"):
+            console.print(f"[bold]{kind}s:[/] " + ", ".join(registered(kind)))
+        raise typer.Exit()
+    options = {"model": model, "epochs": epochs, "batch_size": batch_size, "crop_schedule": schedule,
+               "sampling": sampling, "out": out, "device": device}
+    extra = [f"{k}={v}" for k, v in options.items() if v is not None]
+    if crop is not None:
+        extra.append(f"crop={crop}")
+    if data is not None:
+        extra.append(f"train=[{{data: '{data}', split: train}}]")
+    if val is not None:
+        extra.append(f"val={{data: '{val}', split: val}}")
+    cfg = load_train_config(config, extra + list(overrides or []))
+    result = train(cfg, resume=resume, progress=not quiet, console=console)
+    best = f"{100 * result.best_miou:.2f}" if result.best_miou is not None else "n/a (no val set)"
+    console.print(f"[green]done[/]: {result.epochs_run} epoch(s), best val mIoU {best}; run directory {result.run_dir}")

@@ -1,0 +1,242 @@
+"""Training data: sources (labelled datasets and pseudo-label folders) → entries → per-epoch batch plans.
+
+An epoch is planned up front as a list of batches of `SampleRef`s (entry, anchor y/x, per-sample seed).
+Planning in the main process, not in workers, keeps it deterministic given (seed, epoch) and lets it
+be sharded across DDP ranks and mixed between real and pseudo labels batch by batch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from csst_edge.data.dataset import DatasetConfig, list_samples, load_dataset_config
+from csst_edge.data.imageio import read_image, read_label
+from csst_edge.data.transforms import Compose, normalize
+from csst_edge.errors import ConfigError, DatasetError
+from csst_edge.fileio import read_jsonl
+from csst_edge.train.config import SourceConfig, TrainConfig
+
+
+@dataclass(frozen=True)
+class TrainEntry:
+    name: str
+    image: Path
+    label: Path
+    group: str  # "real" or "pseudo"
+    lut_id: int  # index into TrainSet.luts (None-able LUTs can't be hashed into a frozen dataclass cheaply)
+
+
+@dataclass
+class TrainSet:
+    entries: list[TrainEntry]
+    luts: list[np.ndarray | None]
+    class_names: list[str]
+    palette: list[tuple[int, int, int]]
+    ignore_index: int
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def group_ids(self, group: str) -> np.ndarray:
+        return np.array([i for i, e in enumerate(self.entries) if e.group == group], dtype=np.int64)
+
+
+def select(samples: list, src: SourceConfig) -> list:
+    """Apply every/offset/complement/limit to a name-sorted list (camvid-quarter: every=4, offset=0)."""
+    keep = [s for i, s in enumerate(samples) if (i % src.every == src.offset) != src.complement]
+    return keep[: src.limit] if src.limit else keep
+
+
+def read_pseudo_manifest(folder: Path) -> tuple[list[tuple[str, Path, Path]], dict]:
+    """(name, image, label) of every finished pseudo label in a `pseudo-label` output folder, plus its meta."""
+    meta_path, manifest = folder / "meta.json", folder / "manifest.jsonl"
+    if not meta_path.is_file() or not manifest.is_file():
+        raise DatasetError(f"{folder}: not a pseudo-label folder (needs meta.json and manifest.jsonl)")
+    meta = json.loads(meta_path.read_text())
+    pairs = []
+    for rec in read_jsonl(manifest):
+        if rec.get("status", "ok") != "ok":
+            continue
+        label = folder / rec["label"]
+        if label.is_file():
+            pairs.append((rec["name"], Path(rec["image"]), label))
+    if not pairs:
+        raise DatasetError(f"{folder}/manifest.jsonl: no finished pseudo labels")
+    pairs.sort(key=lambda p: p[0])
+    return pairs, meta
+
+
+def build_train_set(sources: list[SourceConfig]) -> TrainSet:
+    """Resolve every source into entries. All sources must share the class list of the first one."""
+    if not sources:
+        raise ConfigError("config key 'train' is empty: name at least one source (data: DATASET.yaml)")
+    entries: list[TrainEntry] = []
+    luts: list[np.ndarray | None] = []
+    classes = palette = ignore = None
+    for i, src in enumerate(sources):
+        if src.data is not None:
+            ds: DatasetConfig = load_dataset_config(src.data)
+            names, pal, ign, lut = ds.class_names, ds.palette, ds.ignore_index, ds.label_lut
+            items = [(s.name, s.image, s.label) for s in select(list_samples(ds, src.split), src)]
+            group = "real"
+        else:
+            pairs, meta = read_pseudo_manifest(Path(src.pseudo))
+            names, pal, ign, lut = meta["class_names"], meta["palette"], meta.get("ignore_index", 255), None
+            items = select(pairs, src)
+            group = "pseudo"
+        if classes is None:
+            classes, palette, ignore = list(names), [tuple(c) for c in pal], int(ign)
+        elif list(names) != classes:
+            raise ConfigError(f"config key 'train.{i}': its classes differ from train.0's ({len(names)} vs {len(classes)})")
+        if not items:
+            raise ConfigError(f"config key 'train.{i}': selects no samples")
+        luts.append(lut)
+        entries += [TrainEntry(n, Path(img), Path(lab), group, len(luts) - 1) for n, img, lab in items]
+    return TrainSet(entries, luts, classes, palette, ignore)
+
+
+# ---------------------------------------------------------------------------------------------- planning
+@dataclass(frozen=True)
+class SampleRef:
+    entry: int
+    y: int  # anchor (centroid) in label coordinates, -1 for a plain random crop
+    x: int
+    seed: int
+
+
+def sampling_groups(train_set: TrainSet, real_fraction: float | None) -> dict[str, np.ndarray]:
+    """Entry ids per sampling group: real and pseudo apart when a fixed real share is asked for, else one group."""
+    real, pseudo = train_set.group_ids("real"), train_set.group_ids("pseudo")
+    if real_fraction is None or not len(real) or not len(pseudo):
+        return {"all": np.arange(len(train_set.entries))}
+    return {"real": real, "pseudo": pseudo}
+
+
+class EpochPlanner:
+    """Plans each epoch's batches. With centroid sampling each group (real / pseudo, or all entries together
+    when `real_fraction` is None) draws class-uniform centroids from its own index; otherwise random images.
+    `real_fraction` fixes the real share inside every batch, not just on average."""
+
+    def __init__(self, train_set: TrainSet, cfg: TrainConfig, indexes: dict | None = None):
+        self.train_set, self.cfg = train_set, cfg
+        self.samples_per_epoch = cfg.samples_per_epoch or len(train_set.entries)
+        self.groups = sampling_groups(train_set, cfg.real_fraction)
+        self.fractions = {"all": 1.0} if "all" in self.groups else {
+            "real": cfg.real_fraction, "pseudo": 1.0 - cfg.real_fraction}
+        self.samplers = {}
+        if cfg.sampling == "centroid":
+            from csst_edge.data.sampler import CentroidSampler
+
+            for g in self.groups:
+                self.samplers[g] = CentroidSampler(
+                    indexes[g], num_samples=self.samples_per_epoch, class_uniform_fraction=cfg.class_uniform_fraction,
+                    seed=cfg.seed + (1000 if g == "pseudo" else 0),
+                )
+
+    def iterations(self, batch_size: int) -> int:
+        return math.ceil(self.samples_per_epoch / batch_size)
+
+    def plan(self, epoch: int, batch_size: int) -> list[list[SampleRef]]:
+        n_batches = self.iterations(batch_size)
+        per_batch = self._per_batch_counts(batch_size)
+        rng = np.random.default_rng([self.cfg.seed, epoch, 7])
+        drawn = {g: self._draw(g, epoch, n_batches * k, rng) for g, k in per_batch.items()}
+        batches, cursor = [], {g: 0 for g in per_batch}
+        for b in range(n_batches):
+            batch = []
+            for g, k in per_batch.items():
+                batch += drawn[g][cursor[g] : cursor[g] + k]
+                cursor[g] += k
+            rng.shuffle(batch)
+            batches.append(batch)
+        # the last batch is trimmed so an epoch has exactly samples_per_epoch samples
+        excess = n_batches * batch_size - self.samples_per_epoch
+        if excess:
+            batches[-1] = batches[-1][: batch_size - excess]
+        seeds = iter(rng.integers(0, 2**31 - 1, size=self.samples_per_epoch).tolist())
+        return [[SampleRef(e, y, x, next(seeds)) for e, y, x in batch] for batch in batches]
+
+    def _per_batch_counts(self, batch_size: int) -> dict[str, int]:
+        if len(self.groups) == 1:
+            return {"all": batch_size}
+        k_real = min(batch_size, max(0, round(batch_size * self.fractions["real"])))
+        return {"real": k_real, "pseudo": batch_size - k_real}
+
+    def _draw(self, group: str, epoch: int, count: int, rng: np.random.Generator) -> list[tuple[int, int, int]]:
+        ids = self.groups[group]
+        if count == 0:
+            return []
+        if group in self.samplers:
+            sampler = self.samplers[group]
+            refs = []
+            while len(refs) < count:  # an epoch of the sampler holds samples_per_epoch; draw more if needed
+                for r in sampler.sample_epoch(epoch * 1000 + len(refs) // max(1, self.samples_per_epoch)):
+                    refs.append((int(ids[r.image_id]), int(r.y), int(r.x)))
+            return refs[:count]
+        reps = math.ceil(count / len(ids))
+        order = np.concatenate([rng.permutation(ids) for _ in range(reps)])[:count]
+        return [(int(e), -1, -1) for e in order]
+
+
+def shard_batches(batches: list[list[SampleRef]], rank: int, world_size: int) -> list[list[SampleRef]]:
+    """Every rank takes its slice of every global batch, so all ranks run the same number of steps."""
+    if world_size == 1:
+        return batches
+    out = []
+    for batch in batches:
+        per = math.ceil(len(batch) / world_size)
+        part = batch[rank * per : (rank + 1) * per]
+        out.append(part or batch[-1:])  # a too-short final batch still gives every rank one sample
+    return out
+
+
+class TrainDataset(Dataset):
+    """Decodes one SampleRef: read image + label, transform with the centroid as anchor, normalise."""
+
+    def __init__(self, train_set: TrainSet, transform: Compose, mean, std):
+        self.train_set, self.transform, self.mean, self.std = train_set, transform, mean, std
+
+    def __len__(self) -> int:
+        return len(self.train_set.entries)
+
+    def __getitem__(self, ref: SampleRef):
+        entry = self.train_set.entries[ref.entry]
+        image = read_image(entry.image)
+        label = read_label(entry.label, self.train_set.luts[entry.lut_id])
+        if label.shape != image.shape[:2]:
+            raise DatasetError(f"{entry.label}: label size {label.shape[::-1]} does not match image {entry.image}")
+        anchor = (ref.y, ref.x) if ref.y >= 0 else None
+        image, label, _ = self.transform(image, label, anchor, np.random.default_rng(ref.seed))
+        return torch.from_numpy(normalize(image, self.mean, self.std)), torch.from_numpy(label.astype(np.int64))
+
+
+class EvalDataset(Dataset):
+    """Full-resolution (image, label, name) for evaluation: no augmentation, only normalisation."""
+
+    def __init__(self, items: list[tuple[str, Path, Path]], lut: np.ndarray | None, mean, std):
+        self.items, self.lut, self.mean, self.std = items, lut, mean, std
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        name, image_path, label_path = self.items[i]
+        image = read_image(image_path)
+        label = read_label(label_path, self.lut)
+        if label.shape != image.shape[:2]:
+            raise DatasetError(f"{label_path}: label size {label.shape[::-1]} does not match image {image_path}")
+        return torch.from_numpy(normalize(image, self.mean, self.std)), torch.from_numpy(label.astype(np.int64)), name
+
+
+def eval_dataset(src: SourceConfig, mean, std) -> tuple[EvalDataset, DatasetConfig]:
+    ds = load_dataset_config(src.data)
+    items = [(s.name, s.image, s.label) for s in select(list_samples(ds, src.split), src)]
+    return EvalDataset(items, ds.label_lut, mean, std), ds

@@ -1,0 +1,283 @@
+"""The training loop, torchvision-references style: `train_one_epoch`, `evaluate`, `train` (main).
+
+Resumable: `last.pt` is written atomically after every epoch with model, optimizer, scaler, iteration and the
+RNG states, and the data order is a pure function of (seed, epoch), so a killed run resumed from `last.pt`
+ends in the same state as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from csst_edge.data.transforms import train_transforms
+from csst_edge.errors import ConfigError
+from csst_edge.fileio import append_jsonl, atomic_write_json, atomic_write_text
+from csst_edge.models import create_model
+from csst_edge.train.checkpoint import IMAGENET_MEAN, IMAGENET_STD, load_checkpoint, save_checkpoint
+from csst_edge.train.config import TrainConfig, config_to_dict, dump_config
+from csst_edge.train.data import (EpochPlanner, TrainDataset, TrainSet, build_train_set, eval_dataset, sampling_groups,
+                                  shard_batches)
+from csst_edge.train.distributed import DistInfo, barrier, cleanup, init_distributed, resolve_device
+from csst_edge.train.losses import SegLoss, build_criterion
+from csst_edge.train.schedules import CropSchedule
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    best_miou: float | None
+    last_metrics: dict
+    epochs_run: int
+
+
+def poly_lr(base_lr: float, it: int, total: int, power: float, warmup_iters: int, warmup_ratio: float) -> float:
+    if warmup_iters and it < warmup_iters:
+        return base_lr * (warmup_ratio + (1 - warmup_ratio) * it / warmup_iters)
+    return base_lr * (1 - min(it, total - 1) / total) ** power
+
+
+def build_index_for(group_ids: np.ndarray, train_set: TrainSet, cfg: TrainConfig, cache: Path, progress: bool):
+    """Centroid index over a group's label files, cached in the run directory and updated incrementally."""
+    from csst_edge.data.centroids import CentroidIndex, build_index, update_index
+
+    files = [train_set.entries[i].label for i in group_ids]
+    luts = [train_set.luts[train_set.entries[i].lut_id] for i in group_ids]
+    kwargs = dict(num_classes=train_set.num_classes, ignore_index=train_set.ignore_index, min_area=cfg.min_area)
+    if cache.is_file():
+        index, _ = update_index(CentroidIndex.load(cache), files, luts=luts, workers=cfg.workers, progress=progress)
+    else:
+        index = build_index(files, luts=luts, workers=cfg.workers, progress=progress, **kwargs)
+    index.save(cache)
+    return index
+
+
+def train(cfg: TrainConfig, resume: bool = True, progress: bool = True, console=None) -> TrainResult:
+    """Train a teacher or student as `cfg` says. Rank 0 writes the run directory."""
+    device = resolve_device(cfg.device, DistInfo())
+    dist = init_distributed(device.type)
+    device = resolve_device(cfg.device, dist)
+    if cfg.amp != "none" and device.type != "cuda":
+        raise ConfigError(f"config key 'amp' is '{cfg.amp}' but the device is {device}: AMP needs CUDA (use amp=none)")
+    if cfg.batch_size % dist.world_size:
+        raise ConfigError(f"config key 'batch_size' ({cfg.batch_size}) must divide by the number of ranks ({dist.world_size})")
+    run_dir = Path(cfg.out)
+    if dist.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+
+    train_set = build_train_set(cfg.train)
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
+    indexes = None
+    if cfg.sampling == "centroid":
+        from csst_edge.data.centroids import CentroidIndex
+
+        # rank 0 builds (or incrementally updates) the cached index; the other ranks wait and load it
+        groups = sampling_groups(train_set, cfg.real_fraction)
+        if dist.is_main:
+            indexes = {g: build_index_for(ids, train_set, cfg, run_dir / f"centroids_{g}.npz", progress)
+                       for g, ids in groups.items()}
+        barrier(dist)
+        if not dist.is_main:
+            indexes = {g: CentroidIndex.load(run_dir / f"centroids_{g}.npz") for g in groups}
+    planner = EpochPlanner(train_set, cfg, indexes)
+    schedule = CropSchedule(cfg.crop_schedule, tuple(cfg.crop), cfg.batch_size, cfg.epochs, tuple(cfg.crop_scales),
+                            max_batch=cfg.max_batch)
+    total_iters = sum(planner.iterations(schedule.at(e).batch_size) for e in range(cfg.epochs))
+
+    model = create_model(cfg.model, train_set.num_classes, pretrained=_model_pretrained(cfg), **cfg.model_kwargs)
+    if cfg.method == "finetune":
+        _init_from_checkpoint(model, cfg.pretrained)
+    model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if dist.enabled and cfg.sync_bn and device.type == "cuda":
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    criterion = SegLoss(
+        build_criterion(cfg.loss.name, ignore_index=train_set.ignore_index, thresh=cfg.loss.ohem_thresh,
+                        min_kept=cfg.loss.ohem_min_kept),
+        list(getattr(model, "aux_weights", [])) if cfg.loss.aux else [],
+    )
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
+                                weight_decay=cfg.optim.weight_decay)
+    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp == "fp16")
+
+    start_epoch, iteration, best = 0, 0, None
+    last_path = run_dir / "last.pt"
+    if resume and last_path.is_file():
+        state = load_checkpoint(last_path, map_location="cpu")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        start_epoch, iteration = int(state["epoch"]) + 1, int(state["scheduler"]["iteration"])
+        best = (state.get("metrics") or {}).get("best_miou")
+        torch.set_rng_state(state["rng"]["torch"])
+        if console and dist.is_main:
+            console.print(f"resuming {last_path} after epoch {start_epoch} (iteration {iteration})")
+
+    train_model = model
+    if dist.enabled:
+        train_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    step_model = torch.compile(train_model) if cfg.compile else train_model
+
+    val_loader = None
+    if cfg.val is not None and dist.is_main:
+        val_set, _ = eval_dataset(cfg.val, mean, std)
+        val_loader = DataLoader(val_set, batch_size=cfg.eval_batch_size, num_workers=min(cfg.workers, 2),
+                                collate_fn=_collate_eval)
+
+    meta = dict(arch=cfg.model, model_kwargs=dict(cfg.model_kwargs), num_classes=train_set.num_classes,
+                class_names=train_set.class_names, palette=[list(c) for c in train_set.palette],
+                ignore_index=train_set.ignore_index, mean=list(mean), std=list(std), config=config_to_dict(cfg))
+    last_metrics: dict = {}
+    progress_ctx = _progress(console) if progress and dist.is_main else contextlib.nullcontext()
+    with progress_ctx as bar:
+        task = bar.add_task("train", total=total_iters, completed=iteration, info="") if bar else None
+        for epoch in range(start_epoch, cfg.epochs):
+            ec = schedule.at(epoch)
+            batches = shard_batches(planner.plan(epoch, ec.batch_size), dist.rank, dist.world_size)
+            dataset = TrainDataset(train_set, _transforms(cfg, (ec.crop_h, ec.crop_w), train_set.ignore_index), mean, std)
+            loader = DataLoader(dataset, batch_sampler=batches, num_workers=cfg.workers,
+                                pin_memory=device.type == "cuda", persistent_workers=False)
+            t0 = time.perf_counter()
+            stats = train_one_epoch(
+                step_model, criterion, optimizer, scaler, loader, device, cfg, epoch, iteration, total_iters,
+                ec.lr_scale, run_dir, dist, bar, task, (ec.crop_h, ec.crop_w, ec.batch_size))
+            iteration = stats.pop("iteration")
+            record = {"epoch": epoch, "iteration": iteration, "crop": [ec.crop_h, ec.crop_w],
+                      "batch_size": ec.batch_size, "time_s": round(time.perf_counter() - t0, 3), **stats}
+            if val_loader is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
+                from csst_edge.evaluate import evaluate
+
+                metrics = evaluate(model, val_loader, train_set.num_classes, device,
+                                   ignore_index=train_set.ignore_index, progress=False)
+                record.update(val_miou=metrics["miou"], val_pixel_accuracy=metrics["pixel_accuracy"])
+                is_best = best is None or metrics["miou"] > best
+                best = metrics["miou"] if is_best else best
+                if is_best:
+                    save_checkpoint(run_dir / "best.pt", _checkpoint(model, optimizer, scaler, epoch, iteration,
+                                                                     {**record, "best_miou": best}, meta))
+                    atomic_write_json(run_dir / "eval.json", {
+                        "epoch": epoch, "miou": metrics["miou"], "pixel_accuracy": metrics["pixel_accuracy"],
+                        "per_class_iou": dict(zip(train_set.class_names, _nan_to_none(metrics["per_class_iou"])))})
+                model.train()
+            if dist.is_main:
+                last_metrics = {**record, "best_miou": best}
+                save_checkpoint(last_path, _checkpoint(model, optimizer, scaler, epoch, iteration, last_metrics, meta))
+                append_jsonl(run_dir / "metrics.jsonl", {"type": "epoch", **record})
+                if bar:
+                    bar.update(task, info=_epoch_summary(record))
+    cleanup(dist)
+    return TrainResult(run_dir, best, last_metrics, cfg.epochs - start_epoch)
+
+
+def train_one_epoch(model, criterion, optimizer, scaler, loader, device, cfg: TrainConfig, epoch: int,
+                    iteration: int, total_iters: int, lr_scale: float, run_dir: Path, dist: DistInfo,
+                    bar=None, task=None, crop_info=(0, 0, 0)) -> dict:
+    model.train()
+    amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.amp)
+    loss_sum, seen, t0 = 0.0, 0, time.perf_counter()
+    for step, (images, labels) in enumerate(loader):
+        lr = lr_scale * poly_lr(cfg.optim.lr, iteration, total_iters, cfg.optim.poly_power,
+                                cfg.optim.warmup_iters, cfg.optim.warmup_ratio)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        images = images.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+        if cfg.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            outputs = model(images)
+            loss, parts = criterion(outputs, labels)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch}, iteration {iteration}: lower optim.lr")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        iteration += 1
+        loss_sum += loss.item() * images.shape[0]
+        seen += images.shape[0]
+        ips = seen * dist.world_size / (time.perf_counter() - t0)
+        if dist.is_main and cfg.log_every and iteration % cfg.log_every == 0:
+            append_jsonl(run_dir / "metrics.jsonl", {"type": "step", "epoch": epoch, "iteration": iteration,
+                                                     "loss": round(loss.item(), 5), "lr": lr, "img_per_s": round(ips, 2),
+                                                     **{k: round(float(v), 5) for k, v in parts.items()}})
+        if bar is not None:
+            bar.update(task, advance=1, description=f"epoch {epoch + 1}/{cfg.epochs}",
+                       info=f"loss {loss.item():.3f}  lr {lr:.2e}  {ips:.1f} img/s  crop {crop_info[0]}x{crop_info[1]}"
+                            f" x{crop_info[2]}")
+    return {"iteration": iteration, "loss": round(loss_sum / max(1, seen), 5), "lr": lr if seen else None,
+            "img_per_s": round(seen * dist.world_size / (time.perf_counter() - t0), 2)}
+
+
+def _transforms(cfg: TrainConfig, crop, ignore_index):
+    a = cfg.augment
+    return train_transforms(crop, tuple(a.scale), ignore_index, flip=a.flip, blur=a.blur, jitter=a.jitter)
+
+
+def _model_pretrained(cfg: TrainConfig):
+    # `pretrained` is a backbone weight file / torchvision weight name, except for `finetune`, where it is the
+    # teacher checkpoint the whole model starts from.
+    return None if cfg.method == "finetune" else cfg.pretrained
+
+
+def _init_from_checkpoint(model, path) -> None:
+    if not path:
+        raise ConfigError("method 'finetune' needs 'pretrained' = the teacher checkpoint to continue from")
+    state = load_checkpoint(path)
+    model.load_state_dict({k.removeprefix("module."): v for k, v in state["model"].items()})
+
+
+def _checkpoint(model, optimizer, scaler, epoch, iteration, metrics, meta) -> dict:
+    return {
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "scheduler": {"iteration": iteration},
+        "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+        "epoch": epoch,
+        "metrics": _nan_to_none(metrics),
+        "rng": {"torch": torch.get_rng_state()},
+        **meta,
+    }
+
+
+def _nan_to_none(value):
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_nan_to_none(v) for v in value]
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def _collate_eval(batch):
+    images, labels, names = zip(*batch)
+    return torch.stack(images), torch.stack(labels), list(names)
+
+
+def _epoch_summary(record: dict) -> str:
+    s = f"loss {record['loss']:.3f}  {record['img_per_s']:.1f} img/s"
+    if "val_miou" in record:
+        s += f"  val mIoU {100 * record['val_miou']:.1f}"
+    return s
+
+
+def _progress(console):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console,
+                    transient=False)

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+CAMVID = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "camvid"
+
+
+@pytest.fixture
+def camvid_root() -> Path:
+    if not (CAMVID / "labels" / "train").is_dir():
+        pytest.skip(f"real CamVid data not present at {CAMVID}")
+    return CAMVID
+
+
+def write_tiny_dataset(root: Path, splits=("train", "val"), n=4, size=(48, 64), num_classes=3, seed=0,
+                       image_ext=".png") -> Path:
+    """A small folder-layout dataset whose labels are blocks of classes; returns the YAML path."""
+    rng = np.random.default_rng(seed)
+    h, w = size
+    for split in splits:
+        (root / "images" / split).mkdir(parents=True, exist_ok=True)
+        (root / "labels" / split).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            label = np.zeros((h, w), np.uint8)
+            label[h // 2 :, :] = 1
+            y, x = rng.integers(0, h - 12), rng.integers(0, w - 12)
+            label[y : y + 10, x : x + 10] = num_classes - 1
+            image = np.zeros((h, w, 3), np.uint8)
+            for c in range(num_classes):
+                image[label == c] = (40 + 80 * c, 200 - 60 * c, 90)
+            image = np.clip(image.astype(int) + rng.integers(-20, 20, image.shape), 0, 255).astype(np.uint8)
+            cv2.imwrite(str(root / "images" / split / f"img{i:02d}{image_ext}"), image[..., ::-1])
+            cv2.imwrite(str(root / "labels" / split / f"img{i:02d}.png"), label)
+    cfg = {"name": "tiny", "root": ".", "layout": "folder", "splits": {s: s for s in splits},
+           "classes": [f"c{i}" for i in range(num_classes)], "palette": [[i * 60, 100, 200 - i * 50] for i in range(num_classes)],
+           "ignore_index": 255}
+    path = root / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path) -> Path:
+    return write_tiny_dataset(tmp_path / "tiny")
