@@ -79,3 +79,15 @@ def test_normalize_matches_formula():
     out = normalize(image, (0.5, 0.5, 0.5), (0.25, 0.5, 1.0))
     assert out.shape == (3, 1, 1)
     np.testing.assert_allclose(out[:, 0, 0], [(1 - 0.5) / 0.25, (0 - 0.5) / 0.5, (128 / 255 - 0.5) / 1.0], rtol=1e-6)
+
+
+def test_multichannel_label_gets_the_same_geometry():
+    image, label = _pair(30, 40)
+    soft = np.stack([label, 255 - label], axis=-1)  # e.g. top-1 id + quantised probability
+    t = train_transforms((48, 48), ignore_index=(255, 0), blur=0, jitter=0)
+    _, lab, _ = t(image, soft, None, np.random.default_rng(4))
+    assert lab.shape == (48, 48, 2)
+    pad = lab[..., 0] == 255
+    assert (lab[..., 1][pad] == 0).all()  # padding used the per-channel fill
+    valid = ~pad
+    assert (lab[..., 1][valid] == 255 - lab[..., 0][valid]).all()  # channels moved together

@@ -8,6 +8,8 @@ import typer
 
 from csst_edge import __version__
 from csst_edge.cli import data as data_cli
+from csst_edge.cli.pseudo import pseudo_label_command
+from csst_edge.cli.train import train_command
 from csst_edge.cli.common import ErrorHandlingGroup, console, set_debug
 
 app = typer.Typer(
@@ -16,6 +18,7 @@ app = typer.Typer(
     help="Centroid-sampling self-training for real-time semantic segmentation: train, pseudo-label, export, "
     "benchmark, run on the vehicle, and learn from what it records.",
     no_args_is_help=True,
+    add_completion=False,
     rich_markup_mode="rich",
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -39,6 +42,8 @@ def root(
 
 
 app.add_typer(data_cli.app, name="data")
+app.command("train", context_settings={"allow_extra_args": False})(train_command)
+app.command("pseudo-label")(pseudo_label_command)
 
 
 def run() -> None:

@@ -4,7 +4,8 @@ Every transform takes and returns `(image, label, anchor)`, where `anchor` is an
 must end up inside the final crop (the centroid that centroid sampling chose); geometric transforms move it
 along with the pixels. Randomness comes from the `rng` argument so a sample is reproducible from
 (seed, epoch, index) regardless of which DataLoader worker decodes it. Labels are always resized with
-nearest-neighbour. Torch-free on purpose: the same code serves the trainer and numpy-only tools.
+nearest-neighbour. A label may carry extra per-pixel channels (HxWxC uint8, e.g. top-k soft-label ids and
+probabilities): they get exactly the label's geometry. Torch-free on purpose: the same code serves the trainer and numpy-only tools.
 """
 
 from __future__ import annotations
@@ -43,10 +44,10 @@ class RandomScale:
 
     def __call__(self, image, label, anchor, rng):
         s = rng.uniform(self.min_scale, self.max_scale)
-        h, w = label.shape
+        h, w = label.shape[:2]
         nh, nw = max(1, round(h * s)), max(1, round(w * s))
         image = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
-        label = cv2.resize(label, (nw, nh), interpolation=cv2.INTER_NEAREST)
+        label = _resize_nearest(label, (nh, nw))
         if anchor is not None:
             # map pixel centres, clamp so rounding never pushes the point off the image
             anchor = (min(nh - 1, int((anchor[0] + 0.5) * nh / h)), min(nw - 1, int((anchor[1] + 0.5) * nw / w)))
@@ -60,22 +61,22 @@ class RandomCrop:
     """Crop `size` = (h, w). Smaller images are padded bottom/right (image with `fill`, label with ignore).
 
     With an anchor the crop is drawn uniformly among the windows that contain it, so the sampled centroid's
-    object is always in view; without one, uniformly among all windows.
+    object is always in view; without one, uniformly among all windows. `ignore_index` may be a per-channel
+    tuple for multi-channel labels.
     """
 
-    def __init__(self, size: tuple[int, int], ignore_index: int = 255, fill: Sequence[int] = (0, 0, 0)):
+    def __init__(self, size: tuple[int, int], ignore_index: int | Sequence[int] = 255, fill: Sequence[int] = (0, 0, 0)):
         self.size = (int(size[0]), int(size[1]))
         self.ignore_index = ignore_index
         self.fill = tuple(int(v) for v in fill)
 
     def __call__(self, image, label, anchor, rng):
         ch, cw = self.size
-        h, w = label.shape
+        h, w = label.shape[:2]
         if h < ch or w < cw:
-            ph, pw = max(0, ch - h), max(0, cw - w)
-            image = cv2.copyMakeBorder(image, 0, ph, 0, pw, cv2.BORDER_CONSTANT, value=self.fill)
-            label = cv2.copyMakeBorder(label, 0, ph, 0, pw, cv2.BORDER_CONSTANT, value=self.ignore_index)
-            h, w = label.shape
+            image = _pad_bottom_right(image, max(h, ch), max(w, cw), self.fill)
+            label = _pad_bottom_right(label, max(h, ch), max(w, cw), self.ignore_index)
+            h, w = label.shape[:2]
         if anchor is None:
             top, left = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
         else:
@@ -142,6 +143,18 @@ class ColorJitter:
         return f"ColorJitter({self.brightness}, {self.contrast}, {self.saturation})"
 
 
+def _resize_nearest(label: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+    out = cv2.resize(label, (size_hw[1], size_hw[0]), interpolation=cv2.INTER_NEAREST)
+    return out[..., None] if label.ndim == 3 and out.ndim == 2 else out  # cv2 drops a single channel axis
+
+
+def _pad_bottom_right(array: np.ndarray, h: int, w: int, value) -> np.ndarray:
+    out = np.empty((h, w) + array.shape[2:], array.dtype)
+    out[...] = np.asarray(value, array.dtype)
+    out[: array.shape[0], : array.shape[1]] = array
+    return out
+
+
 def normalize(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
     """RGB uint8 HxWx3 -> float32 3xHxW, (x/255 - mean)/std: the same arithmetic the exported graph does."""
     x = image.astype(np.float32) * (1.0 / 255.0)
@@ -152,7 +165,7 @@ def normalize(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) ->
 def train_transforms(
     crop: tuple[int, int],
     scale: tuple[float, float] = (0.5, 2.0),
-    ignore_index: int = 255,
+    ignore_index: int | Sequence[int] = 255,
     flip: bool = True,
     blur: float = 0.5,
     jitter: float = 0.1,

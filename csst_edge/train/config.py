@@ -81,6 +81,8 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     method: str = "student"  # student | finetune | consistency | soft | mr  (paper Table 2 ablations)
+    mr_weight: float = 0.1  # method mr: weight of the model regularizer (Eq. 7)
+    refresh_every: int = 1  # method consistency: epochs between online pseudo-label refreshes
     amp: str = "none"  # none | fp16 | bf16 (CUDA only)
     channels_last: bool = False
     compile: bool = False

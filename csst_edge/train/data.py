@@ -31,6 +31,7 @@ class TrainEntry:
     label: Path
     group: str  # "real" or "pseudo"
     lut_id: int  # index into TrainSet.luts (None-able LUTs can't be hashed into a frozen dataclass cheaply)
+    soft: Path | None = None  # top-k soft label (.npz) of a pseudo entry
 
 
 @dataclass
@@ -55,23 +56,22 @@ def select(samples: list, src: SourceConfig) -> list:
     return keep[: src.limit] if src.limit else keep
 
 
-def read_pseudo_manifest(folder: Path) -> tuple[list[tuple[str, Path, Path]], dict]:
-    """(name, image, label) of every finished pseudo label in a `pseudo-label` output folder, plus its meta."""
-    meta_path, manifest = folder / "meta.json", folder / "manifest.jsonl"
-    if not meta_path.is_file() or not manifest.is_file():
+def read_pseudo_manifest(folder: Path) -> tuple[list[tuple[str, Path, Path, Path | None]], dict]:
+    """(name, image, label, soft) of every finished pseudo label in a `pseudo-label` output folder, plus its meta."""
+    meta_path = folder / "meta.json"
+    manifests = sorted(folder.glob("manifest*.jsonl"))  # one per torchrun rank
+    if not meta_path.is_file() or not manifests:
         raise DatasetError(f"{folder}: not a pseudo-label folder (needs meta.json and manifest.jsonl)")
     meta = json.loads(meta_path.read_text())
-    pairs = []
-    for rec in read_jsonl(manifest):
-        if rec.get("status", "ok") != "ok":
-            continue
-        label = folder / rec["label"]
-        if label.is_file():
-            pairs.append((rec["name"], Path(rec["image"]), label))
+    pairs = {}
+    for manifest in manifests:
+        for rec in read_jsonl(manifest):
+            if rec.get("status") == "ok" and (folder / rec["label"]).is_file():
+                soft = folder / rec["soft"] if rec.get("soft") else None
+                pairs[rec["name"]] = (rec["name"], Path(rec["image"]), folder / rec["label"], soft)
     if not pairs:
         raise DatasetError(f"{folder}/manifest.jsonl: no finished pseudo labels")
-    pairs.sort(key=lambda p: p[0])
-    return pairs, meta
+    return [pairs[k] for k in sorted(pairs)], meta
 
 
 def build_train_set(sources: list[SourceConfig]) -> TrainSet:
@@ -85,7 +85,7 @@ def build_train_set(sources: list[SourceConfig]) -> TrainSet:
         if src.data is not None:
             ds: DatasetConfig = load_dataset_config(src.data)
             names, pal, ign, lut = ds.class_names, ds.palette, ds.ignore_index, ds.label_lut
-            items = [(s.name, s.image, s.label) for s in select(list_samples(ds, src.split), src)]
+            items = [(s.name, s.image, s.label, None) for s in select(list_samples(ds, src.split), src)]
             group = "real"
         else:
             pairs, meta = read_pseudo_manifest(Path(src.pseudo))
@@ -99,7 +99,7 @@ def build_train_set(sources: list[SourceConfig]) -> TrainSet:
         if not items:
             raise ConfigError(f"config key 'train.{i}': selects no samples")
         luts.append(lut)
-        entries += [TrainEntry(n, Path(img), Path(lab), group, len(luts) - 1) for n, img, lab in items]
+        entries += [TrainEntry(n, Path(img), Path(lab), group, len(luts) - 1, soft) for n, img, lab, soft in items]
     return TrainSet(entries, luts, classes, palette, ignore)
 
 
@@ -199,10 +199,17 @@ def shard_batches(batches: list[list[SampleRef]], rank: int, world_size: int) ->
 
 
 class TrainDataset(Dataset):
-    """Decodes one SampleRef: read image + label, transform with the centroid as anchor, normalise."""
+    """Decodes one SampleRef: read image + label, transform with the centroid as anchor, normalise.
 
-    def __init__(self, train_set: TrainSet, transform: Compose, mean, std):
+    With `soft_k` > 0 (the soft-label ablation) it also returns top-k ids [K,H,W] and probabilities [K,H,W]:
+    pseudo entries from their .npz, real entries as a one-hot top-1. They travel through the transforms as
+    extra label channels so they get exactly the same geometry.
+    """
+
+    def __init__(self, train_set: TrainSet, transform: Compose, mean, std, soft_k: int = 0, label_override=None):
         self.train_set, self.transform, self.mean, self.std = train_set, transform, mean, std
+        self.soft_k = soft_k
+        self.label_override = label_override or {}  # entry id -> label path (online-refreshed pseudo labels)
 
     def __len__(self) -> int:
         return len(self.train_set.entries)
@@ -210,12 +217,41 @@ class TrainDataset(Dataset):
     def __getitem__(self, ref: SampleRef):
         entry = self.train_set.entries[ref.entry]
         image = read_image(entry.image)
-        label = read_label(entry.label, self.train_set.luts[entry.lut_id])
+        label = read_label(self.label_override.get(ref.entry, entry.label), self.train_set.luts[entry.lut_id])
         if label.shape != image.shape[:2]:
             raise DatasetError(f"{entry.label}: label size {label.shape[::-1]} does not match image {entry.image}")
         anchor = (ref.y, ref.x) if ref.y >= 0 else None
-        image, label, _ = self.transform(image, label, anchor, np.random.default_rng(ref.seed))
-        return torch.from_numpy(normalize(image, self.mean, self.std)), torch.from_numpy(label.astype(np.int64))
+        rng = np.random.default_rng(ref.seed)
+        x = lambda img: torch.from_numpy(normalize(img, self.mean, self.std))  # noqa: E731
+        if not self.soft_k:
+            image, label, _ = self.transform(image, label, anchor, rng)
+            return x(image), torch.from_numpy(label.astype(np.int64))
+        stacked = np.concatenate([label[..., None], self._soft_channels(entry, label)], axis=-1)
+        image, stacked, _ = self.transform(image, stacked, anchor, rng)
+        k = self.soft_k
+        ids = torch.from_numpy(stacked[..., 1 : 1 + k].transpose(2, 0, 1).astype(np.int64))
+        probs = torch.from_numpy(stacked[..., 1 + k :].transpose(2, 0, 1).astype(np.float32) / 255.0)
+        return x(image), torch.from_numpy(stacked[..., 0].astype(np.int64)), ids, probs
+
+    def _soft_channels(self, entry: TrainEntry, label: np.ndarray) -> np.ndarray:
+        k, ignore = self.soft_k, self.train_set.ignore_index
+        if entry.soft is not None:
+            with np.load(entry.soft) as z:
+                ids, probs = z["ids"][:k], z["probs"][:k]
+            if ids.shape[0] < k or ids.shape[1:] != label.shape:
+                raise DatasetError(f"{entry.soft}: soft label has shape {ids.shape}, expected ({k}, *{label.shape})")
+        else:
+            ids = np.zeros((k,) + label.shape, np.uint8)
+            probs = np.zeros_like(ids)
+            valid = label != ignore
+            ids[0][valid] = label[valid]
+            probs[0][valid] = 255
+        return np.concatenate([ids, probs]).transpose(1, 2, 0)
+
+    @staticmethod
+    def soft_fill(k: int, ignore_index: int) -> tuple[int, ...]:
+        """Padding per channel: label → ignore, ids → 0, probabilities → 0 (a pixel with no mass is ignored)."""
+        return (ignore_index,) + (0,) * (2 * k)
 
 
 class EvalDataset(Dataset):

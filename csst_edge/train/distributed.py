@@ -61,3 +61,10 @@ def resolve_device(name: str, info: DistInfo) -> torch.device:
     if name == "cuda" and info.enabled:
         return torch.device("cuda", info.local_rank)
     return torch.device(name)
+
+
+def setup_distributed(device_name: str) -> tuple[DistInfo, torch.device]:
+    """Join the torchrun process group if there is one, and pick this rank's device."""
+    guess = "cuda" if device_name.startswith("cuda") or (device_name == "auto" and torch.cuda.is_available()) else "cpu"
+    info = init_distributed(guess)
+    return info, resolve_device(device_name, info)

@@ -21,12 +21,13 @@ from csst_edge.data.transforms import train_transforms
 from csst_edge.errors import ConfigError
 from csst_edge.fileio import append_jsonl, atomic_write_json, atomic_write_text
 from csst_edge.models import create_model
+from csst_edge.progress import progress_bar
 from csst_edge.train.checkpoint import IMAGENET_MEAN, IMAGENET_STD, load_checkpoint, save_checkpoint
 from csst_edge.train.config import TrainConfig, config_to_dict, dump_config
 from csst_edge.train.data import (EpochPlanner, TrainDataset, TrainSet, build_train_set, eval_dataset, sampling_groups,
                                   shard_batches)
-from csst_edge.train.distributed import DistInfo, barrier, cleanup, init_distributed, resolve_device
-from csst_edge.train.losses import SegLoss, build_criterion
+from csst_edge.train.distributed import DistInfo, barrier, cleanup, setup_distributed
+from csst_edge.train.losses import SegLoss, SoftCrossEntropy, build_criterion, model_regularizer
 from csst_edge.train.schedules import CropSchedule
 
 
@@ -59,11 +60,13 @@ def build_index_for(group_ids: np.ndarray, train_set: TrainSet, cfg: TrainConfig
     return index
 
 
-def train(cfg: TrainConfig, resume: bool = True, progress: bool = True, console=None) -> TrainResult:
-    """Train a teacher or student as `cfg` says. Rank 0 writes the run directory."""
-    device = resolve_device(cfg.device, DistInfo())
-    dist = init_distributed(device.type)
-    device = resolve_device(cfg.device, dist)
+def train(cfg: TrainConfig, resume: bool = True, progress: bool = True, console=None,
+          stop_after_epochs: int | None = None) -> TrainResult:
+    """Train a teacher or student as `cfg` says. Rank 0 writes the run directory.
+
+    `stop_after_epochs` ends this invocation early (e.g. to fit a job's time slot); rerunning resumes.
+    """
+    dist, device = setup_distributed(cfg.device)
     if cfg.amp != "none" and device.type != "cuda":
         raise ConfigError(f"config key 'amp' is '{cfg.amp}' but the device is {device}: AMP needs CUDA (use amp=none)")
     if cfg.batch_size % dist.world_size:
@@ -95,13 +98,15 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True, console=
     total_iters = sum(planner.iterations(schedule.at(e).batch_size) for e in range(cfg.epochs))
 
     model = create_model(cfg.model, train_set.num_classes, pretrained=_model_pretrained(cfg), **cfg.model_kwargs)
-    if cfg.method == "finetune":
-        _init_from_checkpoint(model, cfg.pretrained)
+    if cfg.method in ("finetune", "consistency"):
+        _init_from_checkpoint(model, cfg.pretrained, cfg)
+    soft_k = _soft_k(train_set) if cfg.method == "soft" else 0
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     if dist.enabled and cfg.sync_bn and device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    soft_criterion = SoftCrossEntropy() if soft_k else None
     criterion = SegLoss(
         build_criterion(cfg.loss.name, ignore_index=train_set.ignore_index, thresh=cfg.loss.ohem_thresh,
                         min_kept=cfg.loss.ohem_min_kept),
@@ -141,18 +146,23 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True, console=
                 class_names=train_set.class_names, palette=[list(c) for c in train_set.palette],
                 ignore_index=train_set.ignore_index, mean=list(mean), std=list(std), config=config_to_dict(cfg))
     last_metrics: dict = {}
-    progress_ctx = _progress(console) if progress and dist.is_main else contextlib.nullcontext()
+    progress_ctx = progress_bar("it", console, extra_field=True) if progress and dist.is_main else contextlib.nullcontext()
     with progress_ctx as bar:
         task = bar.add_task("train", total=total_iters, completed=iteration, info="") if bar else None
-        for epoch in range(start_epoch, cfg.epochs):
+        end_epoch = cfg.epochs if stop_after_epochs is None else min(cfg.epochs, start_epoch + stop_after_epochs)
+        for epoch in range(start_epoch, end_epoch):
             ec = schedule.at(epoch)
             batches = shard_batches(planner.plan(epoch, ec.batch_size), dist.rank, dist.world_size)
-            dataset = TrainDataset(train_set, _transforms(cfg, (ec.crop_h, ec.crop_w), train_set.ignore_index), mean, std)
+            if cfg.method == "consistency":
+                label_override = refresh_online_labels(model, train_set, run_dir, epoch, cfg, device, mean, std, dist)
+            ignore = TrainDataset.soft_fill(soft_k, train_set.ignore_index) if soft_k else train_set.ignore_index
+            dataset = TrainDataset(train_set, _transforms(cfg, (ec.crop_h, ec.crop_w), ignore), mean, std, soft_k,
+                                   label_override if cfg.method == "consistency" else None)
             loader = DataLoader(dataset, batch_sampler=batches, num_workers=cfg.workers,
                                 pin_memory=device.type == "cuda", persistent_workers=False)
             t0 = time.perf_counter()
             stats = train_one_epoch(
-                step_model, criterion, optimizer, scaler, loader, device, cfg, epoch, iteration, total_iters,
+                step_model, (criterion, soft_criterion), optimizer, scaler, loader, device, cfg, epoch, iteration, total_iters,
                 ec.lr_scale, run_dir, dist, bar, task, (ec.crop_h, ec.crop_w, ec.batch_size))
             iteration = stats.pop("iteration")
             record = {"epoch": epoch, "iteration": iteration, "crop": [ec.crop_h, ec.crop_w],
@@ -178,17 +188,22 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True, console=
                 append_jsonl(run_dir / "metrics.jsonl", {"type": "epoch", **record})
                 if bar:
                     bar.update(task, info=_epoch_summary(record))
+    if dist.enabled:
+        check = ranks_in_sync(model, dist, device)
+        if dist.is_main:
+            append_jsonl(run_dir / "metrics.jsonl", {"type": "ddp_check", **check})
     cleanup(dist)
-    return TrainResult(run_dir, best, last_metrics, cfg.epochs - start_epoch)
+    return TrainResult(run_dir, best, last_metrics, end_epoch - start_epoch)
 
 
 def train_one_epoch(model, criterion, optimizer, scaler, loader, device, cfg: TrainConfig, epoch: int,
                     iteration: int, total_iters: int, lr_scale: float, run_dir: Path, dist: DistInfo,
                     bar=None, task=None, crop_info=(0, 0, 0)) -> dict:
     model.train()
+    criterion, soft_criterion = criterion if isinstance(criterion, tuple) else (criterion, None)
     amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.amp)
     loss_sum, seen, t0 = 0.0, 0, time.perf_counter()
-    for step, (images, labels) in enumerate(loader):
+    for step, (images, labels, *soft) in enumerate(loader):
         lr = lr_scale * poly_lr(cfg.optim.lr, iteration, total_iters, cfg.optim.poly_power,
                                 cfg.optim.warmup_iters, cfg.optim.warmup_ratio)
         for group in optimizer.param_groups:
@@ -199,7 +214,7 @@ def train_one_epoch(model, criterion, optimizer, scaler, loader, device, cfg: Tr
             images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             outputs = model(images)
-            loss, parts = criterion(outputs, labels)
+            loss, parts = compute_loss(outputs, labels, soft, criterion, soft_criterion, cfg, device)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch}, iteration {iteration}: lower optim.lr")
         optimizer.zero_grad(set_to_none=True)
@@ -222,21 +237,93 @@ def train_one_epoch(model, criterion, optimizer, scaler, loader, device, cfg: Tr
             "img_per_s": round(seen * dist.world_size / (time.perf_counter() - t0), 2)}
 
 
+def compute_loss(outputs, labels, soft, criterion, soft_criterion, cfg: TrainConfig, device):
+    """The configured objective: hard CE/OHEM (+aux), with the main term swapped for soft CE (method soft) or
+    the model regularizer added (method mr)."""
+    loss, parts = criterion(outputs, labels)
+    main = outputs[0] if isinstance(outputs, (tuple, list)) else outputs
+    if soft_criterion is not None:
+        ids, probs = (t.to(device, non_blocking=True) for t in soft)
+        soft_loss = soft_criterion(main, ids.clamp(max=main.shape[1] - 1), probs)
+        loss = loss - parts["main"] + soft_loss
+        parts = {**parts, "main": soft_loss.detach()}
+    if cfg.method == "mr":
+        reg = model_regularizer(main, cfg.mr_weight)
+        loss = loss + reg
+        parts = {**parts, "mr": reg.detach()}
+    return loss, parts
+
+
+@torch.inference_mode()
+def refresh_online_labels(model, train_set: TrainSet, run_dir: Path, epoch: int, cfg: TrainConfig, device, mean, std,
+                          dist: DistInfo) -> dict[int, Path]:
+    """Method `consistency`: the model relabels the pseudo entries with its own current predictions.
+
+    Epoch 0 trains on the teacher's labels; every `refresh_every` epochs after that the labels are replaced.
+    The files live in the run directory (written atomically), so a resumed run finds the latest refresh.
+    """
+    from csst_edge.data.imageio import read_image
+    from csst_edge.data.transforms import normalize
+    from csst_edge.fileio import atomic_write_image
+
+    folder = run_dir / "online_labels"
+    pseudo = train_set.group_ids("pseudo")
+    paths = {int(i): folder / f"{int(i):07d}.png" for i in pseudo}
+    marker = folder / f"epoch{epoch}.done"
+    if epoch > 0 and epoch % cfg.refresh_every == 0 and not marker.exists() and dist.is_main:
+        was_training = model.training
+        model.eval()
+        for i in pseudo:
+            image = read_image(train_set.entries[i].image)
+            x = torch.from_numpy(normalize(image, mean, std))[None].to(device)
+            label = model(x).argmax(1)[0].to(torch.uint8).cpu().numpy()
+            atomic_write_image(paths[int(i)], label)
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+        model.train(was_training)
+    barrier(dist)
+    return {i: p for i, p in paths.items() if p.exists()}
+
+
+def _soft_k(train_set: TrainSet) -> int:
+    softs = [e.soft for e in train_set.entries if e.group == "pseudo"]
+    if not softs or any(s is None for s in softs):
+        raise ConfigError("method 'soft' needs pseudo sources made with `pseudo-label --topk K` (soft/*.npz missing)")
+    with np.load(softs[0]) as z:
+        return int(z["ids"].shape[0])
+
+
+def ranks_in_sync(model, dist: DistInfo, device) -> dict:
+    """Gather per-tensor checksums of every rank's weights: DDP must leave all replicas bit-identical."""
+    import torch.distributed as tdist
+
+    sums = torch.stack([t.detach().double().sum() for t in model.state_dict().values()
+                        if t.is_floating_point()]).to(device)
+    gathered = [torch.zeros_like(sums) for _ in range(dist.world_size)]
+    tdist.all_gather(gathered, sums)
+    identical = all(torch.equal(gathered[0], g) for g in gathered[1:])
+    return {"ranks_identical": identical, "world_size": dist.world_size,
+            "max_abs_diff": max(float((gathered[0] - g).abs().max()) for g in gathered[1:])}
+
+
 def _transforms(cfg: TrainConfig, crop, ignore_index):
     a = cfg.augment
     return train_transforms(crop, tuple(a.scale), ignore_index, flip=a.flip, blur=a.blur, jitter=a.jitter)
 
 
 def _model_pretrained(cfg: TrainConfig):
-    # `pretrained` is a backbone weight file / torchvision weight name, except for `finetune`, where it is the
-    # teacher checkpoint the whole model starts from.
-    return None if cfg.method == "finetune" else cfg.pretrained
+    # `pretrained` is a backbone weight file / torchvision weight name, except for `finetune` and
+    # `consistency`, where it is the teacher checkpoint the whole model starts from.
+    return None if cfg.method in ("finetune", "consistency") else cfg.pretrained
 
 
-def _init_from_checkpoint(model, path) -> None:
+def _init_from_checkpoint(model, path, cfg: TrainConfig) -> None:
     if not path:
-        raise ConfigError("method 'finetune' needs 'pretrained' = the teacher checkpoint to continue from")
+        raise ConfigError(f"method '{cfg.method}' needs 'pretrained' = the teacher checkpoint to start from")
     state = load_checkpoint(path)
+    if state["arch"] != cfg.model:
+        raise ConfigError(f"method '{cfg.method}' continues the teacher, so 'model' must be its arch "
+                          f"'{state['arch']}' (got '{cfg.model}')")
     model.load_state_dict({k.removeprefix("module."): v for k, v in state["model"].items()})
 
 
@@ -275,9 +362,3 @@ def _epoch_summary(record: dict) -> str:
     return s
 
 
-def _progress(console):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console,
-                    transient=False)

