@@ -272,6 +272,11 @@ class EvalDataset(Dataset):
         return torch.from_numpy(normalize(image, self.mean, self.std)), torch.from_numpy(label.astype(np.int64)), name
 
 
+def collate_eval(batch):
+    images, labels, names = zip(*batch)
+    return torch.stack(images), torch.stack(labels), list(names)
+
+
 def eval_dataset(src: SourceConfig, mean, std) -> tuple[EvalDataset, DatasetConfig]:
     ds = load_dataset_config(src.data)
     items = [(s.name, s.image, s.label) for s in select(list_samples(ds, src.split), src)]

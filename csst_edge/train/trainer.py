@@ -24,7 +24,7 @@ from csst_edge.models import create_model
 from csst_edge.progress import progress_bar
 from csst_edge.train.checkpoint import IMAGENET_MEAN, IMAGENET_STD, load_checkpoint, save_checkpoint
 from csst_edge.train.config import TrainConfig, config_to_dict, dump_config
-from csst_edge.train.data import (EpochPlanner, TrainDataset, TrainSet, build_train_set, eval_dataset, sampling_groups,
+from csst_edge.train.data import (EpochPlanner, collate_eval, TrainDataset, TrainSet, build_train_set, eval_dataset, sampling_groups,
                                   shard_batches)
 from csst_edge.train.distributed import DistInfo, barrier, cleanup, setup_distributed
 from csst_edge.train.losses import SegLoss, SoftCrossEntropy, build_criterion, model_regularizer
@@ -140,7 +140,7 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True, console=
     if cfg.val is not None and dist.is_main:
         val_set, _ = eval_dataset(cfg.val, mean, std)
         val_loader = DataLoader(val_set, batch_size=cfg.eval_batch_size, num_workers=min(cfg.workers, 2),
-                                collate_fn=_collate_eval)
+                                collate_fn=collate_eval)
 
     meta = dict(arch=cfg.model, model_kwargs=dict(cfg.model_kwargs), num_classes=train_set.num_classes,
                 class_names=train_set.class_names, palette=[list(c) for c in train_set.palette],
@@ -348,11 +348,6 @@ def _nan_to_none(value):
     if isinstance(value, float) and math.isnan(value):
         return None
     return value
-
-
-def _collate_eval(batch):
-    images, labels, names = zip(*batch)
-    return torch.stack(images), torch.stack(labels), list(names)
 
 
 def _epoch_summary(record: dict) -> str:

@@ -1,0 +1,1 @@
+"""Whole workflows built from the library pieces: the demo and (later) self-training rounds."""
