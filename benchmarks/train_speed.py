@@ -1,0 +1,154 @@
+"""Training speed: images/s of each student at a 512x512 crop, and the fast crop schedule's wall-clock gain.
+
+    python3 benchmarks/train_speed.py throughput                 # students, 512x512, this machine's devices
+    python3 benchmarks/train_speed.py schedule --epochs 30        # coarse2fine+ vs constant on CamVid (Fast-SCNN)
+
+`throughput` times forward + backward + SGD step on random tensors (data loading excluded, so it is the model's
+ceiling), after warm-up, on the CPU (threads = cores) and on CUDA when present (fp32 and AMP fp16).
+`schedule` trains Fast-SCNN twice on CamVid train with the same epochs and samples per epoch, once with a constant
+crop and once with coarse2fine+, and reports wall time, the ratio, and val mIoU of both. Results go to
+benchmarks/out/train_speed_*.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from csst_edge.fileio import atomic_write_json, atomic_write_text  # noqa: E402
+from csst_edge.models import create_model  # noqa: E402
+from csst_edge.train.losses import SegLoss, build_criterion  # noqa: E402
+
+OUT = Path(__file__).resolve().parent / "out"
+STUDENTS = ("fastscnn", "bisenet_r18", "icnet_r18", "icnet_r50")
+
+
+def train_throughput(name: str, device: torch.device, batch: int, crop: int, iters: int, warmup: int,
+                     amp: bool = False, num_classes: int = 19) -> float:
+    torch.manual_seed(0)
+    model = create_model(name, num_classes).to(device).train()
+    criterion = SegLoss(build_criterion("ce"), model.aux_weights)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    x = torch.randn(batch, 3, crop, crop, device=device)
+    y = torch.randint(0, num_classes, (batch, crop, crop), device=device)
+
+    def step():
+        with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+            loss, _ = criterion(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+
+    for _ in range(warmup):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(iters):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return batch * iters / (time.perf_counter() - t)
+
+
+def cmd_throughput(args) -> None:
+    rows = []
+    devices = [("cpu", False)] + ([("cuda", False), ("cuda", True)] if torch.cuda.is_available() else [])
+    for name in args.models:
+        for dev, amp in devices:
+            batch = args.batch if dev == "cpu" else args.gpu_batch
+            ips = train_throughput(name, torch.device(dev), batch, args.crop, args.iters if dev == "cpu" else 20,
+                                   args.warmup, amp)
+            row = {"model": name, "device": dev + (" amp-fp16" if amp else ""), "batch": batch,
+                   "crop": f"{args.crop}x{args.crop}", "img_per_s": round(ips, 2)}
+            rows.append(row)
+            print(row, flush=True)
+    info = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
+            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+    OUT.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(OUT / "train_speed_throughput.json", {**info, "rows": rows})
+    md = [f"Training throughput (forward+backward+SGD, random data), torch {info['torch']}, "
+          f"{info['threads']} CPU threads{', GPU ' + info['gpu'] if info['gpu'] else ''}.", "",
+          "| model | device | batch | crop | img/s |", "|---|---|---:|---|---:|"]
+    md += [f"| {r['model']} | {r['device']} | {r['batch']} | {r['crop']} | {r['img_per_s']:.2f} |" for r in rows]
+    atomic_write_text(OUT / "train_speed_throughput.md", "\n".join(md) + "\n")
+    print("\n".join(md))
+
+
+def cmd_schedule(args) -> None:
+    from csst_edge.train.config import load_train_config
+    from csst_edge.train.trainer import train
+
+    results = {}
+    for schedule in ("constant", "coarse2fine+"):
+        out = Path(args.out) / f"schedule_{schedule.replace('+', 'plus')}"
+        cfg = load_train_config(None, [
+            "model=fastscnn", f"train=[{{data: {args.data}, split: train}}]", f"val={{data: {args.data}, split: val}}",
+            f"epochs={args.epochs}", f"samples_per_epoch={args.samples}", f"batch_size={args.batch}",
+            f"crop=[{args.crop_h},{args.crop_w}]", f"crop_schedule={schedule}", f"max_batch={args.max_batch}",
+            "optim.lr=0.045", "optim.weight_decay=4e-5", f"eval_every={args.epochs}", f"workers={args.workers}",
+            f"device={args.device}", f"out={out}", "seed=0"])
+        t = time.perf_counter()
+        result = train(cfg, progress=not args.quiet)
+        import json
+
+        epochs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()
+                  if '"type": "epoch"' in line]
+        train_seconds = sum(e["time_s"] for e in epochs)
+        results[schedule] = {"wall_s": round(time.perf_counter() - t, 1), "train_s": round(train_seconds, 1),
+                             "val_miou": result.best_miou, "epochs": len(epochs),
+                             "crops": sorted({f"{e['crop'][0]}x{e['crop'][1]}x{e['batch_size']}" for e in epochs})}
+        print(schedule, results[schedule], flush=True)
+    ratio = results["constant"]["train_s"] / results["coarse2fine+"]["train_s"]
+    summary = {"data": args.data, "epochs": args.epochs, "samples_per_epoch": args.samples, "batch": args.batch,
+               "crop": [args.crop_h, args.crop_w], "device": args.device, "results": results,
+               "speedup_coarse2fine_plus": round(ratio, 3)}
+    OUT.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(OUT / "train_speed_schedule.json", summary)
+    md = [f"Fast-SCNN on {args.data} train, {args.epochs} epochs x {args.samples} samples, base crop "
+          f"{args.crop_h}x{args.crop_w} batch {args.batch}, device {args.device}.", "",
+          "| schedule | train time (s) | val mIoU (%) | crops x batch |", "|---|---:|---:|---|"]
+    for k, r in results.items():
+        md.append(f"| {k} | {r['train_s']:.0f} | {100 * (r['val_miou'] or 0):.1f} | {', '.join(r['crops'])} |")
+    md.append(f"\ncoarse2fine+ speed-up: {ratio:.2f}x")
+    atomic_write_text(OUT / "train_speed_schedule.md", "\n".join(md) + "\n")
+    print("\n".join(md))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("throughput")
+    t.add_argument("--models", nargs="+", default=list(STUDENTS))
+    t.add_argument("--crop", type=int, default=512)
+    t.add_argument("--batch", type=int, default=4)
+    t.add_argument("--gpu-batch", type=int, default=16)
+    t.add_argument("--iters", type=int, default=5)
+    t.add_argument("--warmup", type=int, default=2)
+    s = sub.add_parser("schedule")
+    s.add_argument("--data", default="camvid")
+    s.add_argument("--epochs", type=int, default=30)
+    s.add_argument("--samples", type=int, default=367)
+    s.add_argument("--batch", type=int, default=8)
+    s.add_argument("--max-batch", type=int, default=32)
+    s.add_argument("--crop-h", type=int, default=288)
+    s.add_argument("--crop-w", type=int, default=384)
+    s.add_argument("--workers", type=int, default=2)
+    s.add_argument("--device", default="auto")
+    s.add_argument("--out", default=str(OUT / "runs"))
+    s.add_argument("--quiet", action="store_true")
+    args = ap.parse_args()
+    cmd_throughput(args) if args.cmd == "throughput" else cmd_schedule(args)
+
+
+if __name__ == "__main__":
+    main()
