@@ -38,33 +38,38 @@ def parse_size(text: str, option: str) -> tuple[int, int]:
 
 def eval_command(
     checkpoint: Annotated[Path, typer.Argument(help="Model checkpoint (.pt), e.g. runs/student/best.pt.")],
-    data: Annotated[Optional[str], typer.Option(help="Dataset YAML or built-in name (camvid). Default: the checkpoint's validation set.")] = None,
+    data: Annotated[Optional[str], typer.Option(
+        help="Dataset YAML or built-in name (camvid). Default: the checkpoint's validation set.")] = None,
     split: Annotated[str, typer.Option(help="Dataset split to evaluate.")] = "val",
-    mode: Annotated[str, typer.Option(help="single, multiscale (average over --scales) or slide (sliding --crop window).")] = "single",
-    scales: Annotated[Optional[str], typer.Option(help=f"Comma-separated scales for multiscale / slide (multiscale default {PAPER_SCALES}).")] = None,
+    mode: Annotated[str, typer.Option(
+        help="single, multiscale (average over --scales) or slide (sliding --crop window).")] = "single",
+    scales: Annotated[Optional[str], typer.Option(
+        help=f"Comma-separated scales for multiscale / slide (multiscale default {PAPER_SCALES}).")] = None,
     flip: Annotated[bool, typer.Option(help="Also average with the horizontally flipped prediction.")] = False,
-    crop: Annotated[Optional[str], typer.Option(help="Sliding-window size HxW for --mode slide, e.g. 512x1024.")] = None,
-    stride: Annotated[Optional[str], typer.Option(help="Sliding-window stride HxW (default: two thirds of --crop).")] = None,
+    crop: Annotated[Optional[str], typer.Option(help="Sliding window HxW for --mode slide, e.g. 512x1024.")] = None,
+    stride: Annotated[Optional[str], typer.Option(help="Sliding-window stride HxW (default: 2/3 of --crop).")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass (they must share one size).")] = 1,
     workers: Annotated[int, typer.Option(help="DataLoader decoding workers.")] = 2,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
     amp: Annotated[bool, typer.Option(help="Mixed precision (fp16 on CUDA, bf16 on CPU).")] = False,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for eval.json (default: the checkpoint's folder).")] = None,
-    save_predictions: Annotated[Optional[Path], typer.Option(help="Also write coloured prediction PNGs to this folder.")] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", "-o", help="Folder for eval_<split>.json (default: the checkpoint's folder).")] = None,
+    save_predictions: Annotated[Optional[Path], typer.Option(
+        help="Also write coloured prediction PNGs (<name>.png) to this folder.")] = None,
     limit: Annotated[Optional[int], typer.Option(help="Evaluate only the first N images of the split.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
-    """Evaluate a checkpoint: per-class IoU, mIoU, pixel accuracy; writes eval.json.
+    """Evaluate a checkpoint: per-class IoU, mIoU, pixel accuracy; writes eval_<split>.json.
 
     Examples:
 
       csst-edge eval runs/student/best.pt --data camvid
 
-      csst-edge eval best.pt --data camvid --mode multiscale --flip            # scales 0.5 ... 1.75
+      csst-edge eval best.pt --data camvid --mode multiscale --flip
 
-      csst-edge eval best.pt --data cityscapes.yaml --mode slide --crop 512x1024 --save-predictions preds/
+      csst-edge eval best.pt --data city.yaml --mode slide --crop 512x1024 --save-predictions preds/
 
-      torchrun --nproc_per_node 2 -m csst_edge eval best.pt --data camvid      # images sharded over ranks
+      torchrun --nproc_per_node 2 -m csst_edge eval best.pt --data camvid   (images sharded over ranks)
     """
     import torch
     from torch.utils.data import DataLoader, Subset
@@ -123,13 +128,19 @@ def eval_command(
         cleanup(info)
     if not info.is_main:
         return
-    how = mode + (f" {','.join(f'{s:g}' for s in scale_list)}" if mode != "single" else "") + (" + flip" if flip else "")
-    console.print(metrics_table(metrics, ds.class_names, title=f"{ds.name} {split} ({metrics['num_images']} images, {how})"))
+    how = mode + (" " + ",".join(f"{s:g}" for s in scale_list) if mode != "single" else "")
+    how += " + flip" if flip else ""
+    # a short title: the table is narrow and rich wraps a long one over several lines
+    console.print(metrics_table(metrics, ds.class_names, title=f"{ds.name} {split}"))
+    console.print(f"{metrics['num_images']} images, {how}", highlight=False)
     out_dir = out if out is not None else checkpoint.parent
     settings = {"checkpoint": str(checkpoint), "checkpoint_sha256": file_sha256(checkpoint), "data": str(data),
                 "split": split, "mode": mode, "scales": list(scale_list), "flip": flip,
                 "crop": list(crop_hw) if crop_hw else None, "stride": list(stride_hw) if stride_hw else None,
                 "limit": limit, "amp": amp, "device": str(dev), "torch": torch.__version__}
-    write_eval_json(out_dir / "eval.json", metrics, ds.class_names, {"settings": settings})
+    # eval_<split>.json, not eval.json: the trainer's eval.json (best epoch) next to best.pt must survive
+    json_path = out_dir / f"eval_{split}.json"
+    write_eval_json(json_path, metrics, ds.class_names, {"settings": settings})
     where = f"; predictions in {save_predictions}" if save_predictions is not None else ""
-    console.print(f"[green]done[/]: mIoU {100 * metrics['miou']:.2f} in {metrics['seconds']:.1f}s → {out_dir / 'eval.json'}{where}")
+    console.print(f"[green]done[/]: mIoU {100 * metrics['miou']:.2f} in {metrics['seconds']:.1f}s "
+                  f"→ {json_path}{where}")

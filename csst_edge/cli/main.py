@@ -8,6 +8,8 @@ import typer
 
 from csst_edge import __version__
 from csst_edge.cli import data as data_cli
+from csst_edge.cli.demo import demo_command
+from csst_edge.cli.eval import eval_command
 from csst_edge.cli.pseudo import pseudo_label_command
 from csst_edge.cli.train import train_command
 from csst_edge.cli.common import ErrorHandlingGroup, console, set_debug
@@ -41,9 +43,11 @@ def root(
     set_debug(debug)
 
 
+app.command("demo")(demo_command)
 app.add_typer(data_cli.app, name="data")
 app.command("train", context_settings={"allow_extra_args": False})(train_command)
 app.command("pseudo-label")(pseudo_label_command)
+app.command("eval")(eval_command)
 
 
 def run() -> None:

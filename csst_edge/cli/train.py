@@ -49,12 +49,20 @@ def train_command(
                "sampling": sampling, "out": out, "device": device}
     extra = [f"{k}={v}" for k, v in options.items() if v is not None]
     if crop is not None:
-        extra.append(f"crop={crop}")
+        try:
+            h, w = (int(v) for v in crop.lower().split("x"))
+        except ValueError:
+            raise typer.BadParameter(f"'{crop}' is not HEIGHTxWIDTH, e.g. 512x512", param_hint="--crop") from None
+        extra.append(f"crop=[{h},{w}]")
     if data is not None:
         extra.append(f"train=[{{data: '{data}', split: train}}]")
     if val is not None:
         extra.append(f"val={{data: '{val}', split: val}}")
-    cfg = load_train_config(config, extra + list(overrides or []))
+    overrides = list(overrides or [])
+    if config is not None and "=" in str(config) and not config.is_file():  # no config file, only overrides
+        overrides.insert(0, str(config))
+        config = None
+    cfg = load_train_config(config, extra + overrides)
     result = train(cfg, resume=resume, progress=not quiet, console=console)
     best = f"{100 * result.best_miou:.2f}" if result.best_miou is not None else "n/a (no val set)"
     console.print(f"[green]done[/]: {result.epochs_run} epoch(s), best val mIoU {best}; run directory {result.run_dir}")

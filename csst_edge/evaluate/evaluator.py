@@ -5,9 +5,9 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -109,9 +109,13 @@ def evaluate(
         from csst_edge.progress import progress_bar
 
         bar = progress_bar("img", console=console, transient=True)
-    total = len(loader.dataset) if hasattr(loader, "dataset") and hasattr(loader.dataset, "__len__") else None
+    try:  # the sampler, not the dataset: under a DistributedSampler this rank sees only its shard
+        total = len(loader.sampler)
+    except (AttributeError, TypeError):
+        total = None
     # fp16 autocast on CUDA; bfloat16 is the only autocast type CPUs support
     amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    id_dtype = torch.uint8 if num_classes <= 256 else torch.int32  # uint8: a quarter of the host copy
     num_images = 0
     start = time.perf_counter()
     try:
@@ -126,7 +130,7 @@ def evaluate(
                 pred = logits.argmax(1)
                 confmat.update(pred, labels)
                 if writer is not None:
-                    for name, p in zip(names, pred.to(torch.uint8 if num_classes <= 256 else torch.int32).cpu().numpy()):
+                    for name, p in zip(names, pred.to(id_dtype).cpu().numpy(), strict=True):
                         writer.submit(name, p)
                 num_images += len(names)
                 if bar is not None:

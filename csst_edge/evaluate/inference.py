@@ -9,7 +9,7 @@ ensemble, but it is not any single network's logits.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

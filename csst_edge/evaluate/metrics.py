@@ -32,10 +32,10 @@ class ConfusionMatrix:
         keep = (target >= 0) & (target < n) & (target != self.ignore_index)
         target, pred = target[keep], pred[keep]
         if pred.numel():
-            lo, hi = torch.aminmax(pred)
+            lo, hi = torch.stack(torch.aminmax(pred)).tolist()  # one device sync, not two
             # an out-of-range prediction would silently land in another cell of the flattened matrix
-            if lo.item() < 0 or hi.item() >= n:
-                raise ValueError(f"predicted class ids must lie in [0, {n}), got [{lo.item()}, {hi.item()}]")
+            if lo < 0 or hi >= n:
+                raise ValueError(f"predicted class ids must lie in [0, {n}), got [{lo}, {hi}]")
         self.mat += torch.bincount(n * target + pred, minlength=n * n).reshape(n, n)
 
     def reset(self) -> None:
@@ -62,9 +62,8 @@ class ConfusionMatrix:
         h = mat.double().cpu()
         tp = torch.diag(h)
         gt, predicted, total = h.sum(1), h.sum(0), h.sum()
-        with torch.no_grad():
-            iou = tp / (gt + predicted - tp)  # 0/0 → nan for classes seen nowhere
-            acc = tp / gt
+        iou = tp / (gt + predicted - tp)  # 0/0 → nan for classes seen nowhere
+        acc = tp / gt
         return {
             "miou": _nanmean(iou),
             "per_class_iou": iou.tolist(),

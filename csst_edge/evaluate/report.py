@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 from rich.table import Table
 
@@ -21,7 +21,7 @@ def metrics_table(metrics: dict, class_names: Sequence[str], title: str = "evalu
     table = Table(title=title, title_justify="left")
     table.add_column("class")
     table.add_column("IoU %", justify="right")
-    for name, iou in zip(class_names, metrics["per_class_iou"]):
+    for name, iou in zip(class_names, metrics["per_class_iou"], strict=True):
         table.add_row(str(name), _pct(iou))
     table.add_section()
     table.add_row("[bold]mIoU[/]", f"[bold]{_pct(metrics['miou'])}[/]")
@@ -42,13 +42,14 @@ def _json_safe(value):
     return value
 
 
-def write_eval_json(path: str | os.PathLike, metrics: dict, class_names: Sequence[str], extra: dict | None = None) -> dict:
+def write_eval_json(path: str | os.PathLike, metrics: dict, class_names: Sequence[str],
+                    extra: dict | None = None) -> dict:
     """Write metrics (IoU per class keyed by name, confusion rows = ground truth) atomically; returns the record."""
     record = {
         "miou": metrics["miou"],
         "pixel_accuracy": metrics["pixel_accuracy"],
         "mean_accuracy": metrics.get("mean_accuracy"),
-        "per_class_iou": dict(zip(map(str, class_names), metrics["per_class_iou"])),
+        "per_class_iou": dict(zip(map(str, class_names), metrics["per_class_iou"], strict=True)),
         "class_names": list(map(str, class_names)),
         "num_images": metrics.get("num_images"),
         "seconds": metrics.get("seconds"),

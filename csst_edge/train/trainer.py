@@ -294,11 +294,13 @@ def _soft_k(train_set: TrainSet) -> int:
 
 
 def ranks_in_sync(model, dist: DistInfo, device) -> dict:
-    """Gather per-tensor checksums of every rank's weights: DDP must leave all replicas bit-identical."""
+    """Gather per-tensor checksums of every rank's parameters: DDP must leave all replicas bit-identical.
+
+    BatchNorm running statistics are not compared: without SyncBN (CPU/gloo) each rank updates them from its own
+    slice of the batch after DDP's broadcast from rank 0, and rank 0's are the ones saved."""
     import torch.distributed as tdist
 
-    sums = torch.stack([t.detach().double().sum() for t in model.state_dict().values()
-                        if t.is_floating_point()]).to(device)
+    sums = torch.stack([p.detach().double().sum() for p in model.parameters()]).to(device)
     gathered = [torch.zeros_like(sums) for _ in range(dist.world_size)]
     tdist.all_gather(gathered, sums)
     identical = all(torch.equal(gathered[0], g) for g in gathered[1:])
