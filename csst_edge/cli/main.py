@@ -8,6 +8,8 @@ import typer
 
 from csst_edge import __version__
 from csst_edge.cli import data as data_cli
+from csst_edge.cli import export as export_cli
+from csst_edge.cli.bench import bench_command
 from csst_edge.cli.demo import demo_command
 from csst_edge.cli.eval import eval_command
 from csst_edge.cli.pseudo import pseudo_label_command
@@ -48,6 +50,8 @@ app.add_typer(data_cli.app, name="data")
 app.command("train", context_settings={"allow_extra_args": False})(train_command)
 app.command("pseudo-label")(pseudo_label_command)
 app.command("eval")(eval_command)
+app.add_typer(export_cli.app, name="export")
+app.command("bench")(bench_command)
 
 
 def run() -> None:

@@ -7,8 +7,8 @@ so evaluating on a large split never holds it in memory.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import cv2
 import numpy as np

@@ -13,9 +13,10 @@ import io
 import os
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -189,12 +190,20 @@ def export_model_onnx(model: nn.Module, meta: ModelMeta, out_path: str | os.Path
         atomic_write_bytes(tmp, data)
         try:
             frames = load_frames(verify_images, verify_count, h, w)
+            if meta.dynamic:  # a dynamic graph must also be right at a size it was not traced at
+                h2, w2 = _second_size(h, w)
+                frames += load_frames(verify_images, max(1, verify_count // 2), h2, w2, seed=1)
             kwargs = {k: v for k, v in (("atol", atol), ("min_agreement", min_agreement)) if v is not None}
             report = verify_onnx(tmp, model, frames, source_name=str(out_path), **kwargs)
         finally:
             tmp.unlink(missing_ok=True)
     atomic_write_bytes(out_path, data)
     return ExportResult(out_path, meta, len(data), time.perf_counter() - t0, simplified, report, notes)
+
+
+def _second_size(h: int, w: int) -> tuple[int, int]:
+    """1.5x the export size, rounded to a multiple of 32 (every output stride of the models divides it)."""
+    return max(32, round(h * 1.5 / 32) * 32), max(32, round(w * 1.5 / 32) * 32)
 
 
 def _trace_to_onnx(wrapper: nn.Module, dummy: torch.Tensor, meta: ModelMeta):

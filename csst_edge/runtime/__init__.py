@@ -5,7 +5,13 @@ ONNX Runtime / TensorRT only (tests/test_export.py checks it in a fresh interpre
 """
 
 from csst_edge.runtime.backends import (
-    Backend, BackendError, OnnxRuntimeBackend, TensorRTBackend, available_providers, load_backend, predict_labels,
+    Backend,
+    BackendError,
+    OnnxRuntimeBackend,
+    TensorRTBackend,
+    available_providers,
+    load_backend,
+    predict_labels,
 )
 from csst_edge.runtime.model_meta import ModelMeta, ModelMetaError, read_model_meta
 

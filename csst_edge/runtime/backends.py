@@ -11,8 +11,8 @@ model's input size is the caller's job (`backend.meta.input_height/width`), so t
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

@@ -65,7 +65,7 @@ class ModelMeta:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any], source: str = "metadata") -> "ModelMeta":
+    def from_dict(cls, raw: dict[str, Any], source: str = "metadata") -> ModelMeta:
         known = {f.name for f in fields(cls)}
         missing = [k for k in ("arch", "num_classes", "class_names", "mean", "std") if k not in raw]
         if missing:

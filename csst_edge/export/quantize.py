@@ -1,0 +1,434 @@
+"""ONNX Runtime static INT8 quantisation of an exported model, with an automatic float fallback.
+
+How the uint8 input is handled: the exported graph starts `Cast(uint8→float) → [Transpose] → Mul → Add` (the
+normalisation) and ends with `[Resize] → Softmax/ArgMax → Cast`. The quantiser is told to leave those
+boundary nodes in float: the first convolution's input then gets one QuantizeLinear over the *normalised*
+tensor, whose range calibration measures on real frames (quantising the cast output too would add a redundant
+0..255 requantisation in front of it), and the logits are upsampled and argmax-ed in float (8-bit logits make
+ties at class boundaries). Calibration feeds the model uint8 frames exactly as the vehicle will, so no float-input
+copy of the model is needed.
+
+Automatic float fallback (`auto_fallback_max_drop`): per-node sensitivity is measured once on the calibration
+frames as the relative squared error each quantisable node *adds* at its output (its error in the fake-quantised
+model minus the largest error already present at its nearest quantisable ancestors). The most sensitive nodes are
+then kept in float, 1, 2, 4, ... of them, until the measured mIoU drop (from `eval_fn`) is within the limit;
+a bisection then finds the smallest such number. The calibration ranges are computed once and cached.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from csst_edge.export.errors import ExportError
+from csst_edge.export.verify import load_onnx_checked, onnx_meta
+from csst_edge.fileio import atomic_write_bytes
+from csst_edge.runtime.model_meta import ModelMeta, set_onnx_metadata
+
+TYPE_PAIRS = {"U8S8": ("QUInt8", "QInt8"), "S8S8": ("QInt8", "QInt8")}
+CALIBRATION_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
+# nodes whose output error is ranked for the fallback: the ones that carry weights
+SENSITIVE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+# ops allowed in the float boundary at either end of the graph
+_PRE_OPS = {"Cast", "Transpose", "Mul", "Add", "Sub", "Div", "Identity", "Unsqueeze", "Reshape"}
+_POST_OPS = {"Cast", "ArgMax", "Softmax", "Resize", "Identity", "Transpose", "Reshape", "Squeeze", "Upsample"}
+
+
+@dataclass
+class QuantizeResult:
+    path: Path
+    meta: ModelMeta
+    seconds: float
+    quant_format: str
+    types: str
+    per_channel: bool
+    calibration_frames: int
+    boundary_nodes: list[str]
+    excluded_nodes: list[str]  # the user's + the automatic fallback's (boundary nodes not included)
+    auto_excluded: list[str]
+    fp32_miou: float | None = None
+    int8_miou: float | None = None
+    max_drop: float | None = None
+    target_met: bool | None = None
+    agreement: float | None = None  # argmax agreement INT8 vs FP32 on the calibration frames
+    history: list[dict] = field(default_factory=list)
+    sensitivity: list[tuple[str, float]] = field(default_factory=list)
+    size_bytes: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def drop(self) -> float | None:
+        if self.fp32_miou is None or self.int8_miou is None:
+            return None
+        return self.fp32_miou - self.int8_miou
+
+    def summary(self) -> str:
+        s = f"{self.path} ({self.size_bytes / 2**20:.2f} MiB, {self.quant_format} {self.types}"
+        s += ", per-channel" if self.per_channel else ""
+        s += f", {self.calibration_frames} calibration frame(s), {len(self.excluded_nodes)} node(s) kept in float)"
+        if self.agreement is not None:
+            s += f"; argmax agreement with FP32 {100 * self.agreement:.2f}%"
+        if self.drop is not None:
+            s += f"; mIoU FP32 {100 * self.fp32_miou:.2f} → INT8 {100 * self.int8_miou:.2f} (drop {100 * self.drop:.2f})"
+        if self.target_met is False:
+            s += f"; drop limit {100 * self.max_drop:.2f} NOT met even with every ranked node in float"
+        return s
+
+    def to_dict(self) -> dict:
+        return {k: (str(v) if isinstance(v, Path) else v.to_dict() if isinstance(v, ModelMeta) else v)
+                for k, v in self.__dict__.items()} | {"drop": self.drop}
+
+
+class FrameCalibrationReader:
+    """CalibrationDataReader over uint8 frames, already batched and laid out as the model's input."""
+
+    def __init__(self, input_name: str, batches: list[np.ndarray]):
+        self.input_name, self.batches = input_name, batches
+        self._next = 0
+
+    def get_next(self):
+        if self._next >= len(self.batches):
+            return None
+        self._next += 1
+        return {self.input_name: self.batches[self._next - 1]}
+
+    def rewind(self) -> None:
+        self._next = 0
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def input_batches(frames: Sequence[np.ndarray], meta: ModelMeta) -> list[np.ndarray]:
+    """Frames → model input batches: resized to a static model's size, grouped by its batch, in its layout."""
+    from csst_edge.export.frames import resize_frame
+
+    h, w = meta.input_height or meta.export_height, meta.input_width or meta.export_width
+    frames = [resize_frame(np.asarray(f, np.uint8), h, w) for f in frames]
+    b = meta.batch or 1
+    batches = []
+    for i in range(0, len(frames), b):
+        group = frames[i : i + b]
+        group += [group[-1]] * (b - len(group))  # a static batch must be full
+        x = np.stack(group)
+        batches.append(np.ascontiguousarray(x.transpose(0, 3, 1, 2) if meta.input_layout == "nchw" else x))
+    return batches
+
+
+# ------------------------------------------------------------------------------------------- graph helpers
+def name_nodes(proto) -> None:
+    """Give every node a unique name: exclusion lists and sensitivities refer to nodes by name."""
+    seen = set()
+    for i, node in enumerate(proto.graph.node):
+        if not node.name or node.name in seen:
+            node.name = f"{node.name or node.op_type}_n{i}"
+        seen.add(node.name)
+
+
+def boundary_nodes(proto) -> list[str]:
+    """Names of the pre-processing nodes (from the input up to the first weighted op) and the post-processing
+    nodes (from the output back to the last weighted op), which stay in float."""
+    graph = proto.graph
+    consumers: dict[str, list] = {}
+    producer = {}
+    for node in graph.node:
+        for t in node.input:
+            consumers.setdefault(t, []).append(node)
+        for t in node.output:
+            producer[t] = node
+    init = {i.name for i in graph.initializer}
+    const_outputs = {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+    pre, frontier = [], [i.name for i in graph.input if i.name not in init]
+    visited = set()
+    while frontier:
+        tensor = frontier.pop()
+        for node in consumers.get(tensor, []):
+            if node.name in visited or node.op_type not in _PRE_OPS:
+                continue
+            # only nodes fed by the input chain and constants: a Mul inside the network is not pre-processing
+            feeds = [t for t in node.input if t and t not in init and t not in const_outputs]
+            if all(t == tensor or producer.get(t) is None or producer[t].name in visited for t in feeds):
+                visited.add(node.name)
+                pre.append(node.name)
+                frontier.extend(node.output)
+    post, stack = [], [o.name for o in graph.output]
+    seen = set()
+    while stack:
+        node = producer.get(stack.pop())
+        if node is None or node.name in seen or node.op_type not in _POST_OPS:
+            continue
+        seen.add(node.name)
+        post.append(node.name)
+        stack.extend(t for t in node.input[:1])  # follow the data input only (Resize scales/sizes are constants)
+    return pre + post
+
+
+def candidate_ancestors(proto, candidates: set[str]) -> dict[str, set[str]]:
+    """For each candidate node, its nearest candidate ancestors (through any non-candidate nodes)."""
+    producer = {t: n for n in proto.graph.node for t in n.output}
+    result = {}
+    for node in proto.graph.node:
+        if node.name not in candidates:
+            continue
+        found, stack, seen = set(), list(node.input), set()
+        while stack:
+            t = stack.pop()
+            if t in seen:
+                continue
+            seen.add(t)
+            p = producer.get(t)
+            if p is None:
+                continue
+            if p.name in candidates:
+                found.add(p.name)
+            else:
+                stack.extend(p.input)
+        result[node.name] = found
+    return result
+
+
+def _with_outputs(proto, tensor_names: list[str]):
+    import onnx
+
+    model = onnx.ModelProto()
+    model.CopyFrom(proto)
+    existing = {o.name for o in model.graph.output}
+    for name in tensor_names:
+        if name not in existing:
+            model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    return model
+
+
+def _session(model_or_path, threads: int | None = None, optimize: bool = True):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    if not optimize:
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    if threads:
+        so.intra_op_num_threads = int(threads)
+    data = model_or_path.SerializeToString() if hasattr(model_or_path, "SerializeToString") else str(model_or_path)
+    return ort.InferenceSession(data, sess_options=so, providers=["CPUExecutionProvider"])
+
+
+def node_sensitivity(fp32_proto, int8_path: Path, batches: list[np.ndarray], input_name: str,
+                     candidates: list[str], threads: int | None = None) -> list[tuple[str, float]]:
+    """(node, added relative squared error) for each candidate, most sensitive first."""
+    import onnx
+
+    # compare what the next layer sees: the node's output after its QuantizeLinear → DequantizeLinear pair.
+    # Where the quantiser folded a following Relu/Clip into that pair, the node writes the Relu's output
+    # tensor (present in both graphs) and only the dequantised value has the Relu applied.
+    int8_proto = onnx.load(str(int8_path))
+    int8_nodes = {n.name: n for n in int8_proto.graph.node}
+    consumers: dict[str, list] = {}
+    for n in int8_proto.graph.node:
+        for t in n.input:
+            consumers.setdefault(t, []).append(n)
+
+    def dequantized(tensor: str) -> str:
+        for q in consumers.get(tensor, []):
+            if q.op_type == "QuantizeLinear" and q.input[0] == tensor:
+                for dq in consumers.get(q.output[0], []):
+                    if dq.op_type == "DequantizeLinear":
+                        return dq.output[0]
+        return tensor
+
+    fp32_tensors = {o for n in fp32_proto.graph.node for o in n.output}
+    pairs = {name: (int8_nodes[name].output[0], dequantized(int8_nodes[name].output[0])) for name in candidates
+             if name in int8_nodes and int8_nodes[name].output[0] in fp32_tensors}
+    fp32 = _session(_with_outputs(fp32_proto, list(dict.fromkeys(a for a, _ in pairs.values()))), threads, optimize=False)
+    int8 = _session(_with_outputs(int8_proto, list(dict.fromkeys(b for _, b in pairs.values()))), threads, optimize=False)
+    err = {name: 0.0 for name in pairs}
+    ref = {name: 0.0 for name in pairs}
+    for x in batches:
+        a = dict(zip([o.name for o in fp32.get_outputs()], fp32.run(None, {input_name: x}), strict=True))
+        b = dict(zip([o.name for o in int8.get_outputs()], int8.run(None, {input_name: x}), strict=True))
+        for name, (ta, tb) in pairs.items():
+            fa, fb = a[ta].astype(np.float64), b[tb].astype(np.float64)
+            err[name] += float(((fa - fb) ** 2).sum())
+            ref[name] += float((fa ** 2).sum())
+    rel = {name: err[name] / (ref[name] + 1e-12) for name in pairs}
+    ancestors = candidate_ancestors(fp32_proto, set(rel))
+    added = {name: max(0.0, e - max((rel[a] for a in ancestors.get(name, ()) if a in rel), default=0.0))
+             for name, e in rel.items()}
+    return sorted(added.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+def argmax_agreement(fp32_path, int8_path, batches: list[np.ndarray], input_name: str, meta: ModelMeta,
+                     threads: int | None = None) -> float:
+    a, b = _session(fp32_path, threads), _session(int8_path, threads)
+    agree = total = 0
+    for x in batches:
+        ya, yb = a.run(None, {input_name: x})[0], b.run(None, {input_name: x})[0]
+        if meta.output_kind != "labels":
+            ya, yb = ya.argmax(1), yb.argmax(1)
+        agree += int((ya == yb).sum())
+        total += ya.size
+    return agree / max(1, total)
+
+
+# -------------------------------------------------------------------------------------------- quantise
+def quantize_int8(
+    onnx_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    calibration_frames: Sequence[np.ndarray],
+    quant_format: str = "QDQ",
+    types: str = "U8S8",
+    per_channel: bool = False,
+    nodes_to_exclude: Sequence[str] = (),
+    auto_fallback_max_drop: float | None = None,
+    eval_fn: Callable[[Path], float] | None = None,
+    calibrate_method: str = "minmax",
+    symmetric_activations: bool = False,
+    max_trials: int = 12,
+    threads: int | None = None,
+    log: Callable[[str], None] | None = None,
+) -> QuantizeResult:
+    """Static INT8 quantisation of an FP32 export with ONNX Runtime.
+
+    `types`: "U8S8" (uint8 activations, int8 weights: the fast path on x86 CPUs) or "S8S8" (with
+    `symmetric_activations=True` and QDQ: what TensorRT's explicit quantisation wants).
+    `eval_fn(model_path) -> mIoU` (e.g. `evaluation.onnx_eval_fn(data)`): FP32 and INT8 mIoU are reported, and
+    with `auto_fallback_max_drop` (a fraction, 0.01 = one mIoU point) the most sensitive nodes are kept in float
+    until the drop is within it.
+    """
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    t0 = time.perf_counter()
+    say = log or (lambda _msg: None)
+    src, out_path = Path(onnx_path), Path(out_path)
+    proto = load_onnx_checked(src)
+    meta = onnx_meta(proto, src)
+    if meta.precision != "fp32":
+        raise ExportError(f"{src}: already quantised ({meta.precision}); quantise the FP32 export")
+    fmt = quant_format.upper()
+    if fmt not in ("QDQ", "QOPERATOR"):
+        raise ExportError(f"quant_format must be QDQ or QOperator, got {quant_format!r}")
+    if types.upper() not in TYPE_PAIRS:
+        raise ExportError(f"types must be one of {', '.join(TYPE_PAIRS)}, got {types!r}")
+    if calibrate_method.lower() not in CALIBRATION_METHODS:
+        raise ExportError(f"calibrate_method must be one of {', '.join(CALIBRATION_METHODS)}, got {calibrate_method!r}")
+    if auto_fallback_max_drop is not None and eval_fn is None:
+        raise ExportError("the automatic float fallback measures mIoU: give an eval set (eval_fn / --data)")
+    if not calibration_frames:
+        raise ExportError(f"{src}: quantisation needs calibration frames (got none)")
+    act_name, weight_name = TYPE_PAIRS[types.upper()]
+    batches = input_batches(calibration_frames, meta)
+    name_nodes(proto)
+    boundary = boundary_nodes(proto)
+    known = {n.name for n in proto.graph.node}
+    unknown = [n for n in nodes_to_exclude if n not in known]
+    if unknown:
+        raise ExportError(f"{src}: nodes_to_exclude names unknown node(s): {', '.join(unknown[:5])}")
+    candidates = [n.name for n in proto.graph.node
+                  if n.op_type in SENSITIVE_OPS and n.name not in boundary and n.name not in nodes_to_exclude]
+    notes = []
+
+    with tempfile.TemporaryDirectory(prefix="csst-int8-") as tmp:
+        tmp = Path(tmp)
+        fp32_named = tmp / "fp32.onnx"
+        onnx.save(onnx.shape_inference.infer_shapes(proto), str(fp32_named))
+        cache = tmp / "calibration.json"
+        extra = {"ActivationSymmetric": bool(symmetric_activations)}
+        trial = [0]
+
+        def quantize(exclude: list[str]) -> Path:
+            trial[0] += 1
+            path = tmp / f"int8_{trial[0]}.onnx"
+            try:
+                quantize_static(
+                    str(fp32_named), str(path), FrameCalibrationReader(meta.input_name, batches),
+                    quant_format=QuantFormat.QDQ if fmt == "QDQ" else QuantFormat.QOperator,
+                    per_channel=per_channel, activation_type=getattr(QuantType, act_name),
+                    weight_type=getattr(QuantType, weight_name), nodes_to_exclude=boundary + list(exclude),
+                    calibrate_method=getattr(CalibrationMethod, CALIBRATION_METHODS[calibrate_method.lower()]),
+                    extra_options=extra, calibration_cache_path=str(cache),
+                )
+            except Exception as e:
+                raise ExportError(f"{src}: onnxruntime quantisation failed: {type(e).__name__}: {str(e)[:300]}") from e
+            return path
+
+        user_excluded = list(nodes_to_exclude)
+        say(f"calibrating on {len(calibration_frames)} frame(s) and quantising")
+        best_path = quantize(user_excluded)
+        history: list[dict] = []
+        fp32_miou = int8_miou = None
+        auto: list[str] = []
+        sensitivity: list[tuple[str, float]] = []
+        target_met = None
+        if eval_fn is not None:
+            say("evaluating FP32")
+            fp32_miou = float(eval_fn(fp32_named))
+            say("evaluating INT8")
+            int8_miou = float(eval_fn(best_path))
+            history.append({"float_nodes": 0, "miou": int8_miou, "drop": fp32_miou - int8_miou})
+        if auto_fallback_max_drop is not None:
+            limit = float(auto_fallback_max_drop)
+            target_met = fp32_miou - int8_miou <= limit
+            if not target_met and candidates:
+                say("ranking nodes by quantisation sensitivity")
+                sensitivity = node_sensitivity(proto, best_path, batches, meta.input_name, candidates, threads)
+                ranked = [name for name, _ in sensitivity]
+                results = {0: (int8_miou, best_path)}
+
+                def trial_k(k: int) -> bool:
+                    path = quantize(user_excluded + ranked[:k])
+                    miou = float(eval_fn(path))
+                    results[k] = (miou, path)
+                    history.append({"float_nodes": k, "miou": miou, "drop": fp32_miou - miou})
+                    say(f"{k} node(s) in float: mIoU {100 * miou:.2f} (drop {100 * (fp32_miou - miou):.2f})")
+                    return fp32_miou - miou <= limit
+
+                lo, hi, k = 0, None, 1
+                while len(history) < max_trials:  # doubling: 1, 2, 4, ... up to every ranked node
+                    if trial_k(k):
+                        hi = k
+                        break
+                    lo = k
+                    if k == len(ranked):
+                        break
+                    k = min(2 * k, len(ranked))
+                while hi is not None and hi - lo > 1 and len(history) < max_trials:  # smallest k that meets it
+                    mid = (lo + hi) // 2
+                    if trial_k(mid):
+                        hi = mid
+                    else:
+                        lo = mid
+                if hi is not None:
+                    target_met, chosen = True, hi
+                else:  # limit not reachable: keep the best model seen
+                    target_met = False
+                    chosen = max(results, key=lambda kk: (results[kk][0], -kk))
+                    notes.append(f"mIoU drop limit {100 * limit:.2f} not reached with up to {lo} node(s) in float; "
+                                 f"kept the best trial ({chosen} node(s) in float)")
+                int8_miou, best_path = results[chosen]
+                auto = ranked[:chosen]
+            elif not candidates:
+                notes.append("no quantised weighted nodes to fall back")
+        agreement = argmax_agreement(fp32_named, best_path, batches, meta.input_name, meta, threads)
+        qproto = onnx.load(str(best_path))
+
+    excluded = user_excluded + auto
+    meta.precision = "int8"
+    meta.extra = {**meta.extra, "quantization": {
+        "format": fmt, "types": types.upper(), "per_channel": bool(per_channel), "calibrate_method": calibrate_method,
+        "symmetric_activations": bool(symmetric_activations), "calibration_frames": len(calibration_frames),
+        "float_nodes": excluded, "fp32_miou": fp32_miou, "int8_miou": int8_miou,
+    }}
+    set_onnx_metadata(qproto, meta)
+    data = qproto.SerializeToString()
+    atomic_write_bytes(out_path, data)
+    return QuantizeResult(
+        out_path, meta, time.perf_counter() - t0, fmt, types.upper(), bool(per_channel), len(calibration_frames),
+        boundary, excluded, auto, fp32_miou, int8_miou, auto_fallback_max_drop, target_met, agreement, history,
+        [(n, float(s)) for n, s in sensitivity[:20]], len(data), notes,
+    )
+

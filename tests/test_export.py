@@ -1,0 +1,269 @@
+"""ONNX export + verification, metadata, INT8 quantisation with float fallback, TensorRT (skipped without it),
+and the torch-free runtime."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import write_tiny_dataset
+
+from csst_edge.errors import CheckpointError
+from csst_edge.export.errors import ExportError
+from csst_edge.export.frames import synthetic_frames
+from csst_edge.export.onnx_export import export_onnx
+from csst_edge.fileio import file_sha256
+from csst_edge.runtime import load_backend, read_model_meta
+from csst_edge.runtime.model_meta import ModelMeta, read_sidecar, write_sidecar
+from csst_edge.train.checkpoint import save_checkpoint
+
+H, W = 64, 128
+MEAN, STD = (0.4, 0.45, 0.5), (0.2, 0.25, 0.3)
+CLASSES = ["road", "car", "sky"]
+PALETTE = [[128, 64, 128], [0, 0, 142], [70, 130, 180]]
+
+
+def make_checkpoint(path: Path, arch: str = "fastscnn", seed: int = 0) -> Path:
+    from csst_edge.models import create_model
+
+    torch.manual_seed(seed)
+    model = create_model(arch, num_classes=len(CLASSES)).eval()
+    save_checkpoint(path, {"model": model.state_dict(), "arch": arch, "num_classes": len(CLASSES),
+                           "class_names": CLASSES, "palette": PALETTE, "mean": MEAN, "std": STD, "epoch": 3})
+    return path
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("export")
+
+
+@pytest.fixture(scope="module")
+def fastscnn_ckpt(workdir) -> Path:
+    return make_checkpoint(workdir / "fastscnn.pt")
+
+
+@pytest.fixture(scope="module")
+def fastscnn_logits(workdir, fastscnn_ckpt) -> Path:
+    export_onnx(fastscnn_ckpt, workdir / "fastscnn_logits.onnx", H, W, output="logits")
+    return workdir / "fastscnn_logits.onnx"
+
+
+def reference_logits(ckpt: Path, frame: np.ndarray) -> np.ndarray:
+    """The training-side path: normalise in numpy (data.transforms.normalize), then the PyTorch model."""
+    from csst_edge.data.transforms import normalize
+    from csst_edge.train.checkpoint import model_from_checkpoint
+
+    model, _ = model_from_checkpoint(ckpt)
+    with torch.no_grad():
+        return model(torch.from_numpy(normalize(frame, MEAN, STD))[None]).numpy()
+
+
+def test_logits_export_matches_pytorch(workdir, fastscnn_ckpt, fastscnn_logits):
+    frame = synthetic_frames(1, H, W, seed=5)[0]
+    backend = load_backend(fastscnn_logits, threads=1)
+    out = backend.infer(frame)
+    ref = reference_logits(fastscnn_ckpt, frame)
+    assert out.shape == ref.shape == (1, 3, H, W) and out.dtype == np.float32
+    assert np.abs(out - ref).max() <= 1e-3 * max(1.0, np.abs(ref).max())
+    assert (out.argmax(1) == ref.argmax(1)).mean() > 0.999
+
+
+def test_labels_export_is_uint8_and_agrees(workdir, fastscnn_ckpt):
+    result = export_onnx(fastscnn_ckpt, workdir / "fastscnn_labels.onnx", H, W, output="labels")
+    report = result.verification
+    assert report.passed and report.agreement >= 0.999 and report.max_abs_diff is None
+    assert "agreement" in report.summary() and "limit" in report.summary()  # thresholds are stated
+    frame = synthetic_frames(1, H, W, seed=6)[0]
+    labels = load_backend(result.path, threads=1).infer(frame)
+    assert labels.dtype == np.uint8 and labels.shape == (1, H, W)
+    assert (labels == reference_logits(fastscnn_ckpt, frame).argmax(1)).mean() > 0.999
+
+
+def test_metadata_round_trips(workdir, fastscnn_ckpt, fastscnn_logits):
+    meta = read_model_meta(fastscnn_logits)
+    assert meta.arch == "fastscnn" and meta.num_classes == 3 and meta.class_names == CLASSES
+    assert meta.palette == PALETTE
+    assert meta.mean == pytest.approx(MEAN) and meta.std == pytest.approx(STD)
+    assert (meta.input_height, meta.input_width, meta.batch) == (H, W, 1)
+    assert meta.input_layout == "nhwc" and meta.output_kind == "logits" and meta.precision == "fp32"
+    assert meta.checkpoint_sha256 == file_sha256(fastscnn_ckpt, 64)
+    assert meta.version and meta.opset == 17
+    # the values are JSON strings in metadata_props, readable by onnxruntime alone
+    import onnxruntime as ort
+
+    props = ort.InferenceSession(str(fastscnn_logits), providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
+    assert json.loads(props["csst_edge.class_names"]) == CLASSES
+    assert ModelMeta.from_dict(meta.to_dict()) == meta
+    engine = workdir / "fake.engine"
+    engine.write_bytes(b"\0")
+    write_sidecar(engine, meta)
+    assert read_sidecar(engine) == meta == read_model_meta(engine)
+
+
+def test_dynamic_export_runs_at_two_sizes(workdir, tmp_path):
+    ckpt = make_checkpoint(tmp_path / "bisenet.pt", "bisenet_r18")
+    result = export_onnx(ckpt, tmp_path / "dyn.onnx", H, W, dynamic=True, output="labels", verify_count=2)
+    assert result.meta.dynamic and result.meta.input_height is None
+    assert {tuple(s) for s in result.verification.sizes} == {(64, 128), (96, 192)}  # verified off the trace size too
+    backend = load_backend(result.path, threads=1)
+    assert backend.infer(np.zeros((1, 64, 128, 3), np.uint8)).shape == (1, 64, 128)
+    assert backend.infer(np.zeros((2, 96, 160, 3), np.uint8)).shape == (2, 96, 160)
+
+
+def test_dynamic_export_of_size_baked_model_fails_clearly(workdir, fastscnn_ckpt, tmp_path):
+    # fastscnn's exact pyramid pooling is traced for the export size: a dynamic graph would be wrong elsewhere
+    with pytest.raises(ExportError, match="fixed size"):
+        export_onnx(fastscnn_ckpt, tmp_path / "dyn.onnx", H, W, dynamic=True, verify_count=1)
+    assert not (tmp_path / "dyn.onnx").exists()
+
+
+def test_nchw_and_nhwc_inputs_agree(workdir, fastscnn_ckpt):
+    nhwc = export_onnx(fastscnn_ckpt, workdir / "nhwc.onnx", H, W, input_layout="nhwc", output="labels", verify_count=1)
+    nchw = export_onnx(fastscnn_ckpt, workdir / "nchw.onnx", H, W, input_layout="nchw", output="labels", verify_count=1)
+    import onnx
+
+    dims = lambda p: [d.dim_value for d in onnx.load(str(p)).graph.input[0].type.tensor_type.shape.dim]  # noqa: E731
+    assert dims(nhwc.path) == [1, H, W, 3] and dims(nchw.path) == [1, 3, H, W]
+    frame = synthetic_frames(1, H, W, seed=7)[0]
+    a = load_backend(nhwc.path, threads=1).infer(frame)  # the backend transposes for the NCHW model itself
+    b = load_backend(nchw.path, threads=1).infer(frame)
+    assert np.array_equal(a, b)
+
+
+def test_int8_reports_fp32_and_int8_miou(tmp_path, fastscnn_logits):
+    from csst_edge.export.evaluation import onnx_eval_fn
+    from csst_edge.export.frames import load_frames
+    from csst_edge.export.quantize import quantize_int8
+
+    data = write_tiny_dataset(tmp_path / "tiny", n=3, size=(H, W))
+    frames = load_frames(data, 3, H, W, split="train")
+    result = quantize_int8(fastscnn_logits, tmp_path / "int8.onnx", frames, eval_fn=onnx_eval_fn(data, threads=1))
+    assert 0.0 <= result.fp32_miou <= 1.0 and 0.0 <= result.int8_miou <= 1.0
+    assert "FP32" in result.summary() and "INT8" in result.summary()
+    assert 0.0 <= result.agreement <= 1.0
+    meta = read_model_meta(result.path)
+    assert meta.precision == "int8" and meta.class_names == CLASSES
+    assert meta.extra["quantization"]["int8_miou"] == pytest.approx(result.int8_miou)
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(result.path)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops and "Cast" in ops
+    out = load_backend(result.path, threads=1).infer(frames[0])
+    assert out.shape == (1, 3, H, W)
+
+
+def _quantised_convs(path) -> int:
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    producer = {o: n for n in graph.node for o in n.output}
+    return sum(1 for n in graph.node if n.op_type == "Conv" and n.input[1] in producer
+               and producer[n.input[1]].op_type == "DequantizeLinear")
+
+
+def test_auto_fallback_keeps_sensitive_nodes_in_float(tmp_path, fastscnn_logits):
+    import onnx
+
+    from csst_edge.export.quantize import quantize_int8
+
+    # a stand-in metric: every quantised conv costs one point; the limit allows all but two of them
+    convs = sum(1 for n in onnx.load(str(fastscnn_logits)).graph.node if n.op_type == "Conv")
+    eval_fn = lambda path: 1.0 - 0.01 * _quantised_convs(path)  # noqa: E731
+    frames = synthetic_frames(2, H, W)
+    result = quantize_int8(fastscnn_logits, tmp_path / "fb.onnx", frames, eval_fn=eval_fn,
+                           auto_fallback_max_drop=0.01 * (convs - 2) + 0.005)
+    assert result.target_met and len(result.auto_excluded) == 2
+    assert result.auto_excluded == [name for name, _ in result.sensitivity[:2]]
+    assert _quantised_convs(result.path) == convs - 2
+    assert result.drop <= result.max_drop and [h["float_nodes"] for h in result.history] == [0, 1, 2]
+    # an impossible limit: every ranked node ends in float and the result says the target was missed
+    missed = quantize_int8(fastscnn_logits, tmp_path / "fb2.onnx", frames, eval_fn=eval_fn, auto_fallback_max_drop=-1)
+    assert missed.target_met is False and "NOT met" in missed.summary()
+
+
+def test_bad_checkpoint_names_the_file(tmp_path):
+    bad = tmp_path / "broken.pt"
+    bad.write_bytes(b"this is not a checkpoint")
+    with pytest.raises(CheckpointError, match="broken.pt"):
+        export_onnx(bad, tmp_path / "x.onnx", H, W)
+    with pytest.raises(CheckpointError, match="missing.pt"):
+        export_onnx(tmp_path / "missing.pt", tmp_path / "x.onnx", H, W)
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_corrupt_onnx_gives_clear_errors(tmp_path, fastscnn_ckpt):
+    from csst_edge.export.quantize import quantize_int8
+    from csst_edge.export.verify import verify_onnx
+    from csst_edge.runtime import BackendError, ModelMetaError
+
+    bad = tmp_path / "corrupt.onnx"
+    bad.write_bytes(b"\x08\x07garbage" * 50)
+    frames = synthetic_frames(1, H, W)
+    with pytest.raises(ExportError, match="corrupt.onnx"):
+        verify_onnx(bad, fastscnn_ckpt, frames)
+    with pytest.raises(ExportError, match="corrupt.onnx"):
+        quantize_int8(bad, tmp_path / "q.onnx", frames)
+    with pytest.raises((BackendError, ModelMetaError), match="corrupt.onnx"):
+        load_backend(bad)
+
+
+def test_tensorrt_build_without_tensorrt_is_a_clear_error(tmp_path, fastscnn_logits):
+    from csst_edge.export.tensorrt_build import build_engine, tensorrt_available
+
+    if tensorrt_available()[0]:
+        pytest.skip("tensorrt is installed: the engine test below covers it")
+    with pytest.raises(ExportError, match="tensorrt is not importable"):
+        build_engine(fastscnn_logits, tmp_path / "m.engine")
+
+
+def test_tensorrt_engine_matches_onnxruntime(tmp_path, fastscnn_logits):
+    pytest.importorskip("tensorrt", reason="TensorRT is not installed (engines are built on the Jetson / a CUDA host)")
+    from csst_edge.export.tensorrt_build import build_engine
+
+    result = build_engine(fastscnn_logits, tmp_path / "m.engine", timing_cache=tmp_path / "trt.cache")
+    assert result.sidecar.is_file() and (tmp_path / "trt.cache").is_file()
+    frame = synthetic_frames(1, H, W, seed=8)[0]
+    trt_out = load_backend(result.path).infer(frame)
+    ort_out = load_backend(fastscnn_logits, providers=["cpu"]).infer(frame)
+    assert (trt_out.argmax(1) == ort_out.argmax(1)).mean() > 0.99
+
+
+def test_runtime_does_not_import_torch():
+    code = ("import sys, csst_edge.runtime, csst_edge.runtime.backends, csst_edge.runtime.model_meta; "
+            "bad = [m for m in ('torch', 'csst_edge.train', 'csst_edge.models', 'csst_edge.export') if m in sys.modules]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
+                          env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_export_cli(tmp_path, fastscnn_ckpt):
+    import typer
+    from typer.testing import CliRunner
+
+    from csst_edge.cli import export as export_cli
+    from csst_edge.cli.common import ErrorHandlingGroup
+
+    app = typer.Typer(cls=ErrorHandlingGroup)
+    app.add_typer(export_cli.app, name="export")
+    runner = CliRunner()
+    out = tmp_path / "cli.onnx"
+    r = runner.invoke(app, ["export", "onnx", str(fastscnn_ckpt), "-o", str(out), "--size", f"{H}x{W}", "--verify-count", "1"])
+    assert r.exit_code == 0, r.output
+    assert out.is_file() and "verified" in r.output
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"nope")
+    r = runner.invoke(app, ["export", "onnx", str(bad), "--size", f"{H}x{W}"])
+    assert r.exit_code == 1 and "bad.pt" in r.output and "Traceback" not in r.output
+    r = runner.invoke(app, ["export", "tensorrt", str(out)])
+    from csst_edge.export.tensorrt_build import tensorrt_available
+
+    if not tensorrt_available()[0]:
+        assert r.exit_code == 1 and "tensorrt is not importable" in r.output
