@@ -72,7 +72,7 @@ def dilate_resnet(resnet: nn.Module, replace_stride_with_dilation: Sequence[bool
     one). Works for BasicBlock nets, which torchvision refuses to dilate; parameter names and shapes are
     unchanged, so pretrained weights still load."""
     current = 1
-    for layer, dilate in zip((resnet.layer2, resnet.layer3, resnet.layer4), replace_stride_with_dilation):
+    for layer, dilate in zip((resnet.layer2, resnet.layer3, resnet.layer4), replace_stride_with_dilation, strict=True):
         previous = current
         if dilate:
             current *= 2

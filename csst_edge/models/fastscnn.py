@@ -40,7 +40,7 @@ class GlobalFeatureExtractor(nn.Sequential):
                  stage_strides: tuple[int, ...] = (2, 2, 1), blocks_per_stage: int = 3, out_channels: int = 128):
         blocks: list[nn.Module] = []
         channels = in_channels
-        for out, stride in zip(stage_channels, stage_strides):
+        for out, stride in zip(stage_channels, stage_strides, strict=True):
             for i in range(blocks_per_stage):
                 blocks.append(InvertedResidual(channels, out, stride if i == 0 else 1, expansion=6))
                 channels = out

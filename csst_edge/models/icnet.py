@@ -23,15 +23,16 @@ from csst_edge.models.registry import register_model
 
 class CascadeFeatureFusion(nn.Module):
     """Upsample the low-resolution features x2, dilated 3x3 conv; 1x1 conv on the high-resolution features;
-    sum + ReLU. Also returns the guidance logits of the upsampled low-resolution features."""
+    sum + ReLU. With `num_classes`, it also has a classifier for the cascade-label-guidance logits of the
+    upsampled low-resolution features (training only)."""
 
-    def __init__(self, low_channels: int, high_channels: int, out_channels: int, num_classes: int):
+    def __init__(self, low_channels: int, high_channels: int, out_channels: int, num_classes: int | None):
         super().__init__()
         self.low = ConvBNReLU(low_channels, out_channels, 3, dilation=2, relu=False)
         self.high = ConvBNReLU(high_channels, out_channels, 1, relu=False)
         self.relu = nn.ReLU(inplace=True)
         # the guidance classifier; named `classifier` so that reset_classifier finds it
-        self.classifier = nn.Conv2d(low_channels, num_classes, 1)
+        self.classifier = nn.Conv2d(low_channels, num_classes, 1) if num_classes else None
 
     def forward(self, low: torch.Tensor, high: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         low = resize(low, high.shape[-2:])
@@ -54,8 +55,9 @@ class ICNet(SegmentationModel):
         c2, c4 = self.backbone.channels[1], self.backbone.channels[3]
         self.pyramid_pooling = SummedPyramidPooling((1, 2, 3, 6))
         self.reduce = ConvBNReLU(c4, 256, 1)
-        self.cff_quarter_half = CascadeFeatureFusion(256, c2, 128, num_classes)
-        self.cff_half_full = CascadeFeatureFusion(128, 64, 128, num_classes)
+        guidance_classes = num_classes if aux else None
+        self.cff_quarter_half = CascadeFeatureFusion(256, c2, 128, guidance_classes)
+        self.cff_half_full = CascadeFeatureFusion(128, 64, 128, guidance_classes)
         self.classifier = nn.Conv2d(128, num_classes, 1)
 
     def forward(self, x: torch.Tensor):

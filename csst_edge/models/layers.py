@@ -1,9 +1,8 @@
 """Building blocks shared by the segmentation models.
 
 Everything here must trace into a clean ONNX graph (DESIGN.md section 4). In particular
-`adaptive_avg_pool2d_exact` replaces `F.adaptive_avg_pool2d`, whose ONNX export fails (or silently needs
-dynamic kernels) when the output size does not divide the input size, which is the normal case for pyramid
-pooling at deployment resolutions.
+`adaptive_avg_pool2d_exact` replaces `F.adaptive_avg_pool2d`, whose ONNX export fails when the output size does
+not divide the input size, the normal case for pyramid pooling at deployment resolutions.
 """
 
 from __future__ import annotations
@@ -75,38 +74,36 @@ class SegmentationHead(nn.Sequential):
 
 # --- exact, exportable adaptive average pooling -----------------------------------------------------------------
 
-def averaging_matrix(in_size: int, out_size: int, dtype: torch.dtype = torch.float32,
+def averaging_matrix(in_size: int | torch.Tensor, out_size: int, dtype: torch.dtype = torch.float32,
                      device: torch.device | str | None = None) -> torch.Tensor:
     """The (out_size, in_size) matrix whose row i averages the window adaptive_avg_pool uses for output i.
 
     PyTorch's bins are [floor(i * in / out), ceil((i + 1) * in / out)); they overlap when out does not divide in,
-    which is exactly why no fixed-kernel avg_pool can reproduce them.
+    which is exactly why no fixed-kernel avg_pool can reproduce them. Built with tensor ops from `in_size`, so
+    under ONNX tracing (where sizes are tensors) the matrix is recomputed from the input's shape at run time.
     """
-    matrix = torch.zeros(out_size, in_size, dtype=torch.float64)
-    for i in range(out_size):
-        start = (i * in_size) // out_size
-        end = -((-(i + 1) * in_size) // out_size)  # ceil division
-        matrix[i, start:end] = 1.0 / (end - start)
-    return matrix.to(dtype=dtype, device=device)
+    i = torch.arange(out_size, device=device)
+    j = torch.arange(in_size, device=device)
+    # all operands are non-negative, so truncating division is floor division (and exports to a plain Div)
+    start = torch.div(i * in_size, out_size, rounding_mode="trunc")
+    end = torch.div((i + 1) * in_size + (out_size - 1), out_size, rounding_mode="trunc")  # ceil
+    inside = (j[None, :] >= start[:, None]) & (j[None, :] < end[:, None])
+    return inside.to(dtype) / (end - start)[:, None].to(dtype)
 
 
 def adaptive_avg_pool2d_exact(x: torch.Tensor, output_size: int | tuple[int, int]) -> torch.Tensor:
-    """Same numbers as F.adaptive_avg_pool2d, exported as ops every runtime has.
+    """Same numbers as F.adaptive_avg_pool2d, exported as ops every runtime has (ReduceMean, MatMul, Range...).
 
-    Global pooling becomes a mean, dividing sizes a fixed-kernel avg_pool2d, anything else two matmuls with
-    averaging matrices computed from the (fixed) input size. Under ONNX tracing the sizes are baked into the
-    graph as constants, so an exported model is valid for the size it was exported at (as with fixed kernels).
+    Global pooling is a mean; any other size is rows @ x @ cols.T with averaging matrices computed from the
+    input's shape. That is exact for every input size, including sizes the bins do not divide, and it stays
+    exact when an ONNX graph is exported with dynamic height / width (fixed avg_pool kernels would not).
     """
     out_h, out_w = (output_size, output_size) if isinstance(output_size, int) else output_size
-    in_h, in_w = int(x.shape[-2]), int(x.shape[-1])
     if out_h == 1 and out_w == 1:
         return x.mean(dim=(-2, -1), keepdim=True)
-    if in_h % out_h == 0 and in_w % out_w == 0:
-        kernel = (in_h // out_h, in_w // out_w)
-        return F.avg_pool2d(x, kernel, kernel)
-    rows = averaging_matrix(in_h, out_h, x.dtype, x.device)
-    cols = averaging_matrix(in_w, out_w, x.dtype, x.device)
-    return torch.matmul(torch.matmul(rows, x), cols.t())
+    rows = averaging_matrix(x.shape[-2], out_h, x.dtype, x.device)
+    cols = averaging_matrix(x.shape[-1], out_w, x.dtype, x.device)
+    return torch.matmul(torch.matmul(rows, x), cols.transpose(0, 1))
 
 
 class PyramidPooling(nn.Module):
@@ -122,7 +119,8 @@ class PyramidPooling(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]
-        pooled = [resize(branch(adaptive_avg_pool2d_exact(x, b)), size) for b, branch in zip(self.bins, self.branches)]
+        pooled = [resize(branch(adaptive_avg_pool2d_exact(x, b)), size)
+                  for b, branch in zip(self.bins, self.branches, strict=True)]
         return self.fuse(torch.cat([x, *pooled], dim=1))
 
 

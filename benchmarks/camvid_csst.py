@@ -1,0 +1,148 @@
+"""camvid-quarter (DESIGN.md section 5), from scratch: does CSST beat training on the labelled images alone?
+
+Stages, each cached in --out so a rerun continues where the last one stopped (training resumes from last.pt,
+pseudo-labelling skips finished images):
+  1. teacher      DeepLabV3+ (ResNet-18 on a CPU) on the 92 labelled images (every 4th of train), OHEM
+  2. pseudo       teacher (multi-scale + flip) labels the other 275 train images (their labels are never read)
+  3. baseline     Fast-SCNN on the 92 labelled images, the same iterations as the students
+  4. csst         Fast-SCNN on real + pseudo, centroid sampling, half real / half pseudo per batch
+  5. csst_nocs    the same without centroid sampling (plain random crops)
+Outputs: camvid_csst.json and camvid_csst.md (val mIoU, per-class IoU, wall time per stage) in --out, and the
+checkpoints. `--budget` scales every stage's number of training samples (1.0 = the GPU recipe).
+
+    python3 benchmarks/camvid_csst.py --budget 0.1 --out benchmarks/out/camvid_csst
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from csst_edge.data.dataset import list_samples, load_dataset_config  # noqa: E402
+from csst_edge.fileio import atomic_write_json, atomic_write_text  # noqa: E402
+from csst_edge.pipeline.demo import evaluate_checkpoint  # noqa: E402
+from csst_edge.pipeline.report import markdown_table  # noqa: E402
+
+RARE = ("pole", "sign", "fence", "pedestrian", "bicyclist")
+# training samples (crops) per stage at budget 1.0
+FULL = {"teacher": 60_000, "student": 60_000}
+
+
+def _epochs(samples: int, per_epoch: int) -> int:
+    return max(1, round(samples / per_epoch))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--budget", type=float, default=0.1, help="fraction of the full recipe's training samples")
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/out/camvid_csst"))
+    ap.add_argument("--data", default="camvid")
+    ap.add_argument("--teacher", default="deeplabv3plus_r18")
+    ap.add_argument("--student", default="fastscnn")
+    ap.add_argument("--crop", default="288,384")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--real-fraction", type=float, default=0.5)
+    ap.add_argument("--pseudo-scales", default="0.75,1.0,1.25,1.5")
+    ap.add_argument("--stages", default="teacher,pseudo,baseline,csst,csst_nocs")
+    ap.add_argument("--quiet", action="store_true")
+    args = ap.parse_args()
+
+    from csst_edge.pseudo import PseudoLabelSettings, generate_pseudo_labels
+    from csst_edge.train.config import load_train_config
+    from csst_edge.train.trainer import train
+
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    ds = load_dataset_config(args.data)
+    train_samples = list_samples(ds, "train", require_labels=False)
+    unlabelled = [s.image for i, s in enumerate(train_samples) if i % 4 != 0]
+    labelled_count = len(train_samples) - len(unlabelled)
+    state_path = out / "camvid_csst.json"
+    state = json.loads(state_path.read_text()) if state_path.is_file() else {"stages": {}}
+    state.update(budget=args.budget, data=args.data, teacher=args.teacher, student=args.student,
+                 labelled=labelled_count, unlabelled=len(unlabelled))
+    stages = args.stages.split(",")
+    real = f"{{data: '{args.data}', split: train, every: 4, offset: 0}}"
+    common = [f"crop=[{args.crop}]", f"batch_size={args.batch}", f"device={args.device}", f"workers={args.workers}",
+              f"val={{data: '{args.data}', split: val}}", "seed=0"]
+    student_samples = int(FULL["student"] * args.budget)
+
+    def run_train(name: str, overrides: list[str]):
+        t = time.perf_counter()
+        result = train(load_train_config(None, common + overrides + [f"out={out / name}"]), progress=not args.quiet)
+        metrics, class_names = evaluate_checkpoint(out / name / "last.pt", args.data, "val", args.device, args.workers)
+        rec = state["stages"].get(name, {})
+        rec.update(miou=metrics["miou"], per_class_iou=metrics["per_class_iou"], class_names=class_names,
+                   best_miou_during_training=result.best_miou,
+                   wall_s=round(rec.get("wall_s", 0) + time.perf_counter() - t, 1))
+        state["stages"][name] = rec
+        atomic_write_json(state_path, state)
+        print(f"{name}: val mIoU {100 * metrics['miou']:.2f}", flush=True)
+
+    if "teacher" in stages:
+        n = int(FULL["teacher"] * args.budget)
+        run_train("teacher", [f"model={args.teacher}", f"train=[{real}]", f"samples_per_epoch={labelled_count}",
+                              f"epochs={_epochs(n, labelled_count)}", "optim.lr=0.01", "optim.weight_decay=5e-4",
+                              "optim.warmup_iters=100", "loss.name=ohem", "loss.ohem_min_kept=50000",
+                              f"eval_every={max(1, _epochs(n, labelled_count) // 5)}"])
+    pseudo = out / "pseudo"
+    if "pseudo" in stages:
+        t = time.perf_counter()
+        listing = out / "unlabelled.txt"
+        atomic_write_text(listing, "\n".join(str(p.resolve()) for p in unlabelled) + "\n")
+        scales = tuple(float(s) for s in args.pseudo_scales.split(","))
+        summary = generate_pseudo_labels(out / "teacher" / "last.pt", [str(listing)], pseudo,
+                                         PseudoLabelSettings(mode="multiscale", scales=scales, flip=True,
+                                                             workers=args.workers, device=args.device),
+                                         progress=not args.quiet)
+        rec = state["stages"].get("pseudo", {})
+        rec.update(images=summary.total, mean_confidence=summary.mean_confidence,
+                   wall_s=round(rec.get("wall_s", 0) + time.perf_counter() - t, 1))
+        state["stages"]["pseudo"] = rec
+        atomic_write_json(state_path, state)
+    per_epoch = labelled_count + len(unlabelled)
+    student = [f"model={args.student}", f"samples_per_epoch={per_epoch}",
+               f"epochs={_epochs(student_samples, per_epoch)}", "optim.lr=0.045", "optim.weight_decay=4e-5",
+               "optim.warmup_iters=100", "crop_schedule=constant",
+               f"eval_every={max(1, _epochs(student_samples, per_epoch) // 5)}"]
+    if "baseline" in stages:
+        run_train("baseline", student + [f"train=[{real}]", "sampling=random"])
+    both = f"train=[{real}, {{pseudo: '{pseudo}'}}]"
+    if "csst" in stages:
+        run_train("csst", student + [both, "sampling=centroid", f"real_fraction={args.real_fraction}"])
+    if "csst_nocs" in stages:
+        run_train("csst_nocs", student + [both, "sampling=random", f"real_fraction={args.real_fraction}"])
+    write_report(state, out)
+
+
+def write_report(state: dict, out: Path) -> None:
+    runs = {k: v for k, v in state["stages"].items() if "miou" in v}
+    if not runs:
+        return
+    class_names = next(iter(runs.values()))["class_names"]
+    rare = [class_names.index(c) for c in RARE if c in class_names]
+    lines = [f"camvid-quarter, budget {state['budget']}: {state['labelled']} labelled + {state['unlabelled']} "
+             f"unlabelled train images, evaluated on val (single scale). Teacher `{state['teacher']}`, students "
+             f"`{state['student']}`.", "", markdown_table(runs, class_names), "",
+             "| stage | val mIoU (%) | rare-5 mean IoU (%) | wall time (s) |", "|---|---:|---:|---:|"]
+    for name, rec in state["stages"].items():
+        if "miou" in rec:
+            ious = [rec["per_class_iou"][i] or 0.0 for i in rare]
+            lines.append(f"| {name} | {100 * rec['miou']:.1f} | {100 * sum(ious) / len(ious):.1f} | {rec['wall_s']:.0f} |")
+        else:
+            lines.append(f"| {name} | - | - | {rec.get('wall_s', 0):.0f} |")
+    if "baseline" in runs and "csst" in runs:
+        lines.append(f"\nCSST - baseline: {100 * (runs['csst']['miou'] - runs['baseline']['miou']):+.1f} mIoU")
+    atomic_write_text(out / "camvid_csst.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
