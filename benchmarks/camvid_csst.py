@@ -40,6 +40,7 @@ def _epochs(samples: int, per_epoch: int) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--budget", type=float, default=0.1, help="fraction of the full recipe's training samples")
+    ap.add_argument("--teacher-budget", type=float, default=None, help="the teacher's own budget (default: --budget)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/out/camvid_csst"))
     ap.add_argument("--data", default="camvid")
     ap.add_argument("--teacher", default="deeplabv3plus_r18")
@@ -66,7 +67,7 @@ def main() -> None:
     labelled_count = len(train_samples) - len(unlabelled)
     state_path = out / "camvid_csst.json"
     state = json.loads(state_path.read_text()) if state_path.is_file() else {"stages": {}}
-    state.update(budget=args.budget, data=args.data, teacher=args.teacher, student=args.student,
+    state.update(budget=args.budget, teacher_budget=args.teacher_budget or args.budget, data=args.data, teacher=args.teacher, student=args.student,
                  labelled=labelled_count, unlabelled=len(unlabelled))
     stages = args.stages.split(",")
     real = f"{{data: '{args.data}', split: train, every: 4, offset: 0}}"
@@ -87,7 +88,7 @@ def main() -> None:
         print(f"{name}: val mIoU {100 * metrics['miou']:.2f}", flush=True)
 
     if "teacher" in stages:
-        n = int(FULL["teacher"] * args.budget)
+        n = int(FULL["teacher"] * (args.teacher_budget or args.budget))
         run_train("teacher", [f"model={args.teacher}", f"train=[{real}]", f"samples_per_epoch={labelled_count}",
                               f"epochs={_epochs(n, labelled_count)}", "optim.lr=0.01", "optim.weight_decay=5e-4",
                               "optim.warmup_iters=100", "loss.name=ohem", "loss.ohem_min_kept=50000",
