@@ -9,9 +9,12 @@ from typing import Annotated, Optional
 import typer
 
 from csst_edge.cli.common import console
+from csst_edge.cli.data_synth import synth_command
 
 app = typer.Typer(help="Datasets: generate synthetic scenes, build the centroid index, show class balance.",
                   no_args_is_help=True)
+
+app.command("synth")(synth_command)
 
 SourceArg = Annotated[str, typer.Argument(
     help="Dataset YAML or built-in name (camvid, synth_cityA, ...), a pseudo-label folder, or a folder of label PNGs.")]
@@ -101,8 +104,10 @@ def stats_command(
     num_classes: Annotated[Optional[int], typer.Option(help="Class count for a plain folder of label PNGs.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
-    """Class balance: pixel share and component count per class, and the class share of the crops of one epoch
-    with plain random crops vs centroid sampling.
+    """Class balance: pixel share and component count per class, and the crops of one epoch, random vs centroid.
+
+    The crop columns simulate one epoch of training crops (no scaling) with plain random crops and with centroid
+    sampling: the share of crop pixels of each class, and the share of crops that contain the class at all.
 
     Examples:
 

@@ -1,0 +1,103 @@
+"""`csst-edge data synth`: synthetic two-city street scenes (labelled datasets) and a dashcam video."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from csst_edge.cli.common import console
+
+
+def synth_command(
+    out: Annotated[Path, typer.Option(help="Output folder: city<X>/, city<X>.yaml, the video and its labels.")] = Path(
+        "data/synth"),
+    cities: Annotated[str, typer.Option(help="Comma-separated cities (domains) to generate: A, B.")] = "A,B",
+    train: Annotated[int, typer.Option(min=0, help="Frames in each city's train split.")] = 200,
+    val: Annotated[int, typer.Option(min=0, help="Frames in each city's val split.")] = 50,
+    height: Annotated[int, typer.Option(min=16, help="Frame height in pixels.")] = 256,
+    width: Annotated[int, typer.Option(min=16, help="Frame width in pixels.")] = 512,
+    video_frames: Annotated[int, typer.Option(min=0, help="Frames of the dashcam video (0: no video).")] = 300,
+    video_city: Annotated[str, typer.Option(help="City the dashcam video drives through.")] = "B",
+    fps: Annotated[float, typer.Option(min=1.0, help="Video frame rate.")] = 15.0,
+    seed: Annotated[int, typer.Option(help="Seed: the same seed gives the same files.")] = 0,
+    workers: Annotated[int, typer.Option(min=1, help="Processes rendering dataset frames in parallel.")] = 2,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Generate synthetic street scenes with the 19 Cityscapes classes in two cities, plus a dashcam video.
+
+    City A is sunny and dense, city B foggy/dusky, green and wide: train on A, self-train on B. Each city gets a
+    dataset YAML usable anywhere a dataset is expected (`--data data/synth/cityA.yaml`, or the built-ins
+    `synth_cityA` / `synth_cityB`, which read CSST_SYNTH_ROOT, default data/synth). Reruns only render missing
+    frames.
+
+    Examples:
+
+      csst-edge data synth                                   # 2 x (200 train + 50 val) frames + a 300-frame video
+
+      csst-edge data synth --out /tmp/synth --train 20 --val 5 --video-frames 0 --height 128 --width 256
+
+      csst-edge train --data data/synth/cityA.yaml --val data/synth/cityB.yaml --model fastscnn
+    """
+    from rich.table import Table
+
+    from csst_edge.data.cityscapes_classes import CLASS_NAMES
+    from csst_edge.data.synth import class_pixel_shares, write_dataset, write_video
+    from csst_edge.data.synth_style import city_style
+    from csst_edge.errors import ConfigError
+
+    names = [c.strip() for c in cities.split(",") if c.strip()]
+    if not names:
+        raise ConfigError("--cities is empty; give e.g. A,B")
+    names = [city_style(c).name for c in names]
+    yamls = write_dataset(out, cities=names, train=train, val=val, height=height, width=width, seed=seed,
+                          workers=workers, progress=not quiet, console=console)
+
+    video = video_labels = None
+    if video_frames > 0:
+        vcity = city_style(video_city).name
+        video = out / f"city{vcity}_drive.mp4"
+        video_labels = out / f"city{vcity}_drive_labels"
+        if _video_done(video, video_labels, video_frames):
+            console.print(f"video {video} already complete; skipped")
+        else:
+            write_video(video, city=vcity, frames=video_frames, height=height, width=width, fps=fps, seed=seed,
+                        labels_dir=video_labels, progress=not quiet, console=console)
+
+    files = Table(title="files", show_edge=False)
+    for col in ("what", "path", "frames"):
+        files.add_column(col)
+    shares = {}
+    for city, yaml_path in yamls.items():
+        root = yaml_path.parent / f"city{city}"
+        labels = sorted((root / "labels").rglob("*.png"))
+        files.add_row(f"city {city} dataset", str(yaml_path), f"{train} train + {val} val")
+        shares[city] = class_pixel_shares(labels)
+    if video is not None:
+        files.add_row(f"dashcam video (city {city_style(video_city).name})", str(video), str(video_frames))
+        files.add_row("video labels", str(video_labels), str(video_frames))
+    console.print(files)
+
+    table = Table(title="class pixel share (%)", show_edge=False)
+    table.add_column("class")
+    for city in shares:
+        table.add_column(f"city {city}", justify="right")
+    for i, name in enumerate(CLASS_NAMES):
+        table.add_row(name, *(f"{100 * s[i]:.2f}" for s in shares.values()))
+    console.print(table)
+
+
+def _video_done(video: Path, labels: Path, frames: int) -> bool:
+    """A finished video is renamed into place only after it read back completely, so existence plus the label
+    count is enough to skip it."""
+    if not video.is_file() or not labels.is_dir():
+        return False
+    import cv2
+
+    cap = cv2.VideoCapture(str(video))
+    try:
+        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    finally:
+        cap.release()
+    return count == frames and len(list(labels.glob("frame_*.png"))) == frames
