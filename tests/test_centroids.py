@@ -192,3 +192,10 @@ def test_crop_window_positions_are_uniform_among_valid_windows():
     tops = Counter(crop_window_containing(100, 10, 10, 10, 50, 5, rng)[0] for _ in range(5000))
     assert sorted(tops) == list(range(41, 51))  # all 10 windows that contain row 50, nothing else
     assert max(tops.values()) / min(tops.values()) < 1.4
+
+
+def test_an_epoch_shorter_than_the_class_list_draws_distinct_classes(tmp_path):
+    files = _write_labels(tmp_path / "labels", 10)
+    index = build_index(files, num_classes=5, workers=1, progress=False)
+    refs = CentroidSampler(index, num_samples=3, seed=0).sample_epoch(0)
+    assert len(refs) == 3 and len({r.cls for r in refs}) == 3

@@ -74,6 +74,8 @@ class CentroidSampler:
         refs: list[CentroidRef] = []
         idx = self.index
         for c, k in self.per_class_counts(epoch).items():
+            if k == 0:  # fewer samples than classes: this class sits the epoch out
+                continue
             rows = self.rows_by_class[c]
             reps = -(-k // rows.size)
             chosen = np.concatenate([rng.permutation(rows) for _ in range(reps)])[:k]
