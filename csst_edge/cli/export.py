@@ -54,7 +54,7 @@ def onnx_command(
 
       csst-edge export onnx best.pt -o student.onnx --size 512x1024 --output logits --verify-data camvid
 
-      csst-edge export onnx best.pt --dynamic --layout nchw     # any batch / size (not for fastscnn / icnet)
+      csst-edge export onnx best.pt --dynamic --layout nchw     # any batch / size
     """
     from csst_edge.export.onnx_export import export_onnx
 

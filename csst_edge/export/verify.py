@@ -130,7 +130,7 @@ def verify_onnx(
         except Exception as e:
             backend.close()
             hint = (" (a dynamic export only works if no layer bakes the export size into the graph, e.g. the "
-                    "exact pyramid pooling of fastscnn / icnet: export those at a fixed size)") if meta.dynamic else ""
+                    "input size as a constant into the graph: export such a model at a fixed size)") if meta.dynamic else ""
             first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
             raise ExportError(f"{name}: onnxruntime fails on a {frame.shape[0]}x{frame.shape[1]} frame: {first}{hint}") from None
         with torch.no_grad():
