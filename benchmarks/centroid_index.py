@@ -10,7 +10,6 @@ Writes benchmarks/out/centroid_index.json and .md. Two figures per method: label
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -98,7 +97,7 @@ def main() -> None:
         add("opencv per class", "extract only", 1, timed(lambda: [opencv_per_class(lab) for lab in labels], args.repeat))
         for procs in (1, 2):
             add("cc3d (csst-edge)", "build (decode+extract)", procs,
-                timed(lambda: build_index(files, NUM_CLASSES, workers=procs, progress=False), args.repeat))
+                timed(lambda procs=procs: build_index(files, NUM_CLASSES, workers=procs, progress=False), args.repeat))
         add("opencv per class", "build (decode+extract)", 1, timed(lambda: _opencv_build(files), args.repeat))
         add("opencv per class", "build (decode+extract)", 2, timed(lambda: _opencv_build_parallel(files, 2), args.repeat))
 

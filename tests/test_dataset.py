@@ -4,12 +4,14 @@ import pytest
 import yaml
 
 from csst_edge.data.dataset import (
-    CITYSCAPES_LABELID_TO_TRAINID, list_samples, load_dataset_config, load_pair, validate_split,
+    CITYSCAPES_LABELID_TO_TRAINID,
+    list_samples,
+    load_dataset_config,
+    load_pair,
+    validate_split,
 )
 from csst_edge.data.unlabelled import expand_sources, load_item
 from csst_edge.errors import ConfigError, DatasetError
-
-from conftest import write_tiny_dataset
 
 
 def test_folder_layout_pairs(tiny_dataset):

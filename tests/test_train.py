@@ -5,20 +5,17 @@ import os
 import socket
 import subprocess
 import sys
-from collections import Counter
 
-import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import write_tiny_dataset
 
 from csst_edge.errors import ConfigError
 from csst_edge.train.checkpoint import load_checkpoint, model_from_checkpoint
 from csst_edge.train.config import load_train_config
 from csst_edge.train.data import EpochPlanner, build_train_set, shard_batches
 from csst_edge.train.trainer import poly_lr, train
-
-from conftest import write_tiny_dataset
 
 
 def _cfg(data_yaml, out, *extra):
