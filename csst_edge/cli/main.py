@@ -12,6 +12,7 @@ from csst_edge.cli import export as export_cli
 from csst_edge.cli.bench import bench_command
 from csst_edge.cli.demo import demo_command
 from csst_edge.cli.eval import eval_command
+from csst_edge.cli.finetune import finetune_command
 from csst_edge.cli.pseudo import pseudo_label_command
 from csst_edge.cli.train import train_command
 from csst_edge.cli.common import ErrorHandlingGroup, console, set_debug
@@ -52,6 +53,7 @@ app.command("pseudo-label")(pseudo_label_command)
 app.command("eval")(eval_command)
 app.add_typer(export_cli.app, name="export")
 app.command("bench")(bench_command)
+app.command("finetune")(finetune_command)
 
 
 def run() -> None:

@@ -22,7 +22,9 @@ from csst_edge.errors import ConfigError
 class SourceConfig:
     """One training source. `data` is a dataset YAML (or built-in name); `pseudo` is a pseudo-label output
     folder (its manifest.jsonl lists image + label pairs). `every`/`offset` select index % every == offset of
-    the split sorted by name (`complement` takes the others): the camvid-quarter protocol is every=4, offset=0."""
+    the split sorted by name (`complement` takes the others): the camvid-quarter protocol is every=4, offset=0.
+    `shots` then keeps k images chosen by a `shots_seed`-seeded permutation (few-shot transfer); the choice is
+    nested (the k=1 image is in the k=2 set) and recorded in config.yaml, so a few-shot run is reproducible."""
 
     data: str | None = None
     split: str = "train"
@@ -31,6 +33,8 @@ class SourceConfig:
     offset: int = 0
     complement: bool = False
     limit: int | None = None  # first N samples after selection (quick experiments, tests)
+    shots: int | None = None  # k labelled images for few-shot finetuning (applied after every/offset, before limit)
+    shots_seed: int = 0
 
 
 @dataclass
@@ -80,7 +84,9 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
-    method: str = "student"  # student | finetune | consistency | soft | mr  (paper Table 2 ablations)
+    # student | finetune | consistency | soft | mr  (paper Table 2 ablations) | fewshot (start from the `pretrained`
+    # checkpoint, with a fresh classifier head when its class count differs: `csst-edge finetune`)
+    method: str = "student"
     mr_weight: float = 0.1  # method mr: weight of the model regularizer (Eq. 7)
     refresh_every: int = 1  # method consistency: epochs between online pseudo-label refreshes
     amp: str = "none"  # none | fp16 | bf16 (CUDA only)
@@ -99,7 +105,7 @@ class TrainConfig:
 _ENUMS = {
     "crop_schedule": ("constant", "coarse2fine", "fine2coarse", "coarse2fine+", "fine2coarse+"),
     "sampling": ("random", "centroid"),
-    "method": ("student", "finetune", "consistency", "soft", "mr"),
+    "method": ("student", "finetune", "consistency", "soft", "mr", "fewshot"),
     "amp": ("none", "fp16", "bf16"),
     "loss.name": ("ce", "ohem"),
 }
@@ -219,6 +225,8 @@ def _check(cfg: TrainConfig) -> None:
             raise ConfigError(f"config key 'train.{i}': give exactly one of 'data' (dataset YAML) or 'pseudo' (folder)")
         if src.every < 1 or not 0 <= src.offset < src.every:
             raise ConfigError(f"config key 'train.{i}': need every >= 1 and 0 <= offset < every")
+        if src.shots is not None and src.shots < 1:
+            raise ConfigError(f"config key 'train.{i}.shots' must be >= 1, got {src.shots}")
 
 
 def config_to_dict(cfg: TrainConfig) -> dict:

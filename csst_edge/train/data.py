@@ -51,8 +51,13 @@ class TrainSet:
 
 
 def select(samples: list, src: SourceConfig) -> list:
-    """Apply every/offset/complement/limit to a name-sorted list (camvid-quarter: every=4, offset=0)."""
+    """Apply every/offset/complement, then shots, then limit to a name-sorted list (camvid-quarter: every=4,
+    offset=0; few-shot: shots=k)."""
     keep = [s for i, s in enumerate(samples) if (i % src.every == src.offset) != src.complement]
+    if src.shots is not None:
+        from csst_edge.train.finetune import select_shots  # lazy: finetune imports the trainer, which imports us
+
+        keep = select_shots(keep, src.shots, src.shots_seed, where=f"{src.data or src.pseudo} split '{src.split}'")
     return keep[: src.limit] if src.limit else keep
 
 

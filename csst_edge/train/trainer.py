@@ -98,7 +98,7 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True, console=
     total_iters = sum(planner.iterations(schedule.at(e).batch_size) for e in range(cfg.epochs))
 
     model = create_model(cfg.model, train_set.num_classes, pretrained=_model_pretrained(cfg), **cfg.model_kwargs)
-    if cfg.method in ("finetune", "consistency"):
+    if cfg.method in ("finetune", "consistency", "fewshot"):
         _init_from_checkpoint(model, cfg.pretrained, cfg)
     soft_k = _soft_k(train_set) if cfg.method == "soft" else 0
     model.to(device)
@@ -314,14 +314,21 @@ def _transforms(cfg: TrainConfig, crop, ignore_index):
 
 
 def _model_pretrained(cfg: TrainConfig):
-    # `pretrained` is a backbone weight file / torchvision weight name, except for `finetune` and
-    # `consistency`, where it is the teacher checkpoint the whole model starts from.
-    return None if cfg.method in ("finetune", "consistency") else cfg.pretrained
+    # `pretrained` is a backbone weight file / torchvision weight name, except for `finetune`, `consistency`
+    # and `fewshot`, where it is the checkpoint the whole model starts from.
+    return None if cfg.method in ("finetune", "consistency", "fewshot") else cfg.pretrained
 
 
 def _init_from_checkpoint(model, path, cfg: TrainConfig) -> None:
     if not path:
         raise ConfigError(f"method '{cfg.method}' needs 'pretrained' = the teacher checkpoint to start from")
+    if cfg.method == "fewshot":
+        # a new domain may have another class set: every tensor that fits is loaded, the classifier layers are
+        # left freshly initialised when the class count differs (19 -> 66 classes)
+        from csst_edge.train.finetune import load_for_finetune
+
+        load_for_finetune(model, path, arch=cfg.model)
+        return
     state = load_checkpoint(path)
     if state["arch"] != cfg.model:
         raise ConfigError(f"method '{cfg.method}' continues the teacher, so 'model' must be its arch "

@@ -1,0 +1,53 @@
+"""`csst-edge finetune`: few-shot transfer of a trained model to a new domain (k labelled target images)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from csst_edge.cli.common import console
+
+
+def finetune_command(
+    checkpoint: Annotated[Path, typer.Argument(help="Trained checkpoint (best.pt / last.pt of `csst-edge train`).")],
+    data: Annotated[str, typer.Option(help="Target dataset YAML or built-in name: shots from its train split, "
+                                           "mIoU on its val split.")],
+    overrides: Annotated[Optional[list[str]], typer.Argument(help="Training config key=value overrides, e.g. workers=0")] = None,
+    shots: Annotated[str, typer.Option(help="Comma-separated k values: one run per k labelled target images.")] = "1,2,5,10",
+    epochs: Annotated[int, typer.Option(help="Epochs per run (every k gets the same samples per epoch).")] = 50,
+    batch_size: Annotated[int, typer.Option(help="Global batch size.")] = 8,
+    crop: Annotated[str, typer.Option(help="Training crop HxW, e.g. 512x512.")] = "512x512",
+    lr: Annotated[float, typer.Option(help="Base learning rate (poly schedule).")] = 0.01,
+    out: Annotated[Path, typer.Option(help="Output folder: k<k>/ run directories, finetune.json, finetune.md.")] = Path("runs/finetune"),
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
+    seed: Annotated[int, typer.Option(help="Seed of the shot selection and of training.")] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Few-shot finetuning on a new domain, with a new classifier head when the class count differs.
+
+    The k images are drawn deterministically from the target's train split (a seeded permutation, nested: the
+    k=1 image is in the k=2 set). Each k trains in OUT/k<k>/ (rerunning skips finished k and resumes a killed
+    one), is evaluated on the target's val split, and the table k -> mIoU (plus the checkpoint's own zero-shot
+    mIoU when the class sets match) goes to OUT/finetune.json and OUT/finetune.md.
+
+    Examples:
+
+      csst-edge finetune runs/student/best.pt --data synth_cityB --shots 1,2,5,10 --epochs 30 --crop 128x256
+
+      csst-edge finetune runs/cityscapes_student/best.pt --data mapillary.yaml --out runs/fewshot_mapillary
+
+      csst-edge finetune best.pt --data target.yaml --shots 5 optim.momentum=0.8 augment.blur=0 workers=0
+    """
+    from csst_edge.train.finetune import parse_shots, rich_table, run_finetune
+
+    try:
+        h, w = (int(v) for v in crop.lower().split("x"))
+    except ValueError:
+        raise typer.BadParameter(f"'{crop}' is not HEIGHTxWIDTH, e.g. 512x512", param_hint="--crop") from None
+    report = run_finetune(checkpoint, data, shots=parse_shots(shots), epochs=epochs, out=out, seed=seed,
+                          batch_size=batch_size, crop=(h, w), lr=lr, device=device, overrides=list(overrides or []),
+                          progress=not quiet, console=console)
+    console.print(rich_table(report))
+    console.print(f"[green]done[/]: {out / 'finetune.json'}, {out / 'finetune.md'}")
