@@ -34,7 +34,7 @@ from csst_edge.data.synth_world import generate_world
 from csst_edge.errors import ConfigError
 from csst_edge.fileio import atomic_write_image, atomic_write_json, atomic_write_text
 
-GENERATOR_VERSION = 1  # bump when the renderer changes, so old cached frames are not silently mixed with new ones
+GENERATOR_VERSION = 2  # bump when the renderer changes, so old cached frames are not silently mixed with new ones
 IMAGE_EXT = ".jpg"
 JPEG_QUALITY = 95
 SPLITS = ("train", "val")

@@ -69,7 +69,8 @@ def run_demo(s: DemoSettings, console, progress: bool = True) -> dict:
 
     crop = f"[{s.height},{s.height}]"
     common = [f"batch_size={s.batch_size}", f"crop={crop}", f"workers={s.workers}", f"seed={s.seed}",
-              f"device={s.device}", "val=null", "eval_every=1000", "augment.scale=[0.75,1.5]"]
+              f"device={s.device}", "val=null", "eval_every=1000", "augment.scale=[0.75,1.5]",
+              "augment.jitter=0.4"]  # strong colour jitter: the teacher must carry over to another city
     real = f"{{data: '{city_a}', split: train}}"
 
     t = stage(f"2/5 teacher ({s.teacher}) on {s.labelled} labelled city-A frames")
