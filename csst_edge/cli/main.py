@@ -9,13 +9,15 @@ import typer
 from csst_edge import __version__
 from csst_edge.cli import data as data_cli
 from csst_edge.cli import export as export_cli
+from csst_edge.cli import runtime as runtime_cli
 from csst_edge.cli.bench import bench_command
+from csst_edge.cli.common import ErrorHandlingGroup, console, set_debug
 from csst_edge.cli.demo import demo_command
 from csst_edge.cli.eval import eval_command
 from csst_edge.cli.finetune import finetune_command
 from csst_edge.cli.pseudo import pseudo_label_command
+from csst_edge.cli.round import round_command
 from csst_edge.cli.train import train_command
-from csst_edge.cli.common import ErrorHandlingGroup, console, set_debug
 
 app = typer.Typer(
     name="csst-edge",
@@ -54,6 +56,8 @@ app.command("eval")(eval_command)
 app.add_typer(export_cli.app, name="export")
 app.command("bench")(bench_command)
 app.command("finetune")(finetune_command)
+app.add_typer(runtime_cli.app, name="runtime")
+app.command("round")(round_command)
 
 
 def run() -> None:

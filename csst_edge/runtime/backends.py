@@ -112,14 +112,16 @@ class OnnxRuntimeBackend(Backend):
     """An ONNX model in an `onnxruntime.InferenceSession`.
 
     `provider_options` maps a provider (short or full name) to its options, e.g.
-    `{"tensorrt": {"trt_fp16_enable": True, "trt_engine_cache_enable": True}}`.
+    `{"tensorrt": {"trt_fp16_enable": True, "trt_engine_cache_enable": True}}`. `session_config` entries go to
+    `SessionOptions.add_session_config_entry`, e.g. `{"session.intra_op.allow_spinning": "0"}` (the runtime sets
+    it: spinning worker threads starve the capture thread on a small CPU).
     """
 
     name = "onnxruntime"
 
     def __init__(self, model_path: str | os.PathLike, providers: Sequence[str] | str | None = None,
                  threads: int | None = None, provider_options: dict[str, dict] | None = None,
-                 meta: ModelMeta | None = None):
+                 meta: ModelMeta | None = None, session_config: dict[str, str] | None = None):
         try:
             import onnxruntime as ort
         except ImportError:
@@ -135,6 +137,8 @@ class OnnxRuntimeBackend(Backend):
         if threads:
             so.intra_op_num_threads = int(threads)
             so.inter_op_num_threads = 1
+        for key, value in (session_config or {}).items():
+            so.add_session_config_entry(key, str(value))
         try:
             self.session = ort.InferenceSession(str(self.path), sess_options=so, providers=self.providers,
                                                 provider_options=[options.get(p, {}) for p in self.providers])

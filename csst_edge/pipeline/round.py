@@ -1,0 +1,375 @@
+"""`csst-edge round`: the next self-training round from frames the fleet harvested.
+
+    result = run_round(RoundSettings(harvests=[Path("car1"), Path("car2")], teacher=Path("teacher.pt"),
+                                     student=Path("student.pt"), data="cityA.yaml", val="cityB.yaml",
+                                     out=Path("rounds/r01")))
+
+Stages, each cached in the round folder so a rerun continues where it stopped:
+
+1. **merge**: the frames currently in every harvest folder (manifest minus evictions), near-duplicates across
+   vehicles removed (the harvester's thumbnail descriptor; the higher-scoring copy is kept), hard-linked (or
+   copied) to `frames/<harvest>/<name>.jpg`.
+2. **pseudo-label** them with the teacher (`pseudo/`, the usual pseudo-label folder).
+3. **centroid index** of the labelled train split + all pseudo labels, updated incrementally from the previous
+   round's index (`centroids.npz`; also the `--class-stats` of the next runtime deployment).
+4. **train** the next student on real + pseudo labels, from scratch (CSST) or from the current student.
+   No val set is given to training: the gate's val set must not pick the checkpoint it then judges.
+5. **evaluate** the current and the new student on the same fixed labelled val set.
+6. **gate**: promote only if the new one does not regress (`miou`: mIoU >= current - margin; `per-class`: and no
+   class IoU falls by more than `class_margin`; `always`: bootstrap rounds).
+7. **export** a promoted student to ONNX (`promoted/student.pt`, `promoted/student.onnx`).
+8. **report**: `round.json` + `round.md` (data added, per-class IoU before/after, decision).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from csst_edge.errors import ConfigError, CsstError
+from csst_edge.fileio import atomic_write_json, read_jsonl
+from csst_edge.runtime.harvest import frame_descriptor, read_harvest_records
+
+GATES = ("miou", "per-class", "always")
+INITS = ("scratch", "student")
+
+
+class RoundError(CsstError):
+    """A round input is missing or inconsistent; the message names the file or option."""
+
+
+@dataclass
+class RoundSettings:
+    harvests: list[Path]
+    teacher: Path
+    student: Path  # the current (deployed) student checkpoint
+    data: str  # labelled dataset YAML (its train split is trained on)
+    val: str  # the fixed labelled val set the gate compares on
+    out: Path
+    val_split: str = "val"
+    init: str = "scratch"  # scratch (CSST: the student is trained from scratch) | student (continue the current one)
+    config: Path | None = None  # training config YAML for the student (default: the current student's own config)
+    overrides: list[str] = field(default_factory=list)  # key=value on top of the config
+    epochs: int | None = None
+    previous_pseudo: list[Path] = field(default_factory=list)  # earlier rounds' pseudo folders, kept in training
+    index: Path | None = None  # the previous round's centroid index, updated incrementally
+    duplicate_similarity: float = 0.95
+    pseudo_flip: bool = True
+    pseudo_threshold: float | None = None
+    gate: str = "miou"
+    margin: float = 0.0  # allowed mIoU drop (fraction: 0.005 = half a point)
+    class_margin: float = 0.05  # per-class gate: allowed IoU drop of any class
+    export_size: tuple[int, int] | None = None  # default: the harvested frames' size
+    export_output: str = "probs"  # the runtime's harvester wants probabilities
+    device: str = "auto"
+    workers: int = 2
+
+    def check(self) -> None:
+        if self.gate not in GATES:
+            raise ConfigError(f"--gate must be one of {', '.join(GATES)}, got {self.gate!r}")
+        if self.init not in INITS:
+            raise ConfigError(f"--init must be one of {', '.join(INITS)}, got {self.init!r}")
+        if not self.harvests:
+            raise ConfigError("give at least one harvest folder")
+        for folder in self.harvests:
+            if not (Path(folder) / "manifest.jsonl").is_file():
+                raise RoundError(f"{folder}: not a harvest folder (no manifest.jsonl; made by `runtime run --harvest`)")
+        for name, path in (("--teacher", self.teacher), ("--student", self.student)):
+            if not Path(path).is_file():
+                raise RoundError(f"{path}: {name} checkpoint not found")
+
+
+@dataclass
+class GateDecision:
+    promote: bool
+    reason: str
+    delta_miou: float
+    regressed_classes: list[str]
+
+
+def gate_decision(before: dict, after: dict, class_names: list[str], gate: str = "miou", margin: float = 0.0,
+                  class_margin: float = 0.05) -> GateDecision:
+    """Promote `after` over `before` (metrics dicts: miou, per_class_iou) unless it regresses.
+
+    Classes absent from the val set (IoU None) are not compared."""
+    if gate not in GATES:
+        raise ConfigError(f"--gate must be one of {', '.join(GATES)}, got {gate!r}")
+    delta = float(after["miou"]) - float(before["miou"])
+    regressed = [name for name, b, a in zip(class_names, before["per_class_iou"], after["per_class_iou"], strict=False)
+                 if a is not None and b is not None and a < b - class_margin]
+    if gate == "always":
+        return GateDecision(True, "gate 'always': promoted without comparison", delta, regressed)
+    if delta < -margin:
+        return GateDecision(False, f"mIoU {100 * delta:+.2f} points is below the allowed -{100 * margin:.2f}",
+                            delta, regressed)
+    if gate == "per-class" and regressed:
+        return GateDecision(False, f"class IoU fell by more than {100 * class_margin:.1f} points: "
+                                   + ", ".join(regressed), delta, regressed)
+    return GateDecision(True, f"mIoU {100 * delta:+.2f} points (allowed drop {100 * margin:.2f})", delta, regressed)
+
+
+# ------------------------------------------------------------------------------------------------ stages
+def merge_harvests(harvests: list[Path], out: Path, duplicate_similarity: float = 0.95) -> dict:
+    """Frames of every harvest folder into `out/<folder tag>/`, near-duplicates across folders removed (best
+    score kept). Returns counts per folder and the kept records."""
+    candidates = []
+    for k, folder in enumerate(harvests):
+        folder = Path(folder)
+        tag = f"{k:02d}_{folder.name}"
+        for record in read_harvest_records(folder):
+            candidates.append((float(record.get("score", 0.0)), tag, folder, record))
+    candidates.sort(key=lambda c: -c[0])  # best first: a duplicate loses to the copy that scored higher
+    kept, descriptors, seen = [], [], set()
+    per_folder = {str(f): {"frames": 0, "kept": 0, "duplicates": 0, "unreadable": 0} for f in harvests}
+    for score, tag, folder, record in candidates:
+        stats = per_folder[str(folder)]
+        stats["frames"] += 1
+        grey = cv2.imread(str(folder / record["image"]), cv2.IMREAD_REDUCED_GRAYSCALE_2)
+        if grey is None:
+            stats["unreadable"] += 1
+            continue
+        d = frame_descriptor(grey)
+        key = record["name"]
+        if key in seen or any(float(d @ other) >= duplicate_similarity for other in descriptors):
+            stats["duplicates"] += 1
+            continue
+        seen.add(key)
+        descriptors.append(d)
+        target = out / tag / Path(record["image"]).name
+        if not target.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.tmp")
+            try:
+                os.link(folder / record["image"], tmp)  # same filesystem: no copy
+            except OSError:
+                shutil.copyfile(folder / record["image"], tmp)
+            os.replace(tmp, target)
+        stats["kept"] += 1
+        kept.append({"image": str(target), "harvest": str(folder), "score": score, "vehicle": record.get("vehicle"),
+                     "model_sha256": record.get("model_sha256")})
+    # a rerun with fewer frames (evicted since) must not train on the stale ones
+    wanted = {k["image"] for k in kept}
+    for stale in out.rglob("*.jpg"):
+        if str(stale) not in wanted:
+            stale.unlink()
+    return {"per_harvest": per_folder, "kept": len(kept), "frames": kept}
+
+
+def _pseudo_composition(pseudo_dir: Path, class_names: list[str]) -> dict:
+    records = [r for f in sorted(pseudo_dir.glob("manifest*.jsonl")) for r in read_jsonl(f) if r.get("status") == "ok"]
+    hist = np.zeros(len(class_names), np.int64)
+    conf = []
+    for r in records:
+        hist += np.asarray(r.get("class_histogram", [0] * len(class_names)), np.int64)[: len(class_names)]
+        conf.append(float(r.get("mean_confidence", 0.0)))
+    total = max(1, int(hist.sum()))
+    return {"images": len(records), "mean_confidence": round(float(np.mean(conf)), 4) if conf else None,
+            "class_shares": {n: round(float(v) / total, 5) for n, v in zip(class_names, hist, strict=False)}}
+
+
+def update_round_index(settings: RoundSettings, pseudo_dirs: list[Path], out_path: Path) -> dict:
+    """Centroid index of the labelled train split + every pseudo folder, reusing the previous round's index."""
+    from csst_edge.data.centroids import CentroidIndex, build_index, update_index
+    from csst_edge.data.dataset import list_samples, load_dataset_config
+    from csst_edge.train.data import read_pseudo_manifest
+
+    ds = load_dataset_config(settings.data)
+    real = [s.label for s in list_samples(ds, "train")]
+    files = [str(p) for p in real]
+    luts = [ds.label_lut] * len(real)
+    for folder in pseudo_dirs:
+        pairs, _ = read_pseudo_manifest(Path(folder))
+        files += [str(label) for _, _, label, _ in pairs]
+        luts += [None] * len(pairs)
+    previous = settings.index if settings.index and Path(settings.index).is_file() else (
+        out_path if out_path.is_file() else None)
+    if previous is not None:
+        index, info = update_index(CentroidIndex.load(previous), files, luts=luts, workers=1, progress=False)
+    else:
+        index = build_index(files, num_classes=len(ds.class_names), ignore_index=ds.ignore_index, luts=luts,
+                            workers=1, progress=False)
+        info = {"reused": 0, "read": len(files), "dropped": 0}
+    index.save(out_path)
+    pixels = index.pixels_per_class()
+    total = max(1, int(pixels.sum()))
+    return {"path": str(out_path), "images": index.num_images, "components": len(index), **info,
+            "class_pixel_shares": {n: round(float(v) / total, 5) for n, v in zip(ds.class_names, pixels, strict=False)},
+            "components_per_class": {n: int(v) for n, v in
+                                     zip(ds.class_names, index.components_per_class(), strict=False)}}
+
+
+def student_train_config(settings: RoundSettings, pseudo_dirs: list[Path], run_dir: Path, arch: str,
+                         base_config: dict | None):
+    """The next student's TrainConfig: the given config (or the current student's own), with real + pseudo
+    sources, no val set, and --init's starting point."""
+    import yaml
+
+    from csst_edge.train.config import load_train_config
+
+    sources = [f"{{data: '{settings.data}', split: train}}"] + [f"{{pseudo: '{p}'}}" for p in pseudo_dirs]
+    overrides = [f"model={arch}", f"train=[{', '.join(sources)}]", "val=null", f"out={run_dir}",
+                 f"device={settings.device}", f"workers={settings.workers}"]
+    if settings.init == "student":
+        overrides += ["method=finetune", f"pretrained={settings.student}"]
+    else:
+        overrides += ["method=student", "pretrained=null"]
+    if settings.epochs is not None:
+        overrides.append(f"epochs={settings.epochs}")
+    config_path = settings.config
+    tmp = None
+    if config_path is None and base_config:
+        # the current student's recipe (crop, schedule, sampling, optimiser), minus what this round sets
+        keep = {k: v for k, v in base_config.items() if k not in ("train", "val", "out", "pretrained", "method")}
+        tmp = run_dir.parent / ".student_config.yaml"
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(yaml.safe_dump(keep))
+        config_path = tmp
+    try:
+        return load_train_config(config_path, overrides + list(settings.overrides))
+    finally:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+
+
+def _frame_size(frames: list[dict]) -> tuple[int, int] | None:
+    for f in frames:
+        image = cv2.imread(f["image"], cv2.IMREAD_UNCHANGED)
+        if image is not None:
+            return image.shape[0], image.shape[1]
+    return None
+
+
+def _export_size(settings: RoundSettings, frames: list[dict]) -> tuple[int, int]:
+    if settings.export_size:
+        return tuple(settings.export_size)
+    size = _frame_size(frames)
+    if size is None:
+        raise RoundError("no readable harvested frame to take the export size from; give --export-size")
+    return tuple(max(32, round(v / 32) * 32) for v in size)  # every model stride divides a multiple of 32
+
+
+# ---------------------------------------------------------------------------------------------- the round
+def run_round(settings: RoundSettings, console=None, progress: bool = True) -> dict:
+    from csst_edge.pipeline.demo import evaluate_checkpoint
+    from csst_edge.pseudo import PseudoLabelSettings, generate_pseudo_labels
+    from csst_edge.train.checkpoint import load_checkpoint, save_checkpoint
+    from csst_edge.train.trainer import train
+
+    s = settings
+    s.check()
+    out = Path(s.out)
+    out.mkdir(parents=True, exist_ok=True)
+    say = (lambda m: console.rule(f"[bold]{m}")) if console is not None else (lambda m: None)
+
+    say("1/7 merge harvested frames")
+    merged = merge_harvests(s.harvests, out / "frames", s.duplicate_similarity)
+    if not merged["kept"]:
+        raise RoundError(f"no frames in {', '.join(map(str, s.harvests))}: nothing to learn from this round")
+
+    say(f"2/7 pseudo-label {merged['kept']} frames with the teacher")
+    pseudo_dir = out / "pseudo"
+    generate_pseudo_labels(s.teacher, [out / "frames"], pseudo_dir,
+                           PseudoLabelSettings(flip=s.pseudo_flip, threshold=s.pseudo_threshold, workers=0,
+                                               device=s.device), progress=progress, console=console)
+    current = load_checkpoint(s.student)
+    class_names = list(current.get("class_names") or [])
+    pseudo_dirs = [pseudo_dir, *map(Path, s.previous_pseudo)]
+
+    say("3/7 update the centroid index")
+    index_info = update_round_index(s, pseudo_dirs, out / "centroids.npz")
+
+    say(f"4/7 train the next student ({current['arch']}, from {s.init})")
+    run_dir = out / "student"
+    cfg = student_train_config(s, pseudo_dirs, run_dir, current["arch"], current.get("config"))
+    train(cfg, progress=progress, console=console)
+    candidate = run_dir / "last.pt"
+
+    say("5/7 evaluate current vs new student on the fixed val set")
+    before, names = evaluate_checkpoint(s.student, s.val, s.val_split, s.device, s.workers)
+    after, _ = evaluate_checkpoint(candidate, s.val, s.val_split, s.device, s.workers)
+    class_names = names or class_names
+
+    say("6/7 gate")
+    decision = gate_decision(before, after, class_names, s.gate, s.margin, s.class_margin)
+
+    exported = None
+    if decision.promote:
+        say("7/7 export the promoted student")
+        from csst_edge.export.onnx_export import export_onnx
+
+        promoted = out / "promoted"
+        save_checkpoint(promoted / "student.pt", load_checkpoint(candidate))
+        h, w = _export_size(s, merged["frames"])
+        result = export_onnx(promoted / "student.pt", promoted / "student.onnx", h, w, output=s.export_output)
+        exported = {"checkpoint": str(promoted / "student.pt"), "onnx": str(result.path), "size": [h, w],
+                    "output": s.export_output, "summary": result.summary()}
+
+    report = {
+        "round": str(out), "teacher": str(s.teacher), "current_student": str(s.student),
+        "new_student": str(candidate), "init": s.init,
+        "data_added": {"harvests": merged["per_harvest"], "frames_kept": merged["kept"],
+                       "pseudo_labels": _pseudo_composition(pseudo_dir, class_names),
+                       "previous_pseudo": [str(p) for p in s.previous_pseudo]},
+        "centroid_index": index_info,
+        "val": {"data": s.val, "split": s.val_split},
+        "before": before, "after": after, "class_names": class_names,
+        "decision": {"promote": decision.promote, "reason": decision.reason, "gate": s.gate, "margin": s.margin,
+                     "class_margin": s.class_margin, "delta_miou": decision.delta_miou,
+                     "regressed_classes": decision.regressed_classes},
+        "export": exported,
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(s).items()},
+    }
+    report["settings"]["harvests"] = [str(p) for p in s.harvests]
+    report["settings"]["previous_pseudo"] = [str(p) for p in s.previous_pseudo]
+    atomic_write_json(out / "round.json", _jsonable(report))
+    write_round_markdown(out / "round.md", report)
+    return report
+
+
+def write_round_markdown(path: Path, report: dict) -> Path:
+    from csst_edge.pipeline.report import markdown_table, write_markdown
+
+    d = report["decision"]
+    added = report["data_added"]
+    rows = ["| harvest | frames | kept | near-duplicates | unreadable |", "|---|---:|---:|---:|---:|"]
+    for folder, st in added["harvests"].items():
+        rows.append(f"| `{folder}` | {st['frames']} | {st['kept']} | {st['duplicates']} | {st['unreadable']} |")
+    shares = added["pseudo_labels"]["class_shares"]
+    top = sorted(shares.items(), key=lambda kv: -kv[1])
+    composition = ", ".join(f"{k} {100 * v:.1f}%" for k, v in top if v > 0)
+    verdict = "**promoted**" if d["promote"] else "**rejected** (the current student stays)"
+    export = report["export"]
+    sections = [
+        ("Decision", f"{verdict}: {d['reason']} (gate `{d['gate']}`, margin {100 * d['margin']:.2f} points"
+                     + (f", class margin {100 * d['class_margin']:.1f}" if d["gate"] == "per-class" else "") + ")."
+                     + (f"\n\nExported: `{export['onnx']}` ({export['size'][0]}x{export['size'][1]}, "
+                        f"{export['output']})." if export else "")),
+        ("Data added", "\n".join(rows) + f"\n\n{added['frames_kept']} frames pseudo-labelled "
+                       f"(mean teacher confidence {added['pseudo_labels']['mean_confidence']}); class pixel shares "
+                       f"of the new pseudo labels: {composition or 'none'}.\n\nCentroid index: "
+                       f"{report['centroid_index']['images']} label maps, {report['centroid_index']['components']} "
+                       f"components (`{report['centroid_index']['path']}`)."),
+        (f"IoU (%) on the fixed val set ({report['val']['data']}, split {report['val']['split']})",
+         markdown_table({"current student": report["before"], "new student": report["after"]},
+                        report["class_names"])),
+    ]
+    return write_markdown(path, "Self-training round", sections)
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, float) and value != value:
+        return None
+    return value

@@ -1,0 +1,472 @@
+"""The frame harvester: keeps the frames the next self-training round will learn most from.
+
+Every frame gets four scores, each in [0, 1]:
+
+- **uncertainty**: mean per-pixel entropy of the model's probabilities / log(C) (`entropy`), or the share of
+  pixels whose top probability is below `confidence` (`low-confidence`). Needs a model exported with
+  `--output probs` or `logits`; a labels-only model has no uncertainty and the other scores carry the decision.
+- **rarity**: the rarest class the model sees in the frame (covering at least `rare_min_share` of it), weighted by
+  how rare it is in the training set: w_c = log(f_max / f_c) / log(f_max / f_min) from the class pixel
+  frequencies of a centroid index (`csst-edge data index`) or a JSON list. Without them, the frequencies of the
+  model's own predictions so far stand in.
+- **novelty**: 1 - the highest cosine similarity of the frame's descriptor (a 16x32 grey thumbnail, zero-mean,
+  unit-norm) with the recently harvested frames. Above `duplicate_similarity` the frame is a near-duplicate
+  (stopped at a red light) and is skipped.
+- **sharpness**: variance of the Laplacian at <= 320 px width. A gate, not a score: frames below `min_sharpness`
+  or below `sharpness_ratio` x the median of recent frames (motion blur, a wiper pass, focus hunting) are rejected.
+
+score = weighted mean of the available scores. The rate limit (`rate_per_min`) is applied as best-of-window: the
+first acceptable frame opens a window of 60/rate seconds (media time) and the best frame of the window is
+written when it closes, so the harvest takes the most useful frame of each stretch, not the first passable one.
+A disk quota evicts the lowest-scoring harvested frames first (and a new frame that would itself be the lowest is
+not written).
+
+Folder layout (directly usable as `csst-edge pseudo-label` input: it reads the images and ignores the rest):
+
+    images/<vehicle>_<utc time>_<frame>.jpg   written atomically (temp file, fsync, rename)
+    manifest.jsonl                            one line per event, appended with fsync *after* the image is in
+                                              place: {"event": "harvest", ...} / {"event": "evict", ...}
+    meta.json                                 classes, palette, model, settings of the latest run
+
+A crash loses at most the frame being written: an image without its manifest line (or a leftover temp file) is
+deleted when the folder is opened again, and an eviction logged before its file was deleted is completed.
+Torch-free.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from csst_edge.errors import CsstError
+from csst_edge.fileio import append_jsonl, atomic_write_bytes, atomic_write_json, read_jsonl
+from csst_edge.runtime.model_meta import ModelMeta
+
+MANIFEST = "manifest.jsonl"
+IMAGES = "images"
+DESCRIPTOR_SIZE = (32, 16)  # (width, height) of the novelty thumbnail
+SHARPNESS_WIDTH = 320
+UNCERTAINTY_MODES = ("entropy", "low-confidence")
+
+
+class HarvestError(CsstError):
+    """The harvest folder or a harvest option is unusable; the message names it."""
+
+
+@dataclass
+class HarvestSettings:
+    rate_per_min: float = 6.0  # at most this many frames per minute of media time; <= 0: no limit
+    quota_mb: float = 2048.0  # disk quota of images/; the lowest-scoring frames are evicted first
+    min_score: float = 0.25
+    min_sharpness: float = 20.0  # absolute floor of the Laplacian variance
+    sharpness_ratio: float = 0.4  # relative floor: this share of the median of the last `sharpness_window` frames
+    sharpness_window: int = 50
+    duplicate_similarity: float = 0.95
+    history: int = 256  # harvested descriptors kept for the novelty score
+    uncertainty: str = "entropy"  # entropy | low-confidence
+    confidence: float = 0.6  # low-confidence threshold
+    rare_min_share: float = 0.002  # a class counts as present from this share of the frame
+    weight_uncertainty: float = 0.5
+    weight_rarity: float = 0.3
+    weight_novelty: float = 0.2
+    jpeg_quality: int = 92
+    vehicle: str = field(default_factory=lambda: _safe_name(socket.gethostname()) or "vehicle")
+
+    def check(self) -> None:
+        if self.uncertainty not in UNCERTAINTY_MODES:
+            raise HarvestError(f"--uncertainty must be one of {', '.join(UNCERTAINTY_MODES)}, got {self.uncertainty!r}")
+        if self.quota_mb <= 0:
+            raise HarvestError(f"--harvest-quota-mb must be > 0, got {self.quota_mb}")
+        if not 0 < self.duplicate_similarity <= 1:
+            raise HarvestError(f"--duplicate-similarity must be in (0, 1], got {self.duplicate_similarity}")
+        if min(self.weight_uncertainty, self.weight_rarity, self.weight_novelty) < 0:
+            raise HarvestError("harvest score weights must be >= 0")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise HarvestError(f"--jpeg-quality must be in 1..100, got {self.jpeg_quality}")
+
+
+@dataclass
+class FrameScores:
+    uncertainty: float | None
+    rarity: float
+    novelty: float
+    sharpness: float
+    score: float
+    decision: str = ""  # candidate | harvested | duplicate | blurred | low-score | superseded | quota
+    rare_class: int | None = None
+
+    def to_log(self) -> dict:
+        d = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+        return d
+
+
+# ---------------------------------------------------------------------------------------------- the scores
+def entropy_uncertainty(probs: np.ndarray) -> float:
+    """Mean per-pixel entropy of C x H x W probabilities, divided by log(C) (0 = certain, 1 = uniform)."""
+    c = probs.shape[0]
+    if c < 2:
+        return 0.0
+    p = np.clip(probs, 1e-8, 1.0)
+    entropy = -(p * np.log(p)).sum(axis=0)
+    return float(entropy.mean() / math.log(c))
+
+
+def low_confidence_share(probs: np.ndarray, threshold: float) -> float:
+    """Share of pixels whose top class probability is below `threshold`."""
+    return float((probs.max(axis=0) < threshold).mean())
+
+
+def class_weights(frequencies: np.ndarray) -> np.ndarray:
+    """Rarity weight per class in [0, 1]: log(f_max / f_c) / log(f_max / f_min); unseen classes get 1."""
+    f = np.asarray(frequencies, np.float64)
+    total = f.sum()
+    if total <= 0:
+        return np.zeros_like(f)
+    f = np.maximum(f / total, 1e-7)
+    spread = math.log(f.max() / f.min())
+    if spread <= 0:
+        return np.zeros_like(f)
+    return np.log(f.max() / f) / spread
+
+
+def rarity_score(shares: np.ndarray, weights: np.ndarray, min_share: float) -> tuple[float, int | None]:
+    """(weight of the rarest class present, that class) — 0 when only common classes are present."""
+    present = np.flatnonzero(shares[: len(weights)] >= min_share)
+    if present.size == 0:
+        return 0.0, None
+    best = present[np.argmax(weights[present])]
+    return float(weights[best]), int(best)
+
+
+def frame_descriptor(image: np.ndarray) -> np.ndarray:
+    """16x32 grey thumbnail, zero-mean, unit-norm (flattened float32): cheap, and robust to noise and exposure."""
+    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
+    thumb = cv2.resize(grey, DESCRIPTOR_SIZE, interpolation=cv2.INTER_AREA).astype(np.float32).ravel()
+    thumb -= thumb.mean()
+    norm = float(np.linalg.norm(thumb))
+    return thumb / norm if norm > 1e-6 else thumb
+
+
+def sharpness(image: np.ndarray) -> float:
+    """Variance of the Laplacian of the grey image at <= 320 px width (resolution-independent threshold)."""
+    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
+    if grey.shape[1] > SHARPNESS_WIDTH:
+        h = max(1, round(grey.shape[0] * SHARPNESS_WIDTH / grey.shape[1]))
+        grey = cv2.resize(grey, (SHARPNESS_WIDTH, h), interpolation=cv2.INTER_AREA)
+    return float(cv2.Laplacian(grey, cv2.CV_32F).var())
+
+
+def load_class_frequencies(path: str | os.PathLike, num_classes: int) -> np.ndarray:
+    """Per-class pixel counts from a centroid index (.npz, `csst-edge data index`) or JSON (a list, or a dict with
+    `class_frequencies` / `pixels_per_class`). Read with numpy only: the vehicle needs no cc3d or torch."""
+    path = Path(path)
+    if not path.is_file():
+        raise HarvestError(f"{path}: --class-stats file not found")
+    try:
+        if path.suffix.lower() == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                freq = np.asarray(z["histograms"], np.float64).reshape(-1, int(z["num_classes"])).sum(0)
+        else:
+            import json
+
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            if isinstance(raw, dict):
+                raw = raw.get("class_frequencies", raw.get("pixels_per_class"))
+            freq = np.asarray(raw, np.float64)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise HarvestError(f"{path}: not a centroid index (.npz) or class-frequency JSON ({e})") from None
+    if freq.ndim != 1 or freq.size != num_classes:
+        raise HarvestError(f"{path}: has {freq.size} class frequencies, the model has {num_classes} classes")
+    return freq
+
+
+# ------------------------------------------------------------------------------------------------ harvester
+@dataclass
+class HarvestEntry:
+    name: str
+    image: str  # relative to the harvest folder
+    score: float
+    bytes: int
+    shares: list[float] | None = None
+
+
+@dataclass
+class _Candidate:
+    frame: object  # sources.Frame
+    scores: FrameScores
+    descriptor: np.ndarray
+    shares: np.ndarray
+
+
+class Harvester:
+    """Scores frames (`consider`) and writes the chosen ones into `folder`. Call `close()` at the end (it writes
+    the frame still waiting for its rate-limit window to close)."""
+
+    def __init__(self, folder: str | os.PathLike, meta: ModelMeta, settings: HarvestSettings | None = None,
+                 model_file: str | None = None, model_hash: str | None = None, source_name: str = "",
+                 class_frequencies: np.ndarray | None = None):
+        self.folder = Path(folder)
+        self.settings = s = settings or HarvestSettings()
+        s.check()
+        self.meta = meta
+        self.model_file, self.model_hash, self.source_name = model_file, model_hash, source_name
+        self.fixed_weights = class_frequencies is not None
+        self.weights = class_weights(class_frequencies) if class_frequencies is not None else np.zeros(meta.num_classes)
+        self._seen_shares = np.zeros(meta.num_classes, np.float64)  # fallback frequencies: the model's predictions
+        self.quota_bytes = int(s.quota_mb * 2**20)
+        self.entries: dict[str, HarvestEntry] = {}
+        self.history: deque[np.ndarray] = deque(maxlen=s.history)
+        self.recent_sharpness: deque[float] = deque(maxlen=s.sharpness_window)
+        self.pending: _Candidate | None = None
+        self.window_end: float | None = None
+        self.counts = {k: 0 for k in ("considered", "harvested", "duplicate", "blurred", "low-score", "superseded",
+                                      "quota", "evicted")}
+        self.recovered = {"orphans_deleted": 0, "evictions_completed": 0}
+        self._open_folder()
+
+    # ------------------------------------------------------------------ folder state
+    @property
+    def manifest(self) -> Path:
+        return self.folder / MANIFEST
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(e.bytes for e in self.entries.values())
+
+    def _open_folder(self) -> None:
+        try:
+            (self.folder / IMAGES).mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise HarvestError(f"{self.folder}: cannot create the harvest folder ({e.strerror})") from None
+        self.entries = read_harvest_entries(self.folder)
+        evicted = {r["name"] for r in read_jsonl(self.manifest) if r.get("event") == "evict"}
+        known = {e.image for e in self.entries.values()}
+        for path in sorted((self.folder / IMAGES).iterdir()):
+            rel = f"{IMAGES}/{path.name}"
+            if rel in known:
+                continue
+            # a temp file of an interrupted write, an image whose manifest line never made it, or an evicted
+            # image whose deletion was interrupted: none of them is part of the harvest
+            if Path(path.name).stem in evicted:
+                self.recovered["evictions_completed"] += 1
+            else:
+                self.recovered["orphans_deleted"] += 1
+            path.unlink(missing_ok=True)
+        for entry in list(self.entries.values())[-self.settings.history :]:
+            grey = cv2.imread(str(self.folder / entry.image), cv2.IMREAD_REDUCED_GRAYSCALE_4)
+            if grey is not None:
+                self.history.append(frame_descriptor(grey))
+        atomic_write_json(self.folder / "meta.json", {
+            "class_names": self.meta.class_names, "palette": self.meta.palette, "num_classes": self.meta.num_classes,
+            "model": self.model_file, "model_sha256": self.model_hash,
+            "checkpoint_sha256": self.meta.checkpoint_sha256, "vehicle": self.settings.vehicle,
+            "source": self.source_name, "settings": asdict(self.settings), "updated": _utc(time.time()),
+        })
+
+    # ------------------------------------------------------------------ scoring
+    def score(self, image: np.ndarray, prediction) -> tuple[FrameScores, np.ndarray, np.ndarray]:
+        """(scores, descriptor, class shares) of one frame; `image` is the model-sized input, `prediction` a
+        postprocess.Prediction."""
+        s = self.settings
+        probs = prediction.small_probs()
+        uncertainty = None
+        if probs is not None:
+            uncertainty = (entropy_uncertainty(probs) if s.uncertainty == "entropy"
+                           else low_confidence_share(probs, s.confidence))
+        shares = prediction.class_shares()
+        if not self.fixed_weights:
+            self._seen_shares += shares
+            self.weights = class_weights(self._seen_shares)
+        rarity, rare_class = rarity_score(shares, self.weights, s.rare_min_share)
+        descriptor = frame_descriptor(image)
+        similarity = max((float(descriptor @ d) for d in self.history), default=0.0)
+        novelty = float(np.clip(1.0 - similarity, 0.0, 1.0))
+        sharp = sharpness(image)
+        parts = [(s.weight_rarity, rarity), (s.weight_novelty, novelty)]
+        if uncertainty is not None:
+            parts.append((s.weight_uncertainty, uncertainty))
+        total_weight = sum(w for w, _ in parts)
+        score = sum(w * v for w, v in parts) / total_weight if total_weight > 0 else 0.0
+        scores = FrameScores(uncertainty, rarity, novelty, sharp, float(score), rare_class=rare_class)
+        if similarity >= s.duplicate_similarity:
+            scores.decision = "duplicate"
+        elif self._blurred(sharp):
+            scores.decision = "blurred"
+        elif score < s.min_score:
+            scores.decision = "low-score"
+        else:
+            scores.decision = "candidate"
+        self.recent_sharpness.append(sharp)
+        return scores, descriptor, shares
+
+    def _blurred(self, value: float) -> bool:
+        s = self.settings
+        if value < s.min_sharpness:
+            return True
+        if len(self.recent_sharpness) >= 5:  # the relative floor needs a few frames of context
+            return value < s.sharpness_ratio * float(np.median(self.recent_sharpness))
+        return False
+
+    def consider(self, frame, image: np.ndarray, prediction) -> FrameScores:
+        """Score a frame and harvest it if it is the best of its rate-limit window. `frame` is a sources.Frame
+        (the original-resolution image is what gets saved), `image` the model-sized input."""
+        self.counts["considered"] += 1
+        t = float(frame.time)
+        if self.pending is not None and self.window_end is not None and t >= self.window_end:
+            self._commit_pending()
+        if self.window_end is not None and t < self.window_end - self._window_s() - 1e-9:
+            self.window_end = None  # media time went backwards (a new file): start afresh
+        scores, descriptor, shares = self.score(image, prediction)
+        if scores.decision != "candidate":
+            self.counts[scores.decision] += 1
+            return scores
+        window = self._window_s()
+        if window <= 0:
+            self.pending = _Candidate(frame, scores, descriptor, shares)
+            self._commit_pending()
+            return scores
+        if self.pending is None:
+            if self.window_end is None or t >= self.window_end:
+                self.window_end = t + window
+            self.pending = _Candidate(frame, scores, descriptor, shares)
+        elif scores.score > self.pending.scores.score:
+            self.pending.scores.decision = "superseded"
+            self.counts["superseded"] += 1
+            self.pending = _Candidate(frame, scores, descriptor, shares)
+        else:
+            scores.decision = "superseded"
+            self.counts["superseded"] += 1
+        return scores
+
+    def _window_s(self) -> float:
+        rate = self.settings.rate_per_min
+        return 60.0 / rate if rate > 0 else 0.0
+
+    def close(self) -> None:
+        """Write the frame waiting for its window (a clean stop keeps it)."""
+        if self.pending is not None:
+            self._commit_pending()
+
+    # ------------------------------------------------------------------ writing
+    def _commit_pending(self) -> None:
+        cand, self.pending = self.pending, None
+        if cand is None:
+            return
+        s = self.settings
+        frame = cand.frame
+        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR),
+                               [cv2.IMWRITE_JPEG_QUALITY, s.jpeg_quality])
+        if not ok:
+            raise HarvestError(f"{self.folder}: OpenCV could not encode a JPEG")
+        data = buf.tobytes()
+        if not self._make_room(len(data), cand.scores.score):
+            cand.scores.decision = "quota"
+            self.counts["quota"] += 1
+            return
+        name = f"{s.vehicle}_{_utc(frame.wall, compact=True)}_{frame.index:07d}"
+        rel = f"{IMAGES}/{name}.jpg"
+        atomic_write_bytes(self.folder / rel, data)  # the image is complete on disk before the manifest names it
+        record = {
+            "event": "harvest", "name": name, "image": rel, "source": self.source_name, "position": frame.position,
+            "frame": frame.index, "media_time": round(frame.time, 3), "time": _utc(frame.wall),
+            "wall": round(frame.wall, 3), "size": [int(frame.image.shape[0]), int(frame.image.shape[1])],
+            "bytes": len(data), "score": round(cand.scores.score, 5),
+            "scores": {k: v for k, v in cand.scores.to_log().items() if k not in ("score", "decision")},
+            "class_shares": [round(float(v), 4) for v in cand.shares], "vehicle": s.vehicle,
+            "model": self.model_file, "model_sha256": self.model_hash,
+            "checkpoint_sha256": self.meta.checkpoint_sha256,
+        }
+        append_jsonl(self.manifest, record)
+        cand.scores.decision = "harvested"
+        self.entries[name] = HarvestEntry(name, rel, cand.scores.score, len(data), record["class_shares"])
+        self.history.append(cand.descriptor)
+        self.counts["harvested"] += 1
+
+    def _make_room(self, nbytes: int, score: float) -> bool:
+        """Evict the lowest-scoring frames until `nbytes` fit in the quota; False (nothing evicted) when the new
+        frame would itself be the one to go."""
+        total = self.total_bytes
+        if total + nbytes <= self.quota_bytes:
+            return True
+        if nbytes > self.quota_bytes:
+            return False
+        ranked = sorted(self.entries.values(), key=lambda e: e.score)
+        freed, victims = 0, []
+        for entry in ranked:
+            if total - freed + nbytes <= self.quota_bytes:
+                break
+            if entry.score >= score:
+                return False
+            victims.append(entry)
+            freed += entry.bytes
+        if total - freed + nbytes > self.quota_bytes:
+            return False
+        for entry in victims:
+            # log first, delete second: a crash in between leaves a file that the next open deletes
+            append_jsonl(self.manifest, {"event": "evict", "name": entry.name, "image": entry.image,
+                                         "score": round(entry.score, 5), "time": _utc(time.time()),
+                                         "reason": "quota"})
+            (self.folder / entry.image).unlink(missing_ok=True)
+            del self.entries[entry.name]
+            self.counts["evicted"] += 1
+        return True
+
+    # ------------------------------------------------------------------ reporting
+    def summary(self) -> dict:
+        """Counts, size, and composition (mean class shares, frames containing each class) of the harvest."""
+        names = self.meta.class_names
+        shares = np.array([e.shares for e in self.entries.values() if e.shares], np.float64)
+        composition, frames_with = {}, {}
+        if shares.size:
+            mean = shares.mean(0)
+            present = (shares >= self.settings.rare_min_share).sum(0)
+            composition = {names[i] if i < len(names) else str(i): round(float(v), 4) for i, v in enumerate(mean)}
+            frames_with = {names[i] if i < len(names) else str(i): int(v) for i, v in enumerate(present)}
+        return {"folder": str(self.folder), "frames": len(self.entries), "bytes": self.total_bytes,
+                "counts": dict(self.counts), "recovered": dict(self.recovered),
+                "mean_class_shares": composition, "frames_with_class": frames_with}
+
+
+def read_harvest_entries(folder: str | os.PathLike) -> dict[str, HarvestEntry]:
+    """The frames currently in a harvest folder, from its manifest (harvest events minus evictions), in order.
+    A torn last line (a crash mid-append) is ignored."""
+    folder = Path(folder)
+    entries: dict[str, HarvestEntry] = {}
+    for r in read_jsonl(folder / MANIFEST):
+        if r.get("event") == "harvest" and (folder / r["image"]).is_file():
+            entries[r["name"]] = HarvestEntry(r["name"], r["image"], float(r.get("score", 0.0)),
+                                              int(r.get("bytes", 0)), r.get("class_shares"))
+        elif r.get("event") == "evict":
+            entries.pop(r.get("name"), None)
+    return entries
+
+
+def read_harvest_records(folder: str | os.PathLike) -> list[dict]:
+    """Full manifest records of the frames currently in a harvest folder (for `csst-edge round`)."""
+    folder = Path(folder)
+    live = read_harvest_entries(folder)
+    records = {}
+    for r in read_jsonl(folder / MANIFEST):
+        if r.get("event") == "harvest" and r.get("name") in live:
+            records[r["name"]] = r
+    return list(records.values())
+
+
+def _utc(t: float, compact: bool = False) -> str:
+    stamp = time.gmtime(t)
+    ms = int((t - math.floor(t)) * 1000)
+    if compact:
+        return time.strftime("%Y%m%dT%H%M%S", stamp) + f"{ms:03d}Z"
+    return time.strftime("%Y-%m-%dT%H:%M:%S", stamp) + f".{ms:03d}Z"
+
+
+def _safe_name(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-" else "-" for c in text).strip("-")[:40]

@@ -1,0 +1,357 @@
+"""The runtime loop: source → (capture thread) → fit to the model → infer → harvest → log / overlay / display.
+
+    summary = run_runtime("student.onnx", "drive.mp4", RuntimeSettings(harvest=Path("harvest"), log=Path("run.jsonl")))
+
+Stopping: the end of a file or folder ends the run; SIGINT (Ctrl-C) and SIGTERM set a stop flag that the loop
+checks between frames, so no write is cut in half; then the harvester writes its pending frame, the log is
+fsynced, the overlay video is finalised and the capture thread joined. A second Ctrl-C interrupts at once.
+Torch-free.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from csst_edge.errors import CsstError
+from csst_edge.fileio import atomic_write_json, file_sha256
+from csst_edge.runtime.backends import Backend, load_backend
+from csst_edge.runtime.harvest import Harvester, HarvestSettings, load_class_frequencies
+from csst_edge.runtime.overlay import blend_overlay, draw_text, palette_lut
+from csst_edge.runtime.postprocess import Prediction
+from csst_edge.runtime.preprocess import fit_frame, labels_to_frame
+from csst_edge.runtime.sources import END, CaptureThread, open_source
+
+
+class RuntimeOptionError(CsstError):
+    """A runtime option cannot be honoured (display without GUI, unwritable output); the message names it."""
+
+
+@dataclass
+class RuntimeSettings:
+    providers: str | None = None  # cpu, cuda, tensorrt (comma-separated); default: fastest available
+    threads: int | None = None  # ONNX Runtime intra-op threads
+    spin: bool = False  # let ORT's idle worker threads spin (fastest on an otherwise idle CPU; starves capture)
+    fit: str = "resize"  # resize | letterbox
+    live: bool | None = None  # override the source type's default (drop frames when behind, reconnect on failure)
+    queue_size: int = 4
+    folder_fps: float = 10.0  # media-time rate of an image folder (for the harvest rate limit)
+    backoff_s: float = 0.5
+    max_backoff_s: float = 10.0
+    max_retries: int | None = None  # consecutive live-source failures before giving up; None = never
+    max_frames: int | None = None
+    output_video: Path | None = None
+    output_fps: float | None = None  # default: the source's fps (files), else 15
+    alpha: float = 0.5
+    show: bool = False
+    log: Path | None = None  # per-frame JSONL
+    log_fsync_s: float = 1.0  # the log is flushed every line and fsynced at most this often
+    harvest: Path | None = None
+    harvest_settings: HarvestSettings = field(default_factory=HarvestSettings)
+    class_stats: Path | None = None
+    analysis_stride: int = 4
+    status_every_s: float = 0.5
+    summary_json: Path | None = None  # default: next to the log, or in the harvest folder
+
+
+@dataclass
+class RunSummary:
+    model: str
+    backend: str
+    source: str
+    frames: int
+    seconds: float
+    fps: float
+    latency_ms_mean: float
+    latency_ms_p95: float
+    infer_ms_mean: float
+    dropped: int
+    reconnects: int
+    failures: int
+    stopped_by: str  # end | signal | max-frames | display | source-error
+    harvest: dict | None = None
+    unreadable: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+class FrameLog:
+    """Per-frame JSONL: every line is flushed to the OS at once (a killed process loses nothing), and fsynced at
+    most every `fsync_s` seconds (a power cut loses at most that much) — an fsync per frame would cost more than
+    a small model's inference on an SD card."""
+
+    def __init__(self, path: Path, fsync_s: float = 1.0):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.file = open(self.path, "a", encoding="utf-8")
+        except OSError as e:
+            raise RuntimeOptionError(f"{self.path}: cannot open the --log file ({e.strerror})") from None
+        self.fsync_s = fsync_s
+        self._last_sync = time.monotonic()
+
+    def write(self, record: dict) -> None:
+        self.file.write(json.dumps(record, separators=(",", ":")) + "\n")
+        self.file.flush()
+        now = time.monotonic()
+        if now - self._last_sync >= self.fsync_s:
+            os.fsync(self.file.fileno())
+            self._last_sync = now
+
+    def close(self) -> None:
+        if not self.file.closed:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
+
+
+class OverlayVideoWriter(threading.Thread):
+    """Blends and encodes the overlay video in its own thread, so encoding overlaps the next inference."""
+
+    def __init__(self, path: Path, fps: float, lut: np.ndarray, alpha: float):
+        super().__init__(name="overlay-writer", daemon=True)
+        self.path, self.fps, self.lut, self.alpha = Path(path), fps, lut, alpha
+        self.queue: queue.Queue = queue.Queue(maxsize=8)
+        self.writer: cv2.VideoWriter | None = None
+        self.error: Exception | None = None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def submit(self, frame: np.ndarray, prediction: Prediction, fit, text: list[str]) -> None:
+        """Queue a frame; the full-resolution argmax happens in this thread too (it costs as much as the blend)."""
+        if self.error is not None:
+            raise self.error
+        self.queue.put((frame, prediction, fit, text))
+
+    def run(self) -> None:
+        while True:
+            item = self.queue.get()
+            if item is None:
+                break
+            if self.error is not None:
+                continue
+            frame, prediction, fit, text = item
+            try:
+                labels = labels_to_frame(prediction.labels(), fit)
+                if self.writer is None:
+                    h, w = frame.shape[:2]
+                    fourcc = cv2.VideoWriter_fourcc(*("mp4v" if self.path.suffix.lower() != ".avi" else "MJPG"))
+                    self.writer = cv2.VideoWriter(str(self.path), fourcc, self.fps, (w, h))
+                    if not self.writer.isOpened():
+                        raise RuntimeOptionError(f"{self.path}: OpenCV cannot write this video "
+                                                 "(--output; try .mp4 or .avi)")
+                image = draw_text(blend_overlay(frame, labels, self.lut, self.alpha), text)
+                self.writer.write(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+            except Exception as e:
+                self.error = e
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self.join()
+        if self.writer is not None:
+            self.writer.release()
+
+
+def gui_available() -> bool:
+    import re
+
+    match = re.search(r"GUI:\s*(\S+)", cv2.getBuildInformation())
+    return bool(match and match.group(1).upper() not in ("NONE", "NO"))
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: threading.Event):
+    """SIGINT/SIGTERM set `stop` (the loop finishes the current frame and cleans up); a second SIGINT raises
+    KeyboardInterrupt at once. Only possible in the main thread; elsewhere the caller owns signals."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, _frame):
+        if stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def open_backend(model_path: str | os.PathLike, s: RuntimeSettings) -> Backend:
+    """The model's backend as the runtime uses it. ONNX Runtime's worker threads spin between ops by default;
+    next to a capture thread on a 2-6 core CPU that costs more than it saves (measured in
+    benchmarks/runtime.py), so spinning is off unless `spin`."""
+    extra = {}
+    if Path(model_path).suffix.lower() == ".onnx" and not s.spin:
+        extra["session_config"] = {"session.intra_op.allow_spinning": "0"}
+    return load_backend(model_path, providers=s.providers, threads=s.threads, **extra)
+
+
+def run_runtime(model_path: str | os.PathLike, source_spec: str, settings: RuntimeSettings | None = None,
+                on_status: Callable[[dict], None] | None = None, stop: threading.Event | None = None,
+                backend: Backend | None = None, log_message: Callable[[str], None] | None = None) -> RunSummary:
+    """Run an exported model on a source until it ends, `max_frames`, or a stop signal. Returns the summary
+    (also written as JSON next to the log / in the harvest folder)."""
+    s = settings or RuntimeSettings()
+    stop = stop or threading.Event()
+    say = log_message or (lambda message: None)
+    model_path = Path(model_path)
+    if s.show and not gui_available():
+        raise RuntimeOptionError("--show needs OpenCV with a GUI backend; this one has none (pip's headless build?). "
+                            "Use --output to write an overlay video instead")
+    backend = backend or open_backend(model_path, s)
+    meta = backend.meta
+    height = meta.input_height or meta.export_height
+    width = meta.input_width or meta.export_width
+    lut = palette_lut(meta.palette, meta.num_classes)
+    source = open_source(source_spec, live=s.live, folder_fps=s.folder_fps)
+    capture = CaptureThread(source, s.queue_size, s.backoff_s, s.max_backoff_s, s.max_retries, stop=stop, log=say)
+    model_hash = file_sha256(model_path) if model_path.is_file() else None
+
+    harvester = None
+    if s.harvest is not None:
+        freqs = load_class_frequencies(s.class_stats, meta.num_classes) if s.class_stats else None
+        harvester = Harvester(s.harvest, meta, s.harvest_settings, model_file=model_path.name, model_hash=model_hash,
+                              source_name=source.name, class_frequencies=freqs)
+        rec = harvester.recovered
+        if rec["orphans_deleted"] or rec["evictions_completed"]:
+            say(f"{s.harvest}: cleaned up after an interrupted run ({rec['orphans_deleted']} unlisted file(s) "
+                f"deleted, {rec['evictions_completed']} eviction(s) completed)")
+    frame_log = FrameLog(s.log, s.log_fsync_s) if s.log else None
+    writer: OverlayVideoWriter | None = None
+
+    latencies: deque[float] = deque(maxlen=10_000)
+    infer_times: deque[float] = deque(maxlen=10_000)
+    recent: deque[tuple[float, float]] = deque(maxlen=64)  # (finish time, latency) for the status line
+    frames, stopped_by = 0, "end"
+    t_start = time.perf_counter()
+    last_status = 0.0
+    window_name = f"csst-edge: {source.name}"
+    capture.start()
+    try:
+        with stop_on_signals(stop):
+            while True:
+                if stop.is_set():
+                    stopped_by = "signal" if stopped_by == "end" else stopped_by
+                    break
+                item = capture.queue.get(timeout=0.2)
+                if item is None:
+                    continue
+                if item is END:
+                    if capture.error is not None:
+                        stopped_by = "source-error"
+                    break
+                t0 = time.perf_counter()
+                fit = fit_frame(item.image, height, width, s.fit)
+                t1 = time.perf_counter()
+                output = backend.infer(fit.image)
+                t2 = time.perf_counter()
+                prediction = Prediction(output[0], meta, s.analysis_stride)
+                scores = None
+                if harvester is not None:
+                    content = fit.image[fit.top : fit.top + fit.content_height, fit.left : fit.left + fit.content_width]
+                    scores = harvester.consider(item, content, prediction)
+                shares = prediction.class_shares()
+                t3 = time.perf_counter()
+                latency = t3 - t0
+                latencies.append(latency)
+                infer_times.append(t2 - t1)
+                recent.append((t3, latency))
+                frames += 1
+                status = _status(recent, frames, capture, harvester)
+                if frame_log is not None:
+                    record = {"frame": item.index, "position": item.position, "time": round(item.wall, 3),
+                              "media_time": round(item.time, 3), "latency_ms": round(1000 * latency, 2),
+                              "infer_ms": round(1000 * (t2 - t1), 2),
+                              "age_ms": round(1000 * (time.time() - item.wall), 1),
+                              "class_shares": [round(float(v), 4) for v in shares], "dropped": capture.stats.dropped}
+                    if scores is not None:
+                        record["harvest"] = scores.to_log()
+                    frame_log.write(record)
+                if s.output_video is not None or s.show:
+                    text = [f"{status['fps']:.1f} FPS  {status['latency_ms']:.0f} ms  drops {status['dropped']}"
+                            + (f"  harvested {status['harvested']}" if harvester is not None else "")]
+                    if s.output_video is not None:
+                        if writer is None:
+                            fps = s.output_fps or getattr(source, "fps", 0.0) or 15.0
+                            writer = OverlayVideoWriter(s.output_video, fps, lut, s.alpha)
+                            writer.start()
+                        writer.submit(item.image, prediction, fit, text)
+                    if s.show:
+                        labels = labels_to_frame(prediction.labels(), fit)
+                        shown = draw_text(blend_overlay(item.image, labels, lut, s.alpha), text)
+                        cv2.imshow(window_name, cv2.cvtColor(shown, cv2.COLOR_RGB2BGR))
+                        if cv2.waitKey(1) & 0xFF in (27, ord("q")):
+                            stopped_by = "display"
+                            stop.set()
+                if on_status is not None and t3 - last_status >= s.status_every_s:
+                    last_status = t3
+                    on_status(status)
+                if s.max_frames is not None and frames >= s.max_frames:
+                    stopped_by = "max-frames"
+                    break
+    finally:
+        stop.set()
+        capture.join(timeout=10.0)
+        errors = []
+        for closer in (harvester.close if harvester else None, frame_log.close if frame_log else None,
+                       writer.close if writer else None, backend.close):
+            if closer is None:
+                continue
+            try:
+                closer()
+            except Exception as e:  # keep closing the others: each one flushes something a user wants
+                errors.append(e)
+        if s.show:
+            with contextlib.suppress(cv2.error):
+                cv2.destroyAllWindows()
+    elapsed = time.perf_counter() - t_start
+    lat = np.array(latencies) if latencies else np.zeros(1)
+    summary = RunSummary(
+        model=str(model_path), backend=backend.name, source=source.name, frames=frames, seconds=round(elapsed, 3),
+        fps=round(frames / elapsed, 2) if elapsed > 0 else 0.0,
+        latency_ms_mean=round(1000 * float(lat.mean()), 2),
+        latency_ms_p95=round(1000 * float(np.percentile(lat, 95)), 2),
+        infer_ms_mean=round(1000 * float(np.mean(infer_times)) if infer_times else 0.0, 2),
+        dropped=capture.stats.dropped, reconnects=capture.stats.reconnects, failures=capture.stats.failures,
+        stopped_by=stopped_by, harvest=harvester.summary() if harvester else None,
+        unreadable=capture.stats.unreadable)
+    summary_path = s.summary_json or (s.log.with_name(s.log.stem + ".summary.json") if s.log else
+                                      (s.harvest / "last_run.json" if s.harvest else None))
+    if summary_path is not None:
+        atomic_write_json(summary_path, summary.to_dict())
+    if writer is not None and writer.error is not None:
+        raise writer.error
+    if errors:
+        raise errors[0]
+    if capture.error is not None:
+        raise capture.error
+    return summary
+
+
+def _status(recent: deque, frames: int, capture: CaptureThread, harvester: Harvester | None) -> dict:
+    fps = 0.0
+    if len(recent) >= 2 and recent[-1][0] > recent[0][0]:
+        fps = (len(recent) - 1) / (recent[-1][0] - recent[0][0])
+    latency = 1000 * float(np.mean([lat for _, lat in recent])) if recent else 0.0
+    return {"frames": frames, "fps": fps, "latency_ms": latency, "dropped": capture.stats.dropped,
+            "reconnects": capture.stats.reconnects, "queued": len(capture.queue),
+            "harvested": harvester.counts["harvested"] if harvester else 0,
+            "harvest_frames": len(harvester.entries) if harvester else 0}

@@ -1,0 +1,148 @@
+"""`csst-edge round`: merge + dedup of harvest folders, the gate (a better student is promoted, a worse one
+rejected), and a whole tiny round (1 epoch) ending in a report and an exported model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from conftest import write_tiny_dataset
+
+from csst_edge.data.imageio import read_image
+from csst_edge.errors import ConfigError
+from csst_edge.pipeline.round import RoundError, RoundSettings, gate_decision, merge_harvests, run_round
+from csst_edge.runtime.harvest import Harvester, HarvestSettings
+from csst_edge.runtime.model_meta import ModelMeta
+from csst_edge.runtime.postprocess import Prediction
+from csst_edge.runtime.sources import Frame
+
+H, W = 64, 128
+NAMES = ["c0", "c1", "c2"]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A tiny labelled dataset, a trained student ('good'), an untrained one ('bad') and two harvest folders."""
+    from csst_edge.models import create_model
+    from csst_edge.train.checkpoint import save_checkpoint
+    from csst_edge.train.config import load_train_config
+    from csst_edge.train.trainer import train
+
+    root = tmp_path_factory.mktemp("round")
+    data = write_tiny_dataset(root / "tiny", n=4, size=(H, W), num_classes=3)
+    common = [f"train=[{{data: '{data}', split: train}}]", "val=null", "crop=[64,64]", "batch_size=4", "workers=0",
+              "device=cpu", "samples_per_epoch=16", "augment.scale=[0.75,1.25]", "optim.lr=0.05", "log_every=0",
+              "model=fastscnn"]
+    train(load_train_config(None, common + ["epochs=6", f"out={root / 'good'}"]), progress=False)
+    torch.manual_seed(0)
+    bad = create_model("fastscnn", 3).eval()
+    save_checkpoint(root / "bad.pt", {"model": bad.state_dict(), "arch": "fastscnn", "num_classes": 3,
+                                      "class_names": NAMES, "palette": [[0, 0, 0], [255, 0, 0], [0, 0, 255]],
+                                      "config": json.loads(json.dumps(torch.load(root / "good" / "last.pt",
+                                                                                 weights_only=True)["config"]))})
+    images = sorted((root / "tiny" / "images" / "val").glob("*.png"))
+    harvests = [_harvest(root / "car1", images[:3], "car1"), _harvest(root / "car2", images[2:], "car2")]
+    return {"root": root, "data": data, "good": root / "good" / "last.pt", "bad": root / "bad.pt",
+            "harvests": harvests}
+
+
+def _harvest(folder: Path, images: list[Path], vehicle: str) -> Path:
+    meta = ModelMeta(arch="fastscnn", num_classes=3, class_names=NAMES, palette=[[0, 0, 0]] * 3, mean=[0.5] * 3,
+                     std=[0.25] * 3, input_height=H, input_width=W, output_kind="probs", output_name="probs")
+    h = Harvester(folder, meta, HarvestSettings(rate_per_min=0, min_score=0.0, min_sharpness=0.0,
+                                                duplicate_similarity=1.0, vehicle=vehicle),
+                  class_frequencies=np.ones(3))
+    for i, path in enumerate(images):
+        image = read_image(path)
+        h.consider(Frame(i, image, float(i), 1.7e9 + i, path.name), image,
+                   Prediction(np.full((3, H, W), 1 / 3, np.float32), meta))
+    h.close()
+    return folder
+
+
+def test_gate_rules():
+    before = {"miou": 0.50, "per_class_iou": [0.6, 0.5, 0.4]}
+    better = {"miou": 0.55, "per_class_iou": [0.7, 0.55, 0.4]}
+    worse = {"miou": 0.45, "per_class_iou": [0.5, 0.45, 0.4]}
+    slightly = {"miou": 0.497, "per_class_iou": [0.75, 0.5, 0.241]}
+    assert gate_decision(before, better, NAMES).promote
+    assert not gate_decision(before, worse, NAMES).promote
+    assert not gate_decision(before, slightly, NAMES).promote  # margin 0: any regression is rejected
+    assert gate_decision(before, slightly, NAMES, margin=0.005).promote
+    rejected = gate_decision(before, slightly, NAMES, gate="per-class", margin=0.005, class_margin=0.05)
+    assert not rejected.promote and rejected.regressed_classes == ["c2"]
+    assert gate_decision(before, worse, NAMES, gate="always").promote
+    with pytest.raises(ConfigError, match="--gate"):
+        gate_decision(before, better, NAMES, gate="best")
+
+
+def test_gate_on_real_checkpoints(world):
+    """The trained student beats the untrained one on the val set: promoted over it, and rejected in its place."""
+    from csst_edge.pipeline.demo import evaluate_checkpoint
+
+    good, _ = evaluate_checkpoint(world["good"], world["data"], "val", "cpu", 0)
+    bad, _ = evaluate_checkpoint(world["bad"], world["data"], "val", "cpu", 0)
+    assert good["miou"] > bad["miou"]
+    assert gate_decision(bad, good, NAMES).promote
+    assert not gate_decision(good, bad, NAMES).promote
+
+
+def test_merge_deduplicates_across_vehicles(world, tmp_path):
+    merged = merge_harvests(world["harvests"], tmp_path / "frames")
+    per = merged["per_harvest"]
+    assert merged["kept"] == 4  # 3 + 2 frames, one of them seen by both cars
+    assert sum(v["duplicates"] for v in per.values()) == 1
+    assert len(list((tmp_path / "frames").rglob("*.jpg"))) == 4
+
+
+@pytest.mark.slow  # ~25 s: pseudo-label, index, 1 epoch, two evaluations, export
+def test_round_end_to_end(world, tmp_path):
+    out = tmp_path / "r01"
+    settings = RoundSettings(harvests=world["harvests"], teacher=world["good"], student=world["bad"],
+                             data=str(world["data"]), val=str(world["data"]), out=out, epochs=1, workers=0,
+                             device="cpu", gate="miou", overrides=["samples_per_epoch=8", "log_every=0"])
+    report = run_round(settings, progress=False)
+    saved = json.loads((out / "round.json").read_text())
+    assert saved["decision"]["promote"] == report["decision"]["promote"]
+    assert saved["data_added"]["frames_kept"] == 4 and saved["data_added"]["pseudo_labels"]["images"] == 4
+    assert len(saved["before"]["per_class_iou"]) == len(saved["after"]["per_class_iou"]) == 3
+    assert saved["centroid_index"]["images"] == 4 + 4  # labelled train split + the round's pseudo labels
+    md = (out / "round.md").read_text()
+    assert "Decision" in md and "current student" in md and "new student" in md
+    if report["decision"]["promote"]:
+        _check_export(out)
+    else:
+        assert not (out / "promoted").exists()
+
+
+@pytest.mark.slow
+def test_round_gate_always_exports_from_the_current_student(world, tmp_path):
+    from csst_edge.runtime import load_backend
+
+    out = tmp_path / "r02"
+    settings = RoundSettings(harvests=world["harvests"][:1], teacher=world["good"], student=world["good"],
+                             data=str(world["data"]), val=str(world["data"]), out=out, epochs=1, workers=0,
+                             device="cpu", gate="always", init="student", export_size=(H, W),
+                             overrides=["samples_per_epoch=8", "log_every=0"])
+    report = run_round(settings, progress=False)
+    assert report["decision"]["promote"] and report["export"]["size"] == [H, W]
+    _check_export(out)
+    backend = load_backend(out / "promoted" / "student.onnx", providers="cpu")
+    assert backend.meta.output_kind == "probs"
+    with pytest.raises(RoundError, match="not a harvest folder"):
+        run_round(RoundSettings(harvests=[tmp_path], teacher=world["good"], student=world["good"],
+                                data=str(world["data"]), val=str(world["data"]), out=out), progress=False)
+
+
+def _check_export(out: Path) -> None:
+    from csst_edge.runtime import load_backend
+
+    onnx_path = out / "promoted" / "student.onnx"
+    assert onnx_path.is_file() and (out / "promoted" / "student.pt").is_file()
+    frame = cv2.resize(np.zeros((10, 10, 3), np.uint8), (W, H))
+    out_probs = load_backend(onnx_path, providers="cpu").infer(frame)
+    assert out_probs.shape == (1, 3, H, W)
