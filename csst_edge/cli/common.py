@@ -41,3 +41,9 @@ class ErrorHandlingGroup(TyperGroup):
 def fail(message: str) -> "typer.Exit":
     """Raise a known error from a command (for checks that belong to the CLI layer, e.g. option combinations)."""
     raise CsstError(message)
+
+
+def command_group(help: str) -> typer.Typer:
+    """A sub-command group that reports known errors the same way as the root (usable on its own in tests)."""
+    return typer.Typer(cls=ErrorHandlingGroup, help=help, no_args_is_help=True, add_completion=False,
+                       rich_markup_mode="rich", pretty_exceptions_enable=False)

@@ -7,16 +7,9 @@ from typing import Annotated
 
 import typer
 
-from csst_edge.cli.common import ErrorHandlingGroup, console, fail
+from csst_edge.cli.common import command_group, console, fail
 
-app = typer.Typer(
-    cls=ErrorHandlingGroup,
-    help="Export a checkpoint for the vehicle: ONNX (verified against PyTorch), INT8 with ONNX Runtime, TensorRT engine.",
-    no_args_is_help=True,
-    add_completion=False,
-    rich_markup_mode="rich",
-    pretty_exceptions_enable=False,
-)
+app = command_group("Export a checkpoint for the vehicle: ONNX (verified against PyTorch), INT8 with ONNX Runtime, TensorRT engine.")
 
 
 def _size(text: str) -> tuple[int, int]:

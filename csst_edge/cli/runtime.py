@@ -8,16 +8,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from csst_edge.cli.common import ErrorHandlingGroup, console, err_console
+from csst_edge.cli.common import command_group, console, err_console
 
-app = typer.Typer(
-    cls=ErrorHandlingGroup,
-    help="The edge runtime: run an exported model on a live or recorded source, and harvest frames for the next round.",
-    no_args_is_help=True,
-    add_completion=False,
-    rich_markup_mode="rich",
-    pretty_exceptions_enable=False,
-)
+app = command_group("The edge runtime: run an exported model on a live or recorded source, and harvest frames for the next round.")
 
 
 @app.callback()
