@@ -12,7 +12,7 @@ from csst_edge.pipeline.demo import DemoSettings, run_demo
 def test_demo_runs_end_to_end_in_reduced_mode(tmp_path):
     settings = DemoSettings(out=tmp_path / "demo", height=64, width=128, labelled=4, unlabelled=6, val=3,
                             teacher="fastscnn", teacher_epochs=1, student_epochs=1, batch_size=2, workers=0,
-                            device="cpu")
+                            device="cpu", video_frames=24, round_epochs=1)
     summary = run_demo(settings, Console(record=True, width=120), progress=False)
     out = tmp_path / "demo"
     assert set(summary["results"]) == {"teacher", "baseline student", "CSST student"}
@@ -25,3 +25,7 @@ def test_demo_runs_end_to_end_in_reduced_mode(tmp_path):
     assert len(on_disk["class_names"]) == 19 and 0.0 <= on_disk["results"]["CSST student"]["miou"] <= 1.0
     # the CSST student really trained on pseudo labels with centroid sampling
     assert (out / "student_csst" / "centroids_pseudo.npz").is_file()
+    # the vehicle half: exported student ran over the dashcam video, harvested, and one round was gated
+    loop = on_disk["vehicle_loop"]
+    assert loop["runtime"]["frames"] == 24 and loop["runtime"]["harvest"]["frames"] >= 1
+    assert (out / "round1" / "round.json").is_file() and isinstance(loop["round_decision"]["promote"], bool)

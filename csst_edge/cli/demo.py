@@ -17,6 +17,8 @@ def demo_command(
     student: Annotated[str, typer.Option(help="Student model.")] = "fastscnn",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda.")] = "auto",
     workers: Annotated[int, typer.Option(help="Data-loading workers.")] = 2,
+    vehicle_loop: Annotated[bool, typer.Option(
+        help="Continue into export, the runtime on the dashcam video with harvesting, and one round.")] = True,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Run CSST end to end on synthetic two-city street scenes and print the comparison table.
@@ -29,7 +31,8 @@ def demo_command(
     """
     from csst_edge.pipeline.demo import DemoSettings, run_demo
 
-    settings = DemoSettings(out=out, teacher=teacher, student=student, device=device, workers=workers)
+    settings = DemoSettings(out=out, teacher=teacher, student=student, device=device, workers=workers,
+                            vehicle_loop=vehicle_loop)
     if scale != 1.0:
         settings = settings.scaled(scale)
     run_demo(settings, console, progress=not quiet)

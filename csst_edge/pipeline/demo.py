@@ -35,6 +35,9 @@ class DemoSettings:
     workers: int = 2
     seed: int = 0
     device: str = "auto"
+    vehicle_loop: bool = True  # export → runtime on the dashcam video with harvesting → one round
+    video_frames: int = 150
+    round_epochs: int = 4
 
     def scaled(self, factor: float) -> "DemoSettings":
         """A longer, better run: more data and more epochs."""
@@ -57,7 +60,7 @@ def run_demo(s: DemoSettings, console, progress: bool = True) -> dict:
         console.rule(f"[bold]{name}")
         return time.perf_counter()
 
-    t = stage("1/5 synthetic data: city A (labelled) and city B (unlabelled + val)")
+    t = stage("1/8 synthetic data: city A (labelled) and city B (unlabelled + val)")
     data = out / "data"
     city_a, city_b = data / "cityA.yaml", data / "cityB.yaml"
     if not (city_a.is_file() and city_b.is_file()):
@@ -73,7 +76,7 @@ def run_demo(s: DemoSettings, console, progress: bool = True) -> dict:
               "augment.jitter=0.4"]  # strong colour jitter: the teacher must carry over to another city
     real = f"{{data: '{city_a}', split: train}}"
 
-    t = stage(f"2/5 teacher ({s.teacher}) on {s.labelled} labelled city-A frames")
+    t = stage(f"2/8 teacher ({s.teacher}) on {s.labelled} labelled city-A frames")
     teacher_dir = out / "teacher"
     train(load_train_config(None, common + [
         f"model={s.teacher}", f"train=[{real}]", f"epochs={s.teacher_epochs}", f"out={teacher_dir}",
@@ -81,7 +84,7 @@ def run_demo(s: DemoSettings, console, progress: bool = True) -> dict:
         progress=progress, console=console)
     timings["teacher"] = time.perf_counter() - t
 
-    t = stage(f"3/5 pseudo labels for {s.unlabelled} unlabelled city-B frames")
+    t = stage(f"3/8 pseudo labels for {s.unlabelled} unlabelled city-B frames")
     pseudo = out / "pseudo"
     generate_pseudo_labels(teacher_dir / "last.pt", [str(data / "cityB" / "images" / "train")], pseudo,
                            PseudoLabelSettings(flip=True, workers=s.workers, device=s.device), progress=progress,
@@ -91,13 +94,13 @@ def run_demo(s: DemoSettings, console, progress: bool = True) -> dict:
     samples = s.labelled + s.unlabelled
     student_common = common + [f"model={s.student}", f"epochs={s.student_epochs}", f"samples_per_epoch={samples}",
                                "crop_schedule=coarse2fine+", "max_batch=32", "optim.lr=0.045"]
-    t = stage(f"4/5 CSST student ({s.student}): real + pseudo, centroid sampling, coarse2fine+")
+    t = stage(f"4/8 CSST student ({s.student}): real + pseudo, centroid sampling, coarse2fine+")
     train(load_train_config(None, student_common + [
         f"train=[{real}, {{pseudo: '{pseudo}'}}]", "sampling=centroid", "real_fraction=0.5",
         f"out={out / 'student_csst'}"]), progress=progress, console=console)
     timings["student_csst"] = time.perf_counter() - t
 
-    t = stage(f"5/5 baseline student ({s.student}): labelled city-A frames only, same iterations")
+    t = stage(f"5/8 baseline student ({s.student}): labelled city-A frames only, same iterations")
     train(load_train_config(None, student_common + [f"train=[{real}]", "sampling=random",
                                                     f"out={out / 'student_baseline'}"]),
           progress=progress, console=console)
@@ -123,7 +126,57 @@ def run_demo(s: DemoSettings, console, progress: bool = True) -> dict:
         ("Wall time (s)", "\n".join(f"- {k}: {v:.0f}" for k, v in timings.items())),
     ])
     console.print(f"CSST student vs baseline: [bold]{gain:+.1f}[/] mIoU; report: {out / 'report.md'}")
+    if s.vehicle_loop:
+        summary["vehicle_loop"] = run_vehicle_loop(s, out, data, city_a, city_b, console, progress, timings)
+        atomic_write_json(out / "demo.json", summary)
     return summary
+
+
+def run_vehicle_loop(s: DemoSettings, out: Path, data: Path, city_a: Path, city_b: Path, console, progress: bool,
+                     timings: dict) -> dict:
+    """The deployment half of the loop: export the CSST student, drive it over city B's dashcam video with
+    harvesting (as the vehicle would), then run one self-training round on the harvest."""
+    from csst_edge.data.synth import write_video
+    from csst_edge.export.onnx_export import export_onnx
+    from csst_edge.pipeline.round import RoundSettings, run_round
+    from csst_edge.runtime.harvest import HarvestSettings
+    from csst_edge.runtime.loop import RuntimeSettings, run_runtime
+
+    t = stage_rule(console, "6/8 export the CSST student to ONNX (probabilities out, for the harvester)")
+    onnx_path = out / "vehicle" / "student.onnx"
+    if not onnx_path.is_file():
+        export_onnx(out / "student_csst" / "last.pt", onnx_path, s.height, s.width, output="probs")
+    timings["export"] = time.perf_counter() - t
+
+    t = stage_rule(console, f"7/8 runtime on a {s.video_frames}-frame city-B dashcam video, harvesting frames")
+    video = data / "cityB_drive.mp4"
+    if not video.is_file():
+        write_video(video, city="B", frames=s.video_frames, height=s.height, width=s.width, seed=s.seed + 1)
+    harvest = out / "vehicle" / "harvest"
+    run = run_runtime(onnx_path, str(video), RuntimeSettings(
+        threads=s.workers, harvest=harvest, log=out / "vehicle" / "run.jsonl", class_stats=None,
+        harvest_settings=HarvestSettings(rate_per_min=120, min_score=0.1, vehicle="demo-car")))
+    console.print(f"{run.frames} frames at {run.fps:.1f} FPS, harvested {(run.harvest or {}).get('frames', 0)} frames")
+    timings["runtime"] = time.perf_counter() - t
+
+    t = stage_rule(console, "8/8 next round: pseudo-label the harvest, retrain, gate on city-B val")
+    report = run_round(RoundSettings(
+        harvests=[harvest], teacher=out / "teacher" / "last.pt", student=out / "student_csst" / "last.pt",
+        data=str(city_a), val=str(city_b), out=out / "round1", init="student", epochs=s.round_epochs,
+        overrides=[f"workers={s.workers}", f"device={s.device}"], device=s.device, workers=s.workers),
+        console=console, progress=progress)
+    timings["round"] = time.perf_counter() - t
+    before, after = 100 * report["before"]["miou"], 100 * report["after"]["miou"]
+    verdict = "promoted" if report["decision"]["promote"] else "rejected"
+    console.print(f"round 1: city-B val mIoU {before:.1f} → {after:.1f}, new student [bold]{verdict}[/] "
+                  f"({report['decision']['reason']}); report: {out / 'round1' / 'round.md'}")
+    return {"runtime": run.to_dict(), "round_before_miou": report["before"]["miou"],
+            "round_after_miou": report["after"]["miou"], "round_decision": report["decision"]}
+
+
+def stage_rule(console, name: str) -> float:
+    console.rule(f"[bold]{name}")
+    return time.perf_counter()
 
 
 def evaluate_checkpoint(checkpoint: Path, data, split: str, device: str = "auto", workers: int = 2):
