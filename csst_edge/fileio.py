@@ -96,3 +96,16 @@ def file_sha256(path: str | os.PathLike, length: int = 16) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()[:length]
+
+
+def read_yaml_mapping(path: str | os.PathLike, error: type[Exception], what: str) -> dict:
+    """A YAML file that must hold a mapping; `error` (naming the file) for invalid YAML or another top level."""
+    import yaml
+
+    try:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+    except yaml.YAMLError as e:
+        raise error(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise error(f"{path}: expected a mapping of {what} keys")
+    return raw

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Optional
 
+import numpy as np
 import typer
 
 from csst_edge.cli.common import console
@@ -77,8 +78,6 @@ def index_command(
     table.add_column("class")
     table.add_column("centroids", justify="right")
     table.add_column("median area (px)", justify="right")
-    import numpy as np
-
     for c, name in enumerate(label_set.class_names):
         areas = index.area[index.cls == c]
         table.add_row(name, str(int(comps[c])) if comps[c] else "[red]0[/]", f"{np.median(areas):.0f}" if areas.size else "-")

@@ -28,10 +28,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import yaml
 
 from csst_edge.data.imageio import IMAGE_EXTENSIONS, read_image, read_label
 from csst_edge.errors import ConfigError, DatasetError
+from csst_edge.fileio import read_yaml_mapping
 
 LAYOUTS = ("folder", "cityscapes", "camvid-segnet")
 _KEYS = {"name", "root", "layout", "splits", "classes", "palette", "ignore_index", "id_remap"}
@@ -118,12 +118,7 @@ def load_dataset_config(path: str | os.PathLike, root: str | os.PathLike | None 
         raise DatasetError(
             f"{path}: dataset YAML not found (built-in datasets: {', '.join(builtin_datasets())})"
         )
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise DatasetError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    if not isinstance(raw, dict):
-        raise DatasetError(f"{path}: expected a mapping of dataset keys")
+    raw = read_yaml_mapping(path, DatasetError, "dataset")
     if builtin and root is None:
         root = Path(_expand_env(str(raw.get("root", ""))))
         root = root if root.is_absolute() else Path.cwd() / root

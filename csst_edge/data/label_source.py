@@ -3,7 +3,6 @@ with a split, a `pseudo-label` output folder, or a plain folder of label PNGs.""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +48,3 @@ def resolve_label_set(source: str, split: str = "train", num_classes: int | None
     return LabelSet(f"{ds.name}_{split}", [s.label for s in samples], [lut] * len(samples), list(ds.class_names),
                     ds.ignore_index)
 
-
-def read_meta(folder: Path) -> dict:
-    return json.loads((folder / "meta.json").read_text())

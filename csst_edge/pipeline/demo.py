@@ -56,11 +56,8 @@ def run_demo(s: DemoSettings, console, progress: bool = True) -> dict:
     out = Path(s.out)
     timings: dict[str, float] = {}
 
-    def stage(name: str):
-        console.rule(f"[bold]{name}")
-        return time.perf_counter()
 
-    t = stage("1/8 synthetic data: city A (labelled) and city B (unlabelled + val)")
+    t = stage_rule(console, "1/8 synthetic data: city A (labelled) and city B (unlabelled + val)")
     data = out / "data"
     city_a, city_b = data / "cityA.yaml", data / "cityB.yaml"
     if not (city_a.is_file() and city_b.is_file()):
@@ -76,7 +73,7 @@ def run_demo(s: DemoSettings, console, progress: bool = True) -> dict:
               "augment.jitter=0.4"]  # strong colour jitter: the teacher must carry over to another city
     real = f"{{data: '{city_a}', split: train}}"
 
-    t = stage(f"2/8 teacher ({s.teacher}) on {s.labelled} labelled city-A frames")
+    t = stage_rule(console, f"2/8 teacher ({s.teacher}) on {s.labelled} labelled city-A frames")
     teacher_dir = out / "teacher"
     train(load_train_config(None, common + [
         f"model={s.teacher}", f"train=[{real}]", f"epochs={s.teacher_epochs}", f"out={teacher_dir}",
@@ -84,7 +81,7 @@ def run_demo(s: DemoSettings, console, progress: bool = True) -> dict:
         progress=progress, console=console)
     timings["teacher"] = time.perf_counter() - t
 
-    t = stage(f"3/8 pseudo labels for {s.unlabelled} unlabelled city-B frames")
+    t = stage_rule(console, f"3/8 pseudo labels for {s.unlabelled} unlabelled city-B frames")
     pseudo = out / "pseudo"
     generate_pseudo_labels(teacher_dir / "last.pt", [str(data / "cityB" / "images" / "train")], pseudo,
                            PseudoLabelSettings(flip=True, workers=s.workers, device=s.device), progress=progress,
@@ -94,13 +91,13 @@ def run_demo(s: DemoSettings, console, progress: bool = True) -> dict:
     samples = s.labelled + s.unlabelled
     student_common = common + [f"model={s.student}", f"epochs={s.student_epochs}", f"samples_per_epoch={samples}",
                                "crop_schedule=coarse2fine+", "max_batch=32", "optim.lr=0.045"]
-    t = stage(f"4/8 CSST student ({s.student}): real + pseudo, centroid sampling, coarse2fine+")
+    t = stage_rule(console, f"4/8 CSST student ({s.student}): real + pseudo, centroid sampling, coarse2fine+")
     train(load_train_config(None, student_common + [
         f"train=[{real}, {{pseudo: '{pseudo}'}}]", "sampling=centroid", "real_fraction=0.5",
         f"out={out / 'student_csst'}"]), progress=progress, console=console)
     timings["student_csst"] = time.perf_counter() - t
 
-    t = stage(f"5/8 baseline student ({s.student}): labelled city-A frames only, same iterations")
+    t = stage_rule(console, f"5/8 baseline student ({s.student}): labelled city-A frames only, same iterations")
     train(load_train_config(None, student_common + [f"train=[{real}]", "sampling=random",
                                                     f"out={out / 'student_baseline'}"]),
           progress=progress, console=console)

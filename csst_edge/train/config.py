@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from csst_edge.errors import ConfigError
+from csst_edge.fileio import read_yaml_mapping
 
 
 @dataclass
@@ -117,12 +118,7 @@ def load_train_config(path: str | os.PathLike | None = None, overrides: list[str
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: expected a mapping of config keys")
+        raw = read_yaml_mapping(path, ConfigError, "config")
     for item in overrides or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
