@@ -78,8 +78,8 @@ def main() -> None:
     labelled_count = len(train_samples) - len(unlabelled)
     state_path = out / "camvid_csst.json"
     state = json.loads(state_path.read_text()) if state_path.is_file() else {"stages": {}}
-    state.update(budget=args.budget, teacher_budget=args.teacher_budget or args.budget, data=args.data, teacher=args.teacher, student=args.student,
-                 labelled=labelled_count, unlabelled=len(unlabelled))
+    state.update(budget=args.budget, teacher_budget=args.teacher_budget or args.budget, data=args.data,
+                 teacher=args.teacher, student=args.student, labelled=labelled_count, unlabelled=len(unlabelled))
     stages = args.stages.split(",")
     real = f"{{data: '{args.data}', split: train, every: 4, offset: 0}}"
     common = [f"crop=[{args.crop}]", f"batch_size={args.batch}", f"device={args.device}", f"workers={args.workers}",
@@ -141,9 +141,10 @@ def write_report(state: dict, out: Path) -> None:
         return
     class_names = next(iter(runs.values()))["class_names"]
     rare = [class_names.index(c) for c in RARE if c in class_names]
-    lines = [f"camvid-quarter, budget {state['budget']}: {state['labelled']} labelled + {state['unlabelled']} "
-             f"unlabelled train images, evaluated on val (single scale). Teacher `{state['teacher']}`, students "
-             f"`{state['student']}`.", "", markdown_table(runs, class_names), "",
+    lines = [f"camvid-quarter: {state['labelled']} labelled + {state['unlabelled']} unlabelled train images, "
+             f"evaluated on val (single scale). Teacher `{state['teacher']}` (budget "
+             f"{state.get('teacher_budget', state['budget'])}), students `{state['student']}` (budget "
+             f"{state['budget']}).", "", markdown_table(runs, class_names), "",
              "| stage | val mIoU (%) | rare-5 mean IoU (%) | wall time (s) |", "|---|---:|---:|---:|"]
     for name, rec in state["stages"].items():
         if "miou" in rec:
