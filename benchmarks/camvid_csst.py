@@ -118,6 +118,7 @@ def main() -> None:
         rec = state["stages"].get("pseudo", {})
         rec.update(images=summary.total, mean_confidence=summary.mean_confidence,
                    wall_s=round(rec.get("wall_s", 0) + time.perf_counter() - t, 1))
+        rec["quality"] = pseudo_label_quality(ds, train_samples, pseudo)
         state["stages"]["pseudo"] = rec
         atomic_write_json(state_path, state)
     per_epoch = labelled_count + len(unlabelled)
@@ -135,16 +136,44 @@ def main() -> None:
     write_report(state, out)
 
 
+def pseudo_label_quality(ds, samples, pseudo_dir: Path) -> dict:
+    """A diagnostic only the benchmark can afford: the pseudo labels scored against the ground truth that
+    CamVid has for the "unlabelled" images (training never reads it). Returns miou and per_class_iou."""
+    import torch
+
+    from csst_edge.data.imageio import read_label
+    from csst_edge.evaluate.metrics import ConfusionMatrix
+
+    truth = {str(Path(s.image).resolve()): s.label for s in samples}
+    confusion = ConfusionMatrix(ds.num_classes, ds.ignore_index)
+    for line in (pseudo_dir / "manifest.jsonl").read_text().splitlines():
+        entry = json.loads(line)
+        gt_path = truth.get(str(Path(entry["image"]).resolve()))
+        if entry.get("status") != "ok" or gt_path is None:
+            continue
+        pred = read_label(pseudo_dir / entry["label"], None)
+        gt = read_label(gt_path, ds.label_lut)
+        gt = gt.copy()
+        gt[pred >= ds.num_classes] = ds.ignore_index  # pixels a confidence threshold left unlabelled
+        confusion.update(torch.from_numpy(pred), torch.from_numpy(gt))
+    metrics = confusion.compute()
+    return {"miou": metrics["miou"], "per_class_iou": metrics["per_class_iou"]}
+
+
 def write_report(state: dict, out: Path) -> None:
     runs = {k: v for k, v in state["stages"].items() if "miou" in v}
     if not runs:
         return
     class_names = next(iter(runs.values()))["class_names"]
     rare = [class_names.index(c) for c in RARE if c in class_names]
+    quality = state["stages"].get("pseudo", {}).get("quality")
+    table = {**runs, "pseudo labels vs GT": quality} if quality else runs
     lines = [f"camvid-quarter: {state['labelled']} labelled + {state['unlabelled']} unlabelled train images, "
              f"evaluated on val (single scale). Teacher `{state['teacher']}` (budget "
              f"{state.get('teacher_budget', state['budget'])}), students `{state['student']}` (budget "
-             f"{state['budget']}).", "", markdown_table(runs, class_names), "",
+             f"{state['budget']})." + (" The last column scores the teacher's pseudo labels against the ground truth of "
+                                       "the 'unlabelled' images, which training never reads." if quality else ""),
+             "", markdown_table(table, class_names), "",
              "| stage | val mIoU (%) | rare-5 mean IoU (%) | wall time (s) |", "|---|---:|---:|---:|"]
     for name, rec in state["stages"].items():
         if "miou" in rec:

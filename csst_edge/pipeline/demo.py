@@ -29,8 +29,8 @@ class DemoSettings:
     val: int = 40  # city B frames for evaluation
     teacher: str = "icnet_r18"
     student: str = "fastscnn"
-    teacher_epochs: int = 40
-    student_epochs: int = 12
+    teacher_epochs: int = 60
+    student_epochs: int = 40
     batch_size: int = 8
     workers: int = 2
     seed: int = 0

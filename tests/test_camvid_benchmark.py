@@ -1,0 +1,73 @@
+"""benchmarks/camvid_csst.py: the pseudo-label quality diagnostic and the report, on a tiny dataset."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from csst_edge.data.dataset import list_samples, load_dataset_config
+from conftest import write_tiny_dataset
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "camvid_csst.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("camvid_csst", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_pseudo_label_quality_scores_against_the_withheld_ground_truth(tmp_path, bench):
+    ds = load_dataset_config(write_tiny_dataset(tmp_path / "tiny", splits=("train",), n=2, size=(16, 16)))
+    samples = list_samples(ds, "train")
+    pseudo = tmp_path / "pseudo"
+    (pseudo / "labels").mkdir(parents=True)
+    entries = []
+    for i, s in enumerate(samples):
+        gt = cv2.imread(str(s.label), cv2.IMREAD_UNCHANGED)
+        pred = gt.copy()
+        if i == 1:  # the second image: every class-1 pixel called class 0, and one pixel left unlabelled
+            pred[gt == 1] = 0
+            pred[0, 0] = 255
+        cv2.imwrite(str(pseudo / "labels" / f"p{i}.png"), pred)
+        entries.append({"image": str(s.image), "label": f"labels/p{i}.png", "status": "ok"})
+    entries.append({"image": "/nowhere/broken.jpg", "label": None, "status": "unreadable"})
+    (pseudo / "manifest.jsonl").write_text("\n".join(json.dumps(e) for e in entries) + "\n")
+
+    quality = bench.pseudo_label_quality(ds, samples, pseudo)
+
+    gts = [cv2.imread(str(s.label), cv2.IMREAD_UNCHANGED) for s in samples]
+    # hand count: image 0 is perfect; image 1 turns class 1 into 0 and skips pixel (0, 0)
+    counted1 = np.ones((16, 16), bool)
+    counted1[0, 0] = False
+    g0 = lambda c: int((gts[0] == c).sum())  # noqa: E731
+    g1 = lambda c: int(((gts[1] == c) & counted1).sum())  # noqa: E731
+    tp = {0: g0(0) + g1(0), 1: g0(1), 2: g0(2) + g1(2)}
+    gt_total = {c: g0(c) + g1(c) for c in range(3)}
+    pred_total = {0: g0(0) + g1(0) + g1(1), 1: g0(1), 2: g0(2) + g1(2)}
+    expected = [tp[c] / (gt_total[c] + pred_total[c] - tp[c]) for c in range(3)]
+    assert quality["per_class_iou"] == pytest.approx(expected)
+    assert quality["miou"] == pytest.approx(sum(expected) / 3)
+    assert quality["miou"] < 1.0
+
+
+def test_report_lists_stages_rare_classes_and_the_gain(tmp_path, bench):
+    names = ["sky", "pole", "sign", "fence", "pedestrian", "bicyclist"]
+    stage = lambda miou, rare: {"miou": miou, "per_class_iou": [0.9] + [rare] * 5, "class_names": names,  # noqa: E731
+                                "wall_s": 10.0}
+    state = {"budget": 0.25, "teacher_budget": 0.4, "teacher": "icnet_r18", "student": "fastscnn", "labelled": 92,
+             "unlabelled": 275, "stages": {"baseline": stage(0.40, 0.10), "csst": stage(0.45, 0.20),
+                                           "pseudo": {"wall_s": 3.0, "quality": {"miou": 0.5,
+                                                                                 "per_class_iou": [0.5] * 6}}}}
+    bench.write_report(state, tmp_path)
+    text = (tmp_path / "camvid_csst.md").read_text()
+    assert "| baseline | 40.0 | 10.0 | 10 |" in text
+    assert "| csst | 45.0 | 20.0 | 10 |" in text
+    assert "| pseudo labels vs GT |" in text and "CSST - baseline: +5.0 mIoU" in text
