@@ -104,7 +104,10 @@ def generate_pseudo_labels(checkpoint: str | Path, sources: list, out_dir: str |
 
     items = expand_sources(sources, s.video_fps)
     done = finished_names(out_dir) if out_dir.exists() else set()
-    todo = [it for it in items if it.name not in done][dist.rank :: dist.world_size]
+    # Shard the full list, then drop finished items: a rank's share must not depend on how far the others have
+    # got, and every rank reads the manifests before any rank appends to them.
+    todo = [it for it in items[dist.rank :: dist.world_size] if it.name not in done]
+    barrier(dist)
     if dist.is_main:
         atomic_write_json(out_dir / "meta.json", {
             "class_names": state.get("class_names") or [str(i) for i in range(num_classes)],
