@@ -17,7 +17,7 @@ On a 2-core CPU, DeepLabV3+-R18 trains at 1.4 img/s at 288x384 and ICNet-R18 at 
 ICNet-R18 sees 7x the crops, and a from-scratch teacher is limited by its training length far more than by its
 architecture, so the CPU run uses `--teacher icnet_r18` (benchmarks/README.md):
 
-    python3 benchmarks/camvid_csst.py --budget 0.275 --teacher icnet_r18 --teacher-lr 0.02 --teacher-budget 0.4
+    python3 benchmarks/camvid_csst.py --budget 0.25 --teacher icnet_r18 --teacher-lr 0.02 --teacher-budget 0.4
 """
 
 from __future__ import annotations
