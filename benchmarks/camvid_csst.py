@@ -143,17 +143,17 @@ def pseudo_label_quality(ds, samples, pseudo_dir: Path) -> dict:
 
     from csst_edge.data.imageio import read_label
     from csst_edge.evaluate.metrics import ConfusionMatrix
+    from csst_edge.fileio import read_jsonl
+    from csst_edge.pseudo.generate import manifest_files
 
     truth = {str(Path(s.image).resolve()): s.label for s in samples}
     confusion = ConfusionMatrix(ds.num_classes, ds.ignore_index)
-    for line in (pseudo_dir / "manifest.jsonl").read_text().splitlines():
-        entry = json.loads(line)
+    for entry in (e for f in manifest_files(pseudo_dir) for e in read_jsonl(f)):
         gt_path = truth.get(str(Path(entry["image"]).resolve()))
         if entry.get("status") != "ok" or gt_path is None:
             continue
-        pred = read_label(pseudo_dir / entry["label"], None)
-        gt = read_label(gt_path, ds.label_lut)
-        gt = gt.copy()
+        pred = read_label(pseudo_dir / entry["label"])
+        gt = read_label(gt_path, ds.label_lut)  # a fresh array: safe to mark pixels in it
         gt[pred >= ds.num_classes] = ds.ignore_index  # pixels a confidence threshold left unlabelled
         confusion.update(torch.from_numpy(pred), torch.from_numpy(gt))
     metrics = confusion.compute()

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import cv2
@@ -15,6 +16,13 @@ def camvid_root() -> Path:
     if not (CAMVID / "labels" / "train").is_dir():
         pytest.skip(f"real CamVid data not present at {CAMVID}")
     return CAMVID
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on, for torchrun's rendezvous in multi-process tests."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def write_tiny_dataset(root: Path, splits=("train", "val"), n=4, size=(48, 64), num_classes=3, seed=0,

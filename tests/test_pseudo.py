@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import write_tiny_dataset
+from conftest import free_port, write_tiny_dataset
 
 from csst_edge.data.imageio import read_image, read_label
 from csst_edge.data.transforms import normalize
@@ -142,17 +141,12 @@ def test_corrupt_image_is_reported_and_skipped(tmp_path, teacher):
     assert len(list((out / "labels").rglob("*.png"))) == 2
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def test_two_gloo_ranks_split_the_images_without_overlap(tmp_path, teacher):
     images = write_images(tmp_path / "unlabelled", 5)
     out = tmp_path / "pseudo"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+    args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
             "-m", "csst_edge", "pseudo-label", str(teacher), str(tmp_path / "unlabelled"), "-o", str(out),
             "--workers", "0", "--device", "cpu", "--quiet"]
     done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)

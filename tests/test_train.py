@@ -2,14 +2,13 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
 import torch
 import yaml
-from conftest import write_tiny_dataset
+from conftest import free_port, write_tiny_dataset
 
 from csst_edge.errors import ConfigError
 from csst_edge.train.checkpoint import load_checkpoint, model_from_checkpoint
@@ -135,16 +134,11 @@ def test_killed_process_leaves_a_resumable_checkpoint(tiny_dataset, tmp_path):
     assert result.epochs_run == 1 and load_checkpoint(out / "last.pt")["epoch"] == killed_at + 1
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def test_ddp_two_processes_gloo_end_with_identical_weights(tiny_dataset, tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+    args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
             "-m", "csst_edge", "train", f"train=[{{data: '{tiny_dataset}'}}]", "model=fastscnn", "epochs=2",
             "batch_size=4", "samples_per_epoch=8", "log_every=1", "crop=[32,32]", "workers=0", f"out={out}", "--quiet"]
     done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
