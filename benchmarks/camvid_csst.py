@@ -55,8 +55,11 @@ def main() -> None:
     ap.add_argument("--student", default="fastscnn")
     ap.add_argument("--crop", default="288,384")
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--schedule", default="coarse2fine+",
-                    help="crop schedule of every stage (coarse2fine+ buys ~1.8x the samples per second on a CPU)")
+    ap.add_argument(
+        "--schedule",
+        default="coarse2fine+",
+        help="crop schedule of every stage (coarse2fine+ buys ~1.8x the samples per second on a CPU)",
+    )
     ap.add_argument("--max-batch", type=int, default=32, help="largest batch of the small-crop epochs")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--workers", type=int, default=2)
@@ -78,13 +81,27 @@ def main() -> None:
     labelled_count = len(train_samples) - len(unlabelled)
     state_path = out / "camvid_csst.json"
     state = json.loads(state_path.read_text()) if state_path.is_file() else {"stages": {}}
-    state.update(budget=args.budget, teacher_budget=args.teacher_budget or args.budget, data=args.data,
-                 teacher=args.teacher, student=args.student, labelled=labelled_count, unlabelled=len(unlabelled))
+    state.update(
+        budget=args.budget,
+        teacher_budget=args.teacher_budget or args.budget,
+        data=args.data,
+        teacher=args.teacher,
+        student=args.student,
+        labelled=labelled_count,
+        unlabelled=len(unlabelled),
+    )
     stages = args.stages.split(",")
     real = f"{{data: '{args.data}', split: train, every: 4, offset: 0}}"
-    common = [f"crop=[{args.crop}]", f"batch_size={args.batch}", f"device={args.device}", f"workers={args.workers}",
-              f"val={{data: '{args.data}', split: val}}", "seed=0",
-              f"crop_schedule={args.schedule}", f"max_batch={args.max_batch}"]
+    common = [
+        f"crop=[{args.crop}]",
+        f"batch_size={args.batch}",
+        f"device={args.device}",
+        f"workers={args.workers}",
+        f"val={{data: '{args.data}', split: val}}",
+        "seed=0",
+        f"crop_schedule={args.schedule}",
+        f"max_batch={args.max_batch}",
+    ]
     student_samples = int(FULL["student"] * args.budget)
 
     def run_train(name: str, overrides: list[str]):
@@ -92,40 +109,66 @@ def main() -> None:
         result = train(load_train_config(None, common + overrides + [f"out={out / name}"]), progress=not args.quiet)
         metrics, class_names = evaluate_checkpoint(out / name / "last.pt", args.data, "val", args.device, args.workers)
         rec = state["stages"].get(name, {})
-        rec.update(miou=metrics["miou"], per_class_iou=metrics["per_class_iou"], class_names=class_names,
-                   best_miou_during_training=result.best_miou,
-                   wall_s=round(rec.get("wall_s", 0) + time.perf_counter() - t, 1))
+        rec.update(
+            miou=metrics["miou"],
+            per_class_iou=metrics["per_class_iou"],
+            class_names=class_names,
+            best_miou_during_training=result.best_miou,
+            wall_s=round(rec.get("wall_s", 0) + time.perf_counter() - t, 1),
+        )
         state["stages"][name] = rec
         atomic_write_json(state_path, state)
         print(f"{name}: val mIoU {100 * metrics['miou']:.2f}", flush=True)
 
     if "teacher" in stages:
         n = int(FULL["teacher"] * (args.teacher_budget or args.budget))
-        run_train("teacher", [f"model={args.teacher}", f"train=[{real}]", f"samples_per_epoch={labelled_count}",
-                              f"epochs={_epochs(n, labelled_count)}", f"optim.lr={args.teacher_lr}", "optim.weight_decay=5e-4",
-                              "optim.warmup_iters=100", "loss.name=ohem", "loss.ohem_min_kept=50000",
-                              f"eval_every={max(1, _epochs(n, labelled_count) // 5)}"])
+        run_train(
+            "teacher",
+            [
+                f"model={args.teacher}",
+                f"train=[{real}]",
+                f"samples_per_epoch={labelled_count}",
+                f"epochs={_epochs(n, labelled_count)}",
+                f"optim.lr={args.teacher_lr}",
+                "optim.weight_decay=5e-4",
+                "optim.warmup_iters=100",
+                "loss.name=ohem",
+                "loss.ohem_min_kept=50000",
+                f"eval_every={max(1, _epochs(n, labelled_count) // 5)}",
+            ],
+        )
     pseudo = out / "pseudo"
     if "pseudo" in stages:
         t = time.perf_counter()
         listing = out / "unlabelled.txt"
         atomic_write_text(listing, "\n".join(str(p.resolve()) for p in unlabelled) + "\n")
         scales = tuple(float(s) for s in args.pseudo_scales.split(","))
-        summary = generate_pseudo_labels(out / "teacher" / "last.pt", [str(listing)], pseudo,
-                                         PseudoLabelSettings(mode="multiscale", scales=scales, flip=True,
-                                                             workers=args.workers, device=args.device),
-                                         progress=not args.quiet)
+        summary = generate_pseudo_labels(
+            out / "teacher" / "last.pt",
+            [str(listing)],
+            pseudo,
+            PseudoLabelSettings(mode="multiscale", scales=scales, flip=True, workers=args.workers, device=args.device),
+            progress=not args.quiet,
+        )
         rec = state["stages"].get("pseudo", {})
-        rec.update(images=summary.total, mean_confidence=summary.mean_confidence,
-                   wall_s=round(rec.get("wall_s", 0) + time.perf_counter() - t, 1))
+        rec.update(
+            images=summary.total,
+            mean_confidence=summary.mean_confidence,
+            wall_s=round(rec.get("wall_s", 0) + time.perf_counter() - t, 1),
+        )
         rec["quality"] = pseudo_label_quality(ds, train_samples, pseudo)
         state["stages"]["pseudo"] = rec
         atomic_write_json(state_path, state)
     per_epoch = labelled_count + len(unlabelled)
-    student = [f"model={args.student}", f"samples_per_epoch={per_epoch}",
-               f"epochs={_epochs(student_samples, per_epoch)}", "optim.lr=0.045", "optim.weight_decay=4e-5",
-               "optim.warmup_iters=100",
-               f"eval_every={max(1, _epochs(student_samples, per_epoch) // 5)}"]
+    student = [
+        f"model={args.student}",
+        f"samples_per_epoch={per_epoch}",
+        f"epochs={_epochs(student_samples, per_epoch)}",
+        "optim.lr=0.045",
+        "optim.weight_decay=4e-5",
+        "optim.warmup_iters=100",
+        f"eval_every={max(1, _epochs(student_samples, per_epoch) // 5)}",
+    ]
     if "baseline" in stages:
         run_train("baseline", student + [f"train=[{real}]", "sampling=random"])
     both = f"train=[{real}, {{pseudo: '{pseudo}'}}]"
@@ -168,17 +211,29 @@ def write_report(state: dict, out: Path) -> None:
     rare = [class_names.index(c) for c in RARE if c in class_names]
     quality = state["stages"].get("pseudo", {}).get("quality")
     table = {**runs, "pseudo labels vs GT": quality} if quality else runs
-    lines = [f"camvid-quarter: {state['labelled']} labelled + {state['unlabelled']} unlabelled train images, "
-             f"evaluated on val (single scale). Teacher `{state['teacher']}` (budget "
-             f"{state.get('teacher_budget', state['budget'])}), students `{state['student']}` (budget "
-             f"{state['budget']})." + (" The last column scores the teacher's pseudo labels against the ground truth of "
-                                       "the 'unlabelled' images, which training never reads." if quality else ""),
-             "", markdown_table(table, class_names), "",
-             "| stage | val mIoU (%) | rare-5 mean IoU (%) | wall time (s) |", "|---|---:|---:|---:|"]
+    lines = [
+        f"camvid-quarter: {state['labelled']} labelled + {state['unlabelled']} unlabelled train images, "
+        f"evaluated on val (single scale). Teacher `{state['teacher']}` (budget "
+        f"{state.get('teacher_budget', state['budget'])}), students `{state['student']}` (budget "
+        f"{state['budget']})."
+        + (
+            " The last column scores the teacher's pseudo labels against the ground truth of "
+            "the 'unlabelled' images, which training never reads."
+            if quality
+            else ""
+        ),
+        "",
+        markdown_table(table, class_names),
+        "",
+        "| stage | val mIoU (%) | rare-5 mean IoU (%) | wall time (s) |",
+        "|---|---:|---:|---:|",
+    ]
     for name, rec in state["stages"].items():
         if "miou" in rec:
             ious = [rec["per_class_iou"][i] or 0.0 for i in rare]
-            lines.append(f"| {name} | {100 * rec['miou']:.1f} | {100 * sum(ious) / len(ious):.1f} | {rec['wall_s']:.0f} |")
+            lines.append(
+                f"| {name} | {100 * rec['miou']:.1f} | {100 * sum(ious) / len(ious):.1f} | {rec['wall_s']:.0f} |"
+            )
         else:
             lines.append(f"| {name} | - | - | {rec.get('wall_s', 0):.0f} |")
     if "baseline" in runs and "csst" in runs:

@@ -89,27 +89,63 @@ def main() -> None:
         rows = []
 
         def add(method, scope, procs, seconds):
-            rows.append({"method": method, "scope": scope, "processes": procs, "seconds": round(seconds, 4),
-                         "maps_per_s": round(n / seconds, 2), "ms_per_map": round(1000 * seconds / n, 2)})
+            rows.append(
+                {
+                    "method": method,
+                    "scope": scope,
+                    "processes": procs,
+                    "seconds": round(seconds, 4),
+                    "maps_per_s": round(n / seconds, 2),
+                    "ms_per_map": round(1000 * seconds / n, 2),
+                }
+            )
 
-        add("cc3d (csst-edge)", "extract only", 1,
-            timed(lambda: [extract_centroids(lab, NUM_CLASSES) for lab in labels], args.repeat))
-        add("opencv per class", "extract only", 1, timed(lambda: [opencv_per_class(lab) for lab in labels], args.repeat))
+        add(
+            "cc3d (csst-edge)",
+            "extract only",
+            1,
+            timed(lambda: [extract_centroids(lab, NUM_CLASSES) for lab in labels], args.repeat),
+        )
+        add(
+            "opencv per class", "extract only", 1, timed(lambda: [opencv_per_class(lab) for lab in labels], args.repeat)
+        )
         for procs in (1, 2):
-            add("cc3d (csst-edge)", "build (decode+extract)", procs,
-                timed(lambda procs=procs: build_index(files, NUM_CLASSES, workers=procs, progress=False), args.repeat))
+            add(
+                "cc3d (csst-edge)",
+                "build (decode+extract)",
+                procs,
+                timed(lambda procs=procs: build_index(files, NUM_CLASSES, workers=procs, progress=False), args.repeat),
+            )
         add("opencv per class", "build (decode+extract)", 1, timed(lambda: _opencv_build(files), args.repeat))
-        add("opencv per class", "build (decode+extract)", 2, timed(lambda: _opencv_build_parallel(files, 2), args.repeat))
+        add(
+            "opencv per class",
+            "build (decode+extract)",
+            2,
+            timed(lambda: _opencv_build_parallel(files, 2), args.repeat),
+        )
 
-    result = {"maps": n, "size": "1024x2048", "classes": NUM_CLASSES, "components": int(comps),
-              "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "rows": rows}
+    result = {
+        "maps": n,
+        "size": "1024x2048",
+        "classes": NUM_CLASSES,
+        "components": int(comps),
+        "cpu": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "rows": rows,
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out / "centroid_index.json", result)
-    lines = [f"Centroid index on {n} synthetic 1024x2048 label maps ({comps} components, {NUM_CLASSES} classes), "
-             f"{os.cpu_count()} CPUs, best of {args.repeat}.", "",
-             "| method | scope | processes | maps/s | ms/map |", "|---|---|---:|---:|---:|"]
-    lines += [f"| {r['method']} | {r['scope']} | {r['processes']} | {r['maps_per_s']:.1f} | {r['ms_per_map']:.1f} |"
-              for r in rows]
+    lines = [
+        f"Centroid index on {n} synthetic 1024x2048 label maps ({comps} components, {NUM_CLASSES} classes), "
+        f"{os.cpu_count()} CPUs, best of {args.repeat}.",
+        "",
+        "| method | scope | processes | maps/s | ms/map |",
+        "|---|---|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {r['method']} | {r['scope']} | {r['processes']} | {r['maps_per_s']:.1f} | {r['ms_per_map']:.1f} |"
+        for r in rows
+    ]
     atomic_write_text(args.out / "centroid_index.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -98,7 +98,7 @@ def accuracy(args, out_dir: Path, say) -> dict | None:
     from csst_edge.export.frames import load_frames
     from csst_edge.export.onnx_export import export_onnx
 
-    (h, w), = parse_sizes(args.eval_size)
+    ((h, w),) = parse_sizes(args.eval_size)
     t0 = time.perf_counter()
     fp32 = out_dir / "onnx" / f"{args.checkpoint.stem}_eval_{h}x{w}.onnx"
     say(f"exporting {args.checkpoint} at {h}x{w}")
@@ -106,12 +106,29 @@ def accuracy(args, out_dir: Path, say) -> dict | None:
     frames = load_frames(args.data, args.calibration_frames, h, w, split="train")
     eval_fn = onnx_eval_fn(args.data, "val", args.limit, args.threads)
     say("quantising and evaluating FP32 / INT8 on val")
-    q = quantized_copy(fp32, frames, out_dir / "onnx", eval_fn=eval_fn,
-                       auto_fallback_max_drop=None if args.max_drop is None else args.max_drop / 100, log=say)
-    return {"checkpoint": str(args.checkpoint), "data": args.data, "size": f"{h}x{w}", "val_limit": args.limit,
-            "calibration_frames": len(frames), "fp32_miou": q.fp32_miou, "int8_miou": q.int8_miou, "drop": q.drop,
-            "float_nodes": q.excluded_nodes, "target_met": q.target_met, "history": q.history,
-            "agreement": q.agreement, "seconds": round(time.perf_counter() - t0, 1)}
+    q = quantized_copy(
+        fp32,
+        frames,
+        out_dir / "onnx",
+        eval_fn=eval_fn,
+        auto_fallback_max_drop=None if args.max_drop is None else args.max_drop / 100,
+        log=say,
+    )
+    return {
+        "checkpoint": str(args.checkpoint),
+        "data": args.data,
+        "size": f"{h}x{w}",
+        "val_limit": args.limit,
+        "calibration_frames": len(frames),
+        "fp32_miou": q.fp32_miou,
+        "int8_miou": q.int8_miou,
+        "drop": q.drop,
+        "float_nodes": q.excluded_nodes,
+        "target_met": q.target_met,
+        "history": q.history,
+        "agreement": q.agreement,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
 
 
 def main(argv=None) -> int:
@@ -125,21 +142,39 @@ def main(argv=None) -> int:
     rows = latency_rows(args, out_dir, log)
     acc = accuracy(args, out_dir, lambda m: console.print(m))
     settings = {k: str(v) for k, v in vars(args).items()}
-    atomic_write_json(out_dir / "inference.json", {"settings": settings, "environment": environment(args.threads),
-                                                   "latency": [r.to_dict() for r in rows], "int8_accuracy": acc})
-    md = ["# Inference: PyTorch eager vs ONNX Runtime FP32 vs INT8", "",
-          f"batch 1, {args.threads} threads, {args.warmup} warm-up + {args.iters} timed runs, random weights", "",
-          markdown_table(rows)]
+    atomic_write_json(
+        out_dir / "inference.json",
+        {
+            "settings": settings,
+            "environment": environment(args.threads),
+            "latency": [r.to_dict() for r in rows],
+            "int8_accuracy": acc,
+        },
+    )
+    md = [
+        "# Inference: PyTorch eager vs ONNX Runtime FP32 vs INT8",
+        "",
+        f"batch 1, {args.threads} threads, {args.warmup} warm-up + {args.iters} timed runs, random weights",
+        "",
+        markdown_table(rows),
+    ]
     if acc:
-        md += ["## INT8 accuracy", "", "| checkpoint | data | size | FP32 mIoU | INT8 mIoU | drop | float nodes |",
-               "|---|---|---|---|---|---|---|",
-               f"| {Path(acc['checkpoint']).name} | {acc['data']} | {acc['size']} | {100 * acc['fp32_miou']:.2f} | "
-               f"{100 * acc['int8_miou']:.2f} | {100 * acc['drop']:.2f} | {len(acc['float_nodes'])} |", ""]
+        md += [
+            "## INT8 accuracy",
+            "",
+            "| checkpoint | data | size | FP32 mIoU | INT8 mIoU | drop | float nodes |",
+            "|---|---|---|---|---|---|---|",
+            f"| {Path(acc['checkpoint']).name} | {acc['data']} | {acc['size']} | {100 * acc['fp32_miou']:.2f} | "
+            f"{100 * acc['int8_miou']:.2f} | {100 * acc['drop']:.2f} | {len(acc['float_nodes'])} |",
+            "",
+        ]
     atomic_write_text(out_dir / "inference.md", "\n".join(md) + "\n")
     console.print(rich_table(rows, "inference latency"))
     if acc:
-        console.print(f"INT8 mIoU: FP32 {100 * acc['fp32_miou']:.2f} → INT8 {100 * acc['int8_miou']:.2f} "
-                      f"(drop {100 * acc['drop']:.2f})")
+        console.print(
+            f"INT8 mIoU: FP32 {100 * acc['fp32_miou']:.2f} → INT8 {100 * acc['int8_miou']:.2f} "
+            f"(drop {100 * acc['drop']:.2f})"
+        )
     console.print(f"wrote {out_dir / 'inference.json'} and {out_dir / 'inference.md'}")
     return 0
 

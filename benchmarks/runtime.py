@@ -67,8 +67,16 @@ def prepare(args, work: Path):
         torch.manual_seed(0)
         model = create_model("fastscnn", len(CLASS_NAMES)).eval()
         checkpoint = work / "fastscnn_random.pt"
-        save_checkpoint(checkpoint, {"model": model.state_dict(), "arch": "fastscnn", "num_classes": len(CLASS_NAMES),
-                                     "class_names": list(CLASS_NAMES), "palette": [list(c) for c in PALETTE]})
+        save_checkpoint(
+            checkpoint,
+            {
+                "model": model.state_dict(),
+                "arch": "fastscnn",
+                "num_classes": len(CLASS_NAMES),
+                "class_names": list(CLASS_NAMES),
+                "palette": [list(c) for c in PALETTE],
+            },
+        )
     model_path = work / f"{Path(checkpoint).parent.name}_{Path(checkpoint).stem}_{h}x{w}_probs.onnx"
     if not model_path.is_file() or model_path.stat().st_mtime < Path(checkpoint).stat().st_mtime:
         export_onnx(checkpoint, model_path, h, w, output="probs", verify_count=1)
@@ -107,9 +115,14 @@ def loop_fps(model_path: Path, video: Path, threads: int, work: Path, overlay: b
     harvest = work / ("harvest_overlay" if overlay else "harvest")
     shutil.rmtree(harvest, ignore_errors=True)
     settings = RuntimeSettings(
-        providers="cpu", threads=threads, harvest=harvest, log=work / "run.jsonl", class_stats=stats,
+        providers="cpu",
+        threads=threads,
+        harvest=harvest,
+        log=work / "run.jsonl",
+        class_stats=stats,
         output_video=(work / "overlay.mp4") if overlay else None,
-        harvest_settings=HarvestSettings(rate_per_min=rate, vehicle="bench"))
+        harvest_settings=HarvestSettings(rate_per_min=rate, vehicle="bench"),
+    )
     (work / "run.jsonl").unlink(missing_ok=True)
     backend = open_backend(model_path, settings)
     for _ in range(5):  # same warm-up as the bare measurement
@@ -137,33 +150,55 @@ def main(argv=None) -> dict:
     rows = []
     for key in runs:
         overhead = best["bare"] / best[key] - 1.0
-        rows.append({"config": key, "fps": round(best[key], 2), "ms_per_frame": round(1000 / best[key], 2),
-                     "overhead_pct": round(100 * overhead, 1), "all_fps": [round(v, 2) for v in runs[key]]})
+        rows.append(
+            {
+                "config": key,
+                "fps": round(best[key], 2),
+                "ms_per_frame": round(1000 / best[key], 2),
+                "overhead_pct": round(100 * overhead, 1),
+                "all_fps": [round(v, 2) for v in runs[key]],
+            }
+        )
     for key in ("loop", "loop+overlay"):  # per-frame work on the inference thread besides inference itself
         sm = summaries[key]
-        rows[list(runs).index(key)]["main_thread_extra_ms"] = round(
-            sm.latency_ms_mean - sm.infer_ms_mean, 2)
+        rows[list(runs).index(key)]["main_thread_extra_ms"] = round(sm.latency_ms_mean - sm.infer_ms_mean, 2)
     harvest = summaries["loop"].harvest
     top = sorted(harvest["mean_class_shares"].items(), key=lambda kv: -kv[1])
-    result = {"video": str(video), "frames": summaries["loop"].frames, "size": args.size, "threads": args.threads,
-              "model": str(model_path), "checkpoint": str(checkpoint), "class_stats": str(stats) if stats else None,
-              "harvest_rate_per_min": args.harvest_rate, "rows": rows,
-              "loop_summary": summaries["loop"].to_dict(), "overlay_summary": summaries["loop+overlay"].to_dict(),
-              "harvest": harvest}
+    result = {
+        "video": str(video),
+        "frames": summaries["loop"].frames,
+        "size": args.size,
+        "threads": args.threads,
+        "model": str(model_path),
+        "checkpoint": str(checkpoint),
+        "class_stats": str(stats) if stats else None,
+        "harvest_rate_per_min": args.harvest_rate,
+        "rows": rows,
+        "loop_summary": summaries["loop"].to_dict(),
+        "overlay_summary": summaries["loop+overlay"].to_dict(),
+        "harvest": harvest,
+    }
     atomic_write_json(args.out / "runtime.json", result)
     title = f"Runtime loop vs bare inference ({args.size}, {result['frames']} frames, ORT CPU {args.threads} threads)"
-    lines = [f"# {title}",
-             "", "| configuration | FPS | ms / frame | overhead vs bare | fit + postprocess + harvest ms / frame |",
-             "|---|---:|---:|---:|---:|"]
+    lines = [
+        f"# {title}",
+        "",
+        "| configuration | FPS | ms / frame | overhead vs bare | fit + postprocess + harvest ms / frame |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for r in rows:
         extra = f"{r['main_thread_extra_ms']:.2f}" if "main_thread_extra_ms" in r else "-"
-        lines.append(f"| {r['config']} | {r['fps']:.1f} | {r['ms_per_frame']:.2f} | {r['overhead_pct']:+.1f} % "
-                     f"| {extra} |")
-    lines += ["", f"Harvest ({args.harvest_rate:g} frames/min, best of each window): {harvest['frames']} frames, "
-              f"{harvest['bytes'] / 1024:.0f} KiB; decisions {harvest['counts']}.",
-              "Mean class shares of the harvested frames: "
-              + ", ".join(f"{k} {100 * v:.1f}%" for k, v in top[:8] if v > 0)
-              + "."]
+        lines.append(
+            f"| {r['config']} | {r['fps']:.1f} | {r['ms_per_frame']:.2f} | {r['overhead_pct']:+.1f} % | {extra} |"
+        )
+    lines += [
+        "",
+        f"Harvest ({args.harvest_rate:g} frames/min, best of each window): {harvest['frames']} frames, "
+        f"{harvest['bytes'] / 1024:.0f} KiB; decisions {harvest['counts']}.",
+        "Mean class shares of the harvested frames: "
+        + ", ".join(f"{k} {100 * v:.1f}%" for k, v in top[:8] if v > 0)
+        + ".",
+    ]
     atomic_write_text(args.out / "runtime.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
     return result

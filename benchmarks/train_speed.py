@@ -30,8 +30,16 @@ OUT = Path(__file__).resolve().parent / "out"
 STUDENTS = ("fastscnn", "bisenet_r18", "icnet_r18", "icnet_r50")
 
 
-def train_throughput(name: str, device: torch.device, batch: int, crop: int, iters: int, warmup: int,
-                     amp: bool = False, num_classes: int = 19) -> float:
+def train_throughput(
+    name: str,
+    device: torch.device,
+    batch: int,
+    crop: int,
+    iters: int,
+    warmup: int,
+    amp: bool = False,
+    num_classes: int = 19,
+) -> float:
     torch.manual_seed(0)
     model = create_model(name, num_classes).to(device).train()
     criterion = SegLoss(build_criterion("ce"), model.aux_weights)
@@ -66,19 +74,33 @@ def cmd_throughput(args) -> None:
     for name in args.models:
         for dev, amp in devices:
             batch = args.batch if dev == "cpu" else args.gpu_batch
-            ips = train_throughput(name, torch.device(dev), batch, args.crop, args.iters if dev == "cpu" else 20,
-                                   args.warmup, amp)
-            row = {"model": name, "device": dev + (" amp-fp16" if amp else ""), "batch": batch,
-                   "crop": f"{args.crop}x{args.crop}", "img_per_s": round(ips, 2)}
+            ips = train_throughput(
+                name, torch.device(dev), batch, args.crop, args.iters if dev == "cpu" else 20, args.warmup, amp
+            )
+            row = {
+                "model": name,
+                "device": dev + (" amp-fp16" if amp else ""),
+                "batch": batch,
+                "crop": f"{args.crop}x{args.crop}",
+                "img_per_s": round(ips, 2),
+            }
             rows.append(row)
             print(row, flush=True)
-    info = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
-            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+    info = {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpus": os.cpu_count(),
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+    }
     OUT.mkdir(parents=True, exist_ok=True)
     atomic_write_json(OUT / "train_speed_throughput.json", {**info, "rows": rows})
-    md = [f"Training throughput (forward+backward+SGD, random data), torch {info['torch']}, "
-          f"{info['threads']} CPU threads{', GPU ' + info['gpu'] if info['gpu'] else ''}.", "",
-          "| model | device | batch | crop | img/s |", "|---|---|---:|---|---:|"]
+    md = [
+        f"Training throughput (forward+backward+SGD, random data), torch {info['torch']}, "
+        f"{info['threads']} CPU threads{', GPU ' + info['gpu'] if info['gpu'] else ''}.",
+        "",
+        "| model | device | batch | crop | img/s |",
+        "|---|---|---:|---|---:|",
+    ]
     md += [f"| {r['model']} | {r['device']} | {r['batch']} | {r['crop']} | {r['img_per_s']:.2f} |" for r in rows]
     atomic_write_text(OUT / "train_speed_throughput.md", "\n".join(md) + "\n")
     print("\n".join(md))
@@ -91,31 +113,60 @@ def cmd_schedule(args) -> None:
     results = {}
     for schedule in ("constant", "coarse2fine+"):
         out = Path(args.out) / f"schedule_{schedule.replace('+', 'plus')}"
-        cfg = load_train_config(None, [
-            "model=fastscnn", f"train=[{{data: {args.data}, split: train}}]", f"val={{data: {args.data}, split: val}}",
-            f"epochs={args.epochs}", f"samples_per_epoch={args.samples}", f"batch_size={args.batch}",
-            f"crop=[{args.crop_h},{args.crop_w}]", f"crop_schedule={schedule}", f"max_batch={args.max_batch}",
-            "optim.lr=0.045", "optim.weight_decay=4e-5", f"eval_every={args.epochs}", f"workers={args.workers}",
-            f"device={args.device}", f"out={out}", "seed=0"])
+        cfg = load_train_config(
+            None,
+            [
+                "model=fastscnn",
+                f"train=[{{data: {args.data}, split: train}}]",
+                f"val={{data: {args.data}, split: val}}",
+                f"epochs={args.epochs}",
+                f"samples_per_epoch={args.samples}",
+                f"batch_size={args.batch}",
+                f"crop=[{args.crop_h},{args.crop_w}]",
+                f"crop_schedule={schedule}",
+                f"max_batch={args.max_batch}",
+                "optim.lr=0.045",
+                "optim.weight_decay=4e-5",
+                f"eval_every={args.epochs}",
+                f"workers={args.workers}",
+                f"device={args.device}",
+                f"out={out}",
+                "seed=0",
+            ],
+        )
         result = train(cfg, progress=not args.quiet)  # a finished run resumes to its end and only re-evaluates
         from csst_edge.fileio import read_jsonl
 
         # time per epoch as the trainer logged it (training only; evaluation and start-up excluded)
         epochs = [r for r in read_jsonl(out / "metrics.jsonl") if r.get("type") == "epoch"]
         train_seconds = sum(e["time_s"] for e in epochs)
-        results[schedule] = {"train_s": round(train_seconds, 1),
-                             "val_miou": result.best_miou, "epochs": len(epochs),
-                             "crops": sorted({f"{e['crop'][0]}x{e['crop'][1]}x{e['batch_size']}" for e in epochs})}
+        results[schedule] = {
+            "train_s": round(train_seconds, 1),
+            "val_miou": result.best_miou,
+            "epochs": len(epochs),
+            "crops": sorted({f"{e['crop'][0]}x{e['crop'][1]}x{e['batch_size']}" for e in epochs}),
+        }
         print(schedule, results[schedule], flush=True)
     ratio = results["constant"]["train_s"] / results["coarse2fine+"]["train_s"]
-    summary = {"data": args.data, "epochs": args.epochs, "samples_per_epoch": args.samples, "batch": args.batch,
-               "crop": [args.crop_h, args.crop_w], "device": args.device, "results": results,
-               "speedup_coarse2fine_plus": round(ratio, 3)}
+    summary = {
+        "data": args.data,
+        "epochs": args.epochs,
+        "samples_per_epoch": args.samples,
+        "batch": args.batch,
+        "crop": [args.crop_h, args.crop_w],
+        "device": args.device,
+        "results": results,
+        "speedup_coarse2fine_plus": round(ratio, 3),
+    }
     OUT.mkdir(parents=True, exist_ok=True)
     atomic_write_json(OUT / "train_speed_schedule.json", summary)
-    md = [f"Fast-SCNN on {args.data} train, {args.epochs} epochs x {args.samples} samples, base crop "
-          f"{args.crop_h}x{args.crop_w} batch {args.batch}, device {args.device}.", "",
-          "| schedule | train time (s) | val mIoU (%) | crops x batch |", "|---|---:|---:|---|"]
+    md = [
+        f"Fast-SCNN on {args.data} train, {args.epochs} epochs x {args.samples} samples, base crop "
+        f"{args.crop_h}x{args.crop_w} batch {args.batch}, device {args.device}.",
+        "",
+        "| schedule | train time (s) | val mIoU (%) | crops x batch |",
+        "|---|---:|---:|---|",
+    ]
     for k, r in results.items():
         md.append(f"| {k} | {r['train_s']:.0f} | {100 * (r['val_miou'] or 0):.1f} | {', '.join(r['crops'])} |")
     md.append(f"\ncoarse2fine+ speed-up: {ratio:.2f}x")

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from rich.progress import (
-    BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
 )
 from rich.text import Text
 
@@ -21,8 +27,15 @@ class RateColumn(ProgressColumn):
 
 
 def progress_bar(unit: str = "it", console=None, extra_field: bool = False, transient: bool = False) -> Progress:
-    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(unit),
-               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn()]
+    columns = [
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        RateColumn(unit),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+    ]
     if extra_field:
         columns.append(TextColumn("{task.fields[info]}"))
     return Progress(*columns, console=console, transient=transient)

@@ -25,8 +25,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def write_tiny_dataset(root: Path, splits=("train", "val"), n=4, size=(48, 64), num_classes=3, seed=0,
-                       image_ext=".png") -> Path:
+def write_tiny_dataset(
+    root: Path, splits=("train", "val"), n=4, size=(48, 64), num_classes=3, seed=0, image_ext=".png"
+) -> Path:
     """A small folder-layout dataset whose labels are blocks of classes; returns the YAML path."""
     rng = np.random.default_rng(seed)
     h, w = size
@@ -44,9 +45,15 @@ def write_tiny_dataset(root: Path, splits=("train", "val"), n=4, size=(48, 64), 
             image = np.clip(image.astype(int) + rng.integers(-20, 20, image.shape), 0, 255).astype(np.uint8)
             cv2.imwrite(str(root / "images" / split / f"img{i:02d}{image_ext}"), image[..., ::-1])
             cv2.imwrite(str(root / "labels" / split / f"img{i:02d}.png"), label)
-    cfg = {"name": "tiny", "root": ".", "layout": "folder", "splits": {s: s for s in splits},
-           "classes": [f"c{i}" for i in range(num_classes)], "palette": [[i * 60, 100, 200 - i * 50] for i in range(num_classes)],
-           "ignore_index": 255}
+    cfg = {
+        "name": "tiny",
+        "root": ".",
+        "layout": "folder",
+        "splits": {s: s for s in splits},
+        "classes": [f"c{i}" for i in range(num_classes)],
+        "palette": [[i * 60, 100, 200 - i * 50] for i in range(num_classes)],
+        "ignore_index": 255,
+    }
     path = root / "tiny.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path

@@ -24,8 +24,9 @@ def ckpt(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("bench") / "fastscnn.pt"
     model = create_model("fastscnn", num_classes=3).eval()
-    save_checkpoint(path, {"model": model.state_dict(), "arch": "fastscnn", "num_classes": 3,
-                           "class_names": ["c0", "c1", "c2"]})
+    save_checkpoint(
+        path, {"model": model.state_dict(), "arch": "fastscnn", "num_classes": 3, "class_names": ["c0", "c1", "c2"]}
+    )
     return path
 
 
@@ -60,8 +61,15 @@ def test_onnx_and_engine_models_skip_backends_they_cannot_use(tmp_path, ckpt):
     from csst_edge.export.onnx_export import export_onnx
 
     onnx_path = export_onnx(ckpt, tmp_path / "m.onnx", H, W, output="labels", verify_count=1).path
-    rows = run_bench([onnx_path], [(H, W), (2 * H, 2 * W)], iters=2, warmup=0, threads=1,
-                     backends=["torch", "ort-cpu"], out_dir=tmp_path)
+    rows = run_bench(
+        [onnx_path],
+        [(H, W), (2 * H, 2 * W)],
+        iters=2,
+        warmup=0,
+        threads=1,
+        backends=["torch", "ort-cpu"],
+        out_dir=tmp_path,
+    )
     status = {(r.backend, r.size): r.status for r in rows}
     assert "needs a PyTorch checkpoint" in status[("torch", f"{H}x{W}")]
     assert status[("ort-cpu", f"{H}x{W}")] == "ok"
@@ -70,8 +78,9 @@ def test_onnx_and_engine_models_skip_backends_they_cannot_use(tmp_path, ckpt):
 
 def test_bench_measures_miou_on_a_dataset(tmp_path, ckpt):
     data = write_tiny_dataset(tmp_path / "tiny", n=2, size=(H, W))
-    rows = run_bench([ckpt], [(H, W)], iters=1, warmup=0, threads=1, backends=["torch", "ort-cpu"], data=data,
-                     out_dir=tmp_path)
+    rows = run_bench(
+        [ckpt], [(H, W)], iters=1, warmup=0, threads=1, backends=["torch", "ort-cpu"], data=data, out_dir=tmp_path
+    )
     assert all(r.ok and 0.0 <= r.miou <= 1.0 for r in rows)
     assert rows[0].miou == pytest.approx(rows[1].miou, abs=0.01)  # same model, same frames
 
@@ -96,8 +105,25 @@ def test_bench_cli(tmp_path, ckpt):
     app.command("bench")(bench_command)
     app.command("noop")(lambda: None)  # two commands, so `bench` stays a subcommand
     out = tmp_path / "out"
-    r = CliRunner().invoke(app, ["bench", str(ckpt), "--sizes", f"{H}x{W}", "--iters", "2", "--warmup", "1",
-                                 "--threads", "1", "--backends", "ort-cpu,trt", "--out", str(out)])
+    r = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            str(ckpt),
+            "--sizes",
+            f"{H}x{W}",
+            "--iters",
+            "2",
+            "--warmup",
+            "1",
+            "--threads",
+            "1",
+            "--backends",
+            "ort-cpu,trt",
+            "--out",
+            str(out),
+        ],
+    )
     assert r.exit_code == 0, r.output
     rows = json.loads((out / "bench.json").read_text())["rows"]
     assert [row["backend"] for row in rows] == ["ort-cpu", "trt"] and rows[0]["status"] == "ok"

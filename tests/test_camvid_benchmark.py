@@ -9,9 +9,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import write_tiny_dataset
 
 from csst_edge.data.dataset import list_samples, load_dataset_config
-from conftest import write_tiny_dataset
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "camvid_csst.py"
 
@@ -60,12 +60,25 @@ def test_pseudo_label_quality_scores_against_the_withheld_ground_truth(tmp_path,
 
 def test_report_lists_stages_rare_classes_and_the_gain(tmp_path, bench):
     names = ["sky", "pole", "sign", "fence", "pedestrian", "bicyclist"]
-    stage = lambda miou, rare: {"miou": miou, "per_class_iou": [0.9] + [rare] * 5, "class_names": names,  # noqa: E731
-                                "wall_s": 10.0}
-    state = {"budget": 0.25, "teacher_budget": 0.4, "teacher": "icnet_r18", "student": "fastscnn", "labelled": 92,
-             "unlabelled": 275, "stages": {"baseline": stage(0.40, 0.10), "csst": stage(0.45, 0.20),
-                                           "pseudo": {"wall_s": 3.0, "quality": {"miou": 0.5,
-                                                                                 "per_class_iou": [0.5] * 6}}}}
+    stage = lambda miou, rare: {
+        "miou": miou,
+        "per_class_iou": [0.9] + [rare] * 5,
+        "class_names": names,  # noqa: E731
+        "wall_s": 10.0,
+    }
+    state = {
+        "budget": 0.25,
+        "teacher_budget": 0.4,
+        "teacher": "icnet_r18",
+        "student": "fastscnn",
+        "labelled": 92,
+        "unlabelled": 275,
+        "stages": {
+            "baseline": stage(0.40, 0.10),
+            "csst": stage(0.45, 0.20),
+            "pseudo": {"wall_s": 3.0, "quality": {"miou": 0.5, "per_class_iou": [0.5] * 6}},
+        },
+    }
     bench.write_report(state, tmp_path)
     text = (tmp_path / "camvid_csst.md").read_text()
     assert "| baseline | 40.0 | 10.0 | 10 |" in text

@@ -24,8 +24,13 @@ def test_every_component_of_every_class_gets_one_centroid_including_class_zero()
     label[15:20, 25:30] = 2
     fc = extract_centroids(label, num_classes=3, ignore_index=255)
     assert sorted(Counter(fc.cls.tolist()).items()) == [(0, 1), (1, 2), (2, 1)]
-    points = {(c, a): (y, x) for c, a, y, x in zip(fc.cls.tolist(), fc.area.tolist(), fc.y.tolist(), fc.x.tolist())}
-    assert points[(0, 25)] == (2, 2) and points[(1, 8)] in ((11, 11), (12, 12)) and points[(1, 30)] in ((1, 24), (1, 25))  # centroid x 24.5
+    points = {
+        (c, a): (y, x)
+        for c, a, y, x in zip(fc.cls.tolist(), fc.area.tolist(), fc.y.tolist(), fc.x.tolist(), strict=False)
+    }
+    assert (
+        points[(0, 25)] == (2, 2) and points[(1, 8)] in ((11, 11), (12, 12)) and points[(1, 30)] in ((1, 24), (1, 25))
+    )  # centroid x 24.5
     assert points[(2, 25)] == (17, 27)
     assert fc.histogram.tolist() == [25, 38, 25]
 
@@ -168,8 +173,9 @@ def test_sampled_epoch_on_camvid_is_class_uniform(camvid_root):
 
     ds = load_dataset_config("camvid", root=camvid_root)
     samples = list_samples(ds, "train")[::4]  # camvid-quarter's labelled images
-    index = build_index([s.label for s in samples], 11, 255, min_area=16, luts=[ds.label_lut] * len(samples),
-                        workers=2, progress=False)
+    index = build_index(
+        [s.label for s in samples], 11, 255, min_area=16, luts=[ds.label_lut] * len(samples), workers=2, progress=False
+    )
     sampler = CentroidSampler(index, num_samples=1100, seed=0)
     assert sampler.missing_classes == []
     shares = _class_shares(sampler, 0)

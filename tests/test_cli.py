@@ -19,7 +19,9 @@ def test_help_lists_the_command_groups():
     import typer
 
     root = typer.main.get_command(app)
-    assert {"demo", "data", "train", "pseudo-label", "eval", "export", "bench", "finetune", "runtime", "round"} <= set(root.commands)
+    assert {"demo", "data", "train", "pseudo-label", "eval", "export", "bench", "finetune", "runtime", "round"} <= set(
+        root.commands
+    )
     assert {"synth", "index", "stats"} <= set(root.commands["data"].commands)
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0 and "pseudo-label" in result.output
@@ -52,7 +54,9 @@ def test_console_entry_point_runs_in_a_fresh_process(args):
 
 
 def test_cli_imports_without_torch_so_the_vehicle_image_can_run_it():
-    code = ("import sys; import csst_edge.cli.main; "
-            "sys.exit(1 if any(m == 'torch' or m.startswith('torch.') for m in sys.modules) else 0)")
+    code = (
+        "import sys; import csst_edge.cli.main; "
+        "sys.exit(1 if any(m == 'torch' or m.startswith('torch.') for m in sys.modules) else 0)"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, "importing the CLI loaded torch" + done.stderr

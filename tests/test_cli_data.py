@@ -15,8 +15,9 @@ runner = CliRunner()
 
 def test_index_builds_then_updates_incrementally(tiny_dataset, tmp_path):
     out = tmp_path / "index.npz"
-    first = runner.invoke(app, ["data", "index", str(tiny_dataset), "--split", "train", "-o", str(out), "-q",
-                                "--workers", "1"])
+    first = runner.invoke(
+        app, ["data", "index", str(tiny_dataset), "--split", "train", "-o", str(out), "-q", "--workers", "1"]
+    )
     assert first.exit_code == 0, first.output
     assert "read 4 label maps, reused 0" in first.output
     index = CentroidIndex.load(out)
@@ -26,9 +27,25 @@ def test_index_builds_then_updates_incrementally(tiny_dataset, tmp_path):
 
 
 def test_stats_prints_the_balance_table_and_writes_plot_and_json(tiny_dataset, tmp_path):
-    result = runner.invoke(app, ["data", "stats", str(tiny_dataset), "--crop", "16x16", "--samples", "90", "-q",
-                                 "--plot", str(tmp_path / "balance.png"), "--json", str(tmp_path / "balance.json"),
-                                 "--workers", "1"])
+    result = runner.invoke(
+        app,
+        [
+            "data",
+            "stats",
+            str(tiny_dataset),
+            "--crop",
+            "16x16",
+            "--samples",
+            "90",
+            "-q",
+            "--plot",
+            str(tmp_path / "balance.png"),
+            "--json",
+            str(tmp_path / "balance.json"),
+            "--workers",
+            "1",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "crop px % CS" in result.output.replace("\n", " ") or "CS" in result.output
     assert (tmp_path / "balance.png").read_bytes()[:4] == b"\x89PNG"

@@ -72,11 +72,18 @@ def test_cityscapes_layout_remaps_label_ids(tmp_path):
     root = tmp_path / "cs"
     (root / "leftImg8bit" / "val" / "ulm").mkdir(parents=True)
     (root / "gtFine" / "val" / "ulm").mkdir(parents=True)
-    cv2.imwrite(str(root / "leftImg8bit" / "val" / "ulm" / "ulm_000000_000019_leftImg8bit.png"), np.zeros((8, 8, 3), np.uint8))
-    ids = np.array([[7, 8, 26, 0, 33, 1, 24, 11]] * 8, np.uint8)  # road sidewalk car unlabeled bicycle ego person building
+    cv2.imwrite(
+        str(root / "leftImg8bit" / "val" / "ulm" / "ulm_000000_000019_leftImg8bit.png"), np.zeros((8, 8, 3), np.uint8)
+    )
+    ids = np.array(
+        [[7, 8, 26, 0, 33, 1, 24, 11]] * 8, np.uint8
+    )  # road sidewalk car unlabeled bicycle ego person building
     cv2.imwrite(str(root / "gtFine" / "val" / "ulm" / "ulm_000000_000019_gtFine_labelIds.png"), ids)
-    (tmp_path / "cs.yaml").write_text(yaml.safe_dump({"root": "cs", "layout": "cityscapes", "splits": {"val": "val"},
-                                                      "classes": [f"c{i}" for i in range(19)]}))
+    (tmp_path / "cs.yaml").write_text(
+        yaml.safe_dump(
+            {"root": "cs", "layout": "cityscapes", "splits": {"val": "val"}, "classes": [f"c{i}" for i in range(19)]}
+        )
+    )
     cfg = load_dataset_config(tmp_path / "cs.yaml")
     (sample,) = list_samples(cfg, "val")
     assert sample.name == "ulm/ulm_000000_000019"
@@ -90,8 +97,17 @@ def test_camvid_segnet_layout(tmp_path):
         (tmp_path / d).mkdir()
     cv2.imwrite(str(tmp_path / "train" / "a.png"), np.zeros((4, 4, 3), np.uint8))
     cv2.imwrite(str(tmp_path / "trainannot" / "a.png"), np.full((4, 4), 11, np.uint8))
-    (tmp_path / "d.yaml").write_text(yaml.safe_dump({"root": ".", "layout": "camvid-segnet", "splits": ["train"],
-                                                    "classes": [f"c{i}" for i in range(11)], "id_remap": {11: 255}}))
+    (tmp_path / "d.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "root": ".",
+                "layout": "camvid-segnet",
+                "splits": ["train"],
+                "classes": [f"c{i}" for i in range(11)],
+                "id_remap": {11: 255},
+            }
+        )
+    )
     cfg = load_dataset_config(tmp_path / "d.yaml")
     _, label = load_pair(cfg, list_samples(cfg, "train")[0])
     assert (label == 255).all()

@@ -10,9 +10,22 @@ from csst_edge.pipeline.demo import DemoSettings, run_demo
 
 
 def test_demo_runs_end_to_end_in_reduced_mode(tmp_path):
-    settings = DemoSettings(out=tmp_path / "demo", height=64, width=128, labelled=4, unlabelled=6, val=3,
-                            teacher="fastscnn", teacher_epochs=1, student_epochs=1, batch_size=2, workers=0,
-                            device="cpu", video_frames=24, round_epochs=1)
+    settings = DemoSettings(
+        out=tmp_path / "demo",
+        height=64,
+        width=128,
+        labelled=4,
+        unlabelled=6,
+        val=3,
+        teacher="fastscnn",
+        teacher_epochs=1,
+        student_epochs=1,
+        batch_size=2,
+        workers=0,
+        device="cpu",
+        video_frames=24,
+        round_epochs=1,
+    )
     summary = run_demo(settings, Console(record=True, width=120), progress=False)
     out = tmp_path / "demo"
     assert set(summary["results"]) == {"teacher", "baseline student", "CSST student"}

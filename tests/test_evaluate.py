@@ -192,8 +192,9 @@ def test_evaluate_perfect_model_gives_miou_one_and_restores_train_mode(tmp_path)
 
 def test_evaluate_constant_model_matches_label_counts(tmp_path):
     loader, ds = tiny_loader(tmp_path, batch_size=1)
-    labels = np.stack([cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
-                       for p in sorted((tmp_path / "tiny" / "labels" / "val").glob("*.png"))])
+    labels = np.stack(
+        [cv2.imread(str(p), cv2.IMREAD_UNCHANGED) for p in sorted((tmp_path / "tiny" / "labels" / "val").glob("*.png"))]
+    )
     share0 = (labels == 0).mean()
     m = evaluate(ConstantModel(cls=0), loader, 3, "cpu", progress=True)
     # everything predicted as 0: IoU0 = |gt0| / |all|, IoU1 = IoU2 = 0 (present, never predicted)
@@ -243,8 +244,9 @@ def _ddp_worker(rank: int, world: int, init_file: str, yaml_path: str, out_dir: 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         dataset, _ = eval_dataset(SourceConfig(data=yaml_path, split="val"), MEAN, STD)
-        loader = DataLoader(dataset, batch_size=1, collate_fn=collate_eval,
-                            sampler=DistributedSampler(dataset, shuffle=False))
+        loader = DataLoader(
+            dataset, batch_size=1, collate_fn=collate_eval, sampler=DistributedSampler(dataset, shuffle=False)
+        )
         m = evaluate(ConstantModel(cls=0), loader, 3, "cpu", progress=False)  # sharded: detected from the sampler
         Path(out_dir, f"rank{rank}.json").write_text(json.dumps(m))
     finally:
@@ -302,10 +304,24 @@ def test_cli_evaluates_a_checkpoint(tmp_path):
     yaml_path = write_tiny_dataset(tmp_path / "tiny", splits=("val",), n=2, size=(32, 32))
     model = models.create_model("fastscnn", num_classes=3)
     ckpt = tmp_path / "run" / "best.pt"
-    save_checkpoint(ckpt, {"model": model.state_dict(), "arch": "fastscnn", "num_classes": 3,
-                           "mean": list(MEAN), "std": list(STD)})
-    result = CliRunner().invoke(cli_app(), ["eval", str(ckpt), "--data", str(yaml_path), "--workers", "0", "-q",
-                                            "--flip", "--save-predictions", str(tmp_path / "preds")])
+    save_checkpoint(
+        ckpt, {"model": model.state_dict(), "arch": "fastscnn", "num_classes": 3, "mean": list(MEAN), "std": list(STD)}
+    )
+    result = CliRunner().invoke(
+        cli_app(),
+        [
+            "eval",
+            str(ckpt),
+            "--data",
+            str(yaml_path),
+            "--workers",
+            "0",
+            "-q",
+            "--flip",
+            "--save-predictions",
+            str(tmp_path / "preds"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     rec = json.loads((tmp_path / "run" / "eval_val.json").read_text())
     assert rec["num_images"] == 2 and set(rec["per_class_iou"]) == {"c0", "c1", "c2"}

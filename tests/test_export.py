@@ -33,8 +33,19 @@ def make_checkpoint(path: Path, arch: str = "fastscnn", seed: int = 0) -> Path:
 
     torch.manual_seed(seed)
     model = create_model(arch, num_classes=len(CLASSES)).eval()
-    save_checkpoint(path, {"model": model.state_dict(), "arch": arch, "num_classes": len(CLASSES),
-                           "class_names": CLASSES, "palette": PALETTE, "mean": MEAN, "std": STD, "epoch": 3})
+    save_checkpoint(
+        path,
+        {
+            "model": model.state_dict(),
+            "arch": arch,
+            "num_classes": len(CLASSES),
+            "class_names": CLASSES,
+            "palette": PALETTE,
+            "mean": MEAN,
+            "std": STD,
+            "epoch": 3,
+        },
+    )
     return path
 
 
@@ -97,7 +108,11 @@ def test_metadata_round_trips(workdir, fastscnn_ckpt, fastscnn_logits):
     # the values are JSON strings in metadata_props, readable by onnxruntime alone
     import onnxruntime as ort
 
-    props = ort.InferenceSession(str(fastscnn_logits), providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
+    props = (
+        ort.InferenceSession(str(fastscnn_logits), providers=["CPUExecutionProvider"])
+        .get_modelmeta()
+        .custom_metadata_map
+    )
     assert json.loads(props["csst_edge.class_names"]) == CLASSES
     assert ModelMeta.from_dict(meta.to_dict()) == meta
     engine = workdir / "fake.engine"
@@ -163,8 +178,11 @@ def _quantised_convs(path) -> int:
 
     graph = onnx.load(str(path)).graph
     producer = {o: n for n in graph.node for o in n.output}
-    return sum(1 for n in graph.node if n.op_type == "Conv" and n.input[1] in producer
-               and producer[n.input[1]].op_type == "DequantizeLinear")
+    return sum(
+        1
+        for n in graph.node
+        if n.op_type == "Conv" and n.input[1] in producer and producer[n.input[1]].op_type == "DequantizeLinear"
+    )
 
 
 def test_auto_fallback_keeps_sensitive_nodes_in_float(tmp_path, fastscnn_logits):
@@ -176,8 +194,13 @@ def test_auto_fallback_keeps_sensitive_nodes_in_float(tmp_path, fastscnn_logits)
     convs = sum(1 for n in onnx.load(str(fastscnn_logits)).graph.node if n.op_type == "Conv")
     eval_fn = lambda path: 1.0 - 0.01 * _quantised_convs(path)  # noqa: E731
     frames = synthetic_frames(2, H, W)
-    result = quantize_int8(fastscnn_logits, tmp_path / "fb.onnx", frames, eval_fn=eval_fn,
-                           auto_fallback_max_drop=0.01 * (convs - 2) + 0.005)
+    result = quantize_int8(
+        fastscnn_logits,
+        tmp_path / "fb.onnx",
+        frames,
+        eval_fn=eval_fn,
+        auto_fallback_max_drop=0.01 * (convs - 2) + 0.005,
+    )
     assert result.target_met and len(result.auto_excluded) == 2
     assert result.auto_excluded == [name for name, _ in result.sensitivity[:2]]
     assert _quantised_convs(result.path) == convs - 2
@@ -235,12 +258,19 @@ def test_tensorrt_engine_matches_onnxruntime(tmp_path, fastscnn_logits):
 
 
 def test_runtime_does_not_import_torch():
-    code = ("import sys, csst_edge.runtime, csst_edge.runtime.backends, csst_edge.runtime.model_meta; "
-            "bad = [m for m in ('torch', 'csst_edge.train', 'csst_edge.models', 'csst_edge.export') if m in sys.modules]; "
-            "print(bad); sys.exit(1 if bad else 0)")
+    code = (
+        "import sys, csst_edge.runtime, csst_edge.runtime.backends, csst_edge.runtime.model_meta; "
+        "bad = [m for m in ('torch', 'csst_edge.train', 'csst_edge.models', 'csst_edge.export') if m in sys.modules]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
     root = Path(__file__).resolve().parents[1]
-    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
-                          env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"})
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"},
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -255,7 +285,9 @@ def test_export_cli(tmp_path, fastscnn_ckpt):
     app.add_typer(export_cli.app, name="export")
     runner = CliRunner()
     out = tmp_path / "cli.onnx"
-    r = runner.invoke(app, ["export", "onnx", str(fastscnn_ckpt), "-o", str(out), "--size", f"{H}x{W}", "--verify-count", "1"])
+    r = runner.invoke(
+        app, ["export", "onnx", str(fastscnn_ckpt), "-o", str(out), "--size", f"{H}x{W}", "--verify-count", "1"]
+    )
     assert r.exit_code == 0, r.output
     assert out.is_file() and "verified" in r.output
     bad = tmp_path / "bad.pt"

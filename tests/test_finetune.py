@@ -21,8 +21,16 @@ from csst_edge.train.finetune import load_for_finetune, parse_shots, run_finetun
 def _checkpoint(path, arch="fastscnn", num_classes=3, seed=0, class_names=None):
     torch.manual_seed(seed)
     model = create_model(arch, num_classes)
-    save_checkpoint(path, {"model": model.state_dict(), "arch": arch, "model_kwargs": {}, "num_classes": num_classes,
-                           "class_names": class_names or [f"c{i}" for i in range(num_classes)]})
+    save_checkpoint(
+        path,
+        {
+            "model": model.state_dict(),
+            "arch": arch,
+            "model_kwargs": {},
+            "num_classes": num_classes,
+            "class_names": class_names or [f"c{i}" for i in range(num_classes)],
+        },
+    )
     return model
 
 
@@ -79,8 +87,17 @@ def test_run_finetune_writes_table_and_rerun_skips_finished_k(tmp_path):
     target_data = write_tiny_dataset(tmp_path / "tgt", n=3, seed=5)  # 3 classes
     _checkpoint(tmp_path / "teacher.pt", num_classes=5)  # e.g. a source domain with more classes
     out = tmp_path / "fs"
-    common = dict(shots=(1, 2), epochs=1, out=out, seed=0, batch_size=2, crop=(32, 32), device="cpu",
-                  overrides=["workers=0", "augment.blur=0", "log_every=0"], progress=False)
+    common = dict(
+        shots=(1, 2),
+        epochs=1,
+        out=out,
+        seed=0,
+        batch_size=2,
+        crop=(32, 32),
+        device="cpu",
+        overrides=["workers=0", "augment.blur=0", "log_every=0"],
+        progress=False,
+    )
     report = run_finetune(tmp_path / "teacher.pt", target_data, **common)
     saved = json.loads((out / "finetune.json").read_text())
     assert [r["k"] for r in saved["rows"]] == [1, 2] and saved["head_replaced"] and saved["zero_shot"] is None
@@ -104,9 +121,27 @@ def test_same_classes_report_zero_shot_and_cli(tmp_path):
     app.command("finetune")(finetune_command)
     app.command("noop")(lambda: None)  # two commands, so `finetune` is a subcommand as under csst-edge
     out = tmp_path / "cli"
-    args = ["finetune", str(tmp_path / "m.pt"), "--data", str(data), "--shots", "1", "--epochs", "1",
-            "--batch-size", "2", "--crop", "32x32", "--out", str(out), "--device", "cpu", "-q",
-            "workers=0", "augment.blur=0"]
+    args = [
+        "finetune",
+        str(tmp_path / "m.pt"),
+        "--data",
+        str(data),
+        "--shots",
+        "1",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "2",
+        "--crop",
+        "32x32",
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "-q",
+        "workers=0",
+        "augment.blur=0",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     saved = json.loads((out / "finetune.json").read_text())

@@ -93,8 +93,10 @@ def test_model_regularizer_is_log_c_for_uniform_predictions_and_grows_with_confi
 
 
 def _plan(kind, epochs=6, max_batch=None):
-    return [(e.crop_h, e.crop_w, e.batch_size) for e in CropSchedule(kind, (256, 512), 8, epochs, (0.5, 0.75, 1.0),
-                                                                     max_batch=max_batch).plan()]
+    return [
+        (e.crop_h, e.crop_w, e.batch_size)
+        for e in CropSchedule(kind, (256, 512), 8, epochs, (0.5, 0.75, 1.0), max_batch=max_batch).plan()
+    ]
 
 
 def test_each_schedule_yields_the_promised_crop_and_batch_sequence():

@@ -135,6 +135,7 @@ def test_reset_classifier_changes_every_head():
 
 # --- backbones and pretrained weights ---------------------------------------------------------------------------
 
+
 def test_basic_block_dilation_matches_torchvision_semantics():
     """dilate_resnet (used for ResNet-18, which torchvision refuses to dilate) must do exactly what torchvision's
     replace_stride_with_dilation does; checked on ResNet-50 where both exist."""
@@ -144,10 +145,12 @@ def test_basic_block_dilation_matches_torchvision_semantics():
         reference = torchvision.models.resnet50(weights=None, replace_stride_with_dilation=dilation)
         ours = torchvision.models.resnet50(weights=None)
         dilate_resnet(ours, dilation)
-        ref_convs = [(n, m.stride, m.dilation, m.padding) for n, m in reference.named_modules()
-                     if isinstance(m, torch.nn.Conv2d)]
-        our_convs = [(n, m.stride, m.dilation, m.padding) for n, m in ours.named_modules()
-                     if isinstance(m, torch.nn.Conv2d)]
+        ref_convs = [
+            (n, m.stride, m.dilation, m.padding) for n, m in reference.named_modules() if isinstance(m, torch.nn.Conv2d)
+        ]
+        our_convs = [
+            (n, m.stride, m.dilation, m.padding) for n, m in ours.named_modules() if isinstance(m, torch.nn.Conv2d)
+        ]
         assert our_convs == ref_convs
     backbone = ResNetBackbone("resnet18", [False, True, True])
     assert backbone(torch.randn(1, 3, 64, 64))[3].shape[-2:] == (8, 8)
@@ -201,6 +204,7 @@ def test_pretrained_names_that_are_neither_file_nor_weights(tmp_path):
 
 # --- exact pyramid pooling ----------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("in_size", [(2, 4), (7, 11), (12, 18), (33, 65)])
 @pytest.mark.parametrize("bins", [1, 2, 3, 6, (2, 5)])
 def test_pyramid_pooling_equals_adaptive_avg_pool(in_size, bins):
@@ -226,14 +230,23 @@ def test_pyramid_pooling_exports_without_adaptive_pooling():
 
 # --- ONNX export ----------------------------------------------------------------------------------------------------
 
+
 def _export_onnx(model, x, dynamic: bool = False) -> bytes:
     # the TorchScript-based exporter: the dynamo one needs onnxscript, which the export extra does not install
     buffer = io.BytesIO()
     axes = {"image": {0: "batch", 2: "height", 3: "width"}, "logits": {0: "batch", 2: "height", 3: "width"}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice
-        torch.onnx.export(model, (x,), buffer, opset_version=17, dynamo=False, input_names=["image"],
-                          output_names=["logits"], dynamic_axes=axes if dynamic else None)
+        torch.onnx.export(
+            model,
+            (x,),
+            buffer,
+            opset_version=17,
+            dynamo=False,
+            input_names=["image"],
+            output_names=["logits"],
+            dynamic_axes=axes if dynamic else None,
+        )
     return buffer.getvalue()
 
 
@@ -259,8 +272,9 @@ def test_onnx_export_with_dynamic_size_stays_exact_at_other_sizes(name):
     ort = pytest.importorskip("onnxruntime")
     torch.manual_seed(0)
     model = create_model(name, num_classes=6).eval()
-    session = ort.InferenceSession(_export_onnx(model, torch.randn(1, 3, *SIZE), dynamic=True),
-                                   providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        _export_onnx(model, torch.randn(1, 3, *SIZE), dynamic=True), providers=["CPUExecutionProvider"]
+    )
     x = torch.randn(2, 3, 96, 160)  # another batch size and an H/32 x W/32 = 3 x 5 map the bins do not divide
     with torch.no_grad():
         expected = model(x).numpy()

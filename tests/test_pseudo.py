@@ -31,9 +31,19 @@ def make_teacher(path: Path, seed: int = 0) -> Path:
 
     torch.manual_seed(seed)
     model = create_model("fastscnn", num_classes=len(CLASSES)).eval()
-    save_checkpoint(path, {"model": model.state_dict(), "arch": "fastscnn", "num_classes": len(CLASSES),
-                           "class_names": CLASSES, "palette": [[0, 0, 0], [255, 0, 0], [0, 255, 0]],
-                           "mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25), "epoch": 1})
+    save_checkpoint(
+        path,
+        {
+            "model": model.state_dict(),
+            "arch": "fastscnn",
+            "num_classes": len(CLASSES),
+            "class_names": CLASSES,
+            "palette": [[0, 0, 0], [255, 0, 0], [0, 255, 0]],
+            "mean": (0.5, 0.5, 0.5),
+            "std": (0.25, 0.25, 0.25),
+            "epoch": 1,
+        },
+    )
     return path
 
 
@@ -120,7 +130,7 @@ def test_rerun_after_a_kill_redoes_nothing_finished(tmp_path, teacher):
     killed = json.loads(lines[-1])
     (out / "manifest.jsonl").write_text("\n".join(lines[:-1]) + "\n")
     (out / killed["label"]).unlink()
-    finished = {json.loads(l)["label"]: (out / json.loads(l)["label"]).stat().st_mtime_ns for l in lines[:-1]}
+    finished = {json.loads(line)["label"]: (out / json.loads(line)["label"]).stat().st_mtime_ns for line in lines[:-1]}
 
     summary = generate_pseudo_labels(teacher, [str(tmp_path / "unlabelled")], out, settings(), progress=False)
     assert (summary.done_before, summary.labelled) == (3, 1)
@@ -141,14 +151,31 @@ def test_corrupt_image_is_reported_and_skipped(tmp_path, teacher):
     assert len(list((out / "labels").rglob("*.png"))) == 2
 
 
-
 def test_two_gloo_ranks_split_the_images_without_overlap(tmp_path, teacher):
     images = write_images(tmp_path / "unlabelled", 5)
     out = tmp_path / "pseudo"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-            "-m", "csst_edge", "pseudo-label", str(teacher), str(tmp_path / "unlabelled"), "-o", str(out),
-            "--workers", "0", "--device", "cpu", "--quiet"]
+    args = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(free_port()),
+        "-m",
+        "csst_edge",
+        "pseudo-label",
+        str(teacher),
+        str(tmp_path / "unlabelled"),
+        "-o",
+        str(out),
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--quiet",
+    ]
     done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     per_rank = [{Path(r["image"]).name for r in read_jsonl(out / f"manifest-{rank}.jsonl")} for rank in (0, 1)]
@@ -165,27 +192,50 @@ def test_each_ablation_method_trains_a_few_steps(tmp_path, method):
     data = write_tiny_dataset(tmp_path / "tiny", splits=("train", "val"), n=4, size=(32, 48))
     teacher = make_teacher(tmp_path / "teacher.pt", seed=123)  # the students' own init uses seed 0
     pseudo = tmp_path / "pseudo"
-    generate_pseudo_labels(teacher, [str(tmp_path / "tiny" / "images" / "val")], pseudo, settings(topk=2),
-                           progress=False)
+    generate_pseudo_labels(
+        teacher, [str(tmp_path / "tiny" / "images" / "val")], pseudo, settings(topk=2), progress=False
+    )
     out = tmp_path / method
     extra = [f"pretrained={teacher}"] if method in ("finetune", "consistency") else []
-    result = train(load_train_config(None, [
-        f"train=[{{data: '{data}', split: train}}, {{pseudo: '{pseudo}'}}]", "real_fraction=0.5",
-        "model=fastscnn", "epochs=2", "batch_size=2", "samples_per_epoch=4", "crop=[32,32]", "workers=0",
-        # a tiny LR keeps every model next to its starting point, so where it started is visible below (on 32x32
-        # crops in batches of 2, BatchNorm makes larger steps swing the weights far within 4 steps)
-        "log_every=1", "optim.lr=1e-6", f"method={method}", f"out={out}", *extra]), progress=False)
+    result = train(
+        load_train_config(
+            None,
+            [
+                f"train=[{{data: '{data}', split: train}}, {{pseudo: '{pseudo}'}}]",
+                "real_fraction=0.5",
+                "model=fastscnn",
+                "epochs=2",
+                "batch_size=2",
+                "samples_per_epoch=4",
+                "crop=[32,32]",
+                "workers=0",
+                # LR 0: the steps run (losses, gradients, optimizer) but leave the convolutions where they started, so
+                # the test can check exactly where each method starts, with no numerical tolerance to drift
+                "log_every=1",
+                "optim.lr=0",
+                f"method={method}",
+                f"out={out}",
+                *extra,
+            ],
+        ),
+        progress=False,
+    )
     steps = [r for r in read_jsonl(out / "metrics.jsonl") if r["type"] == "step"]
     assert len(steps) == 4 and all(np.isfinite(s["loss"]) for s in steps)
     assert result.epochs_run == 2 and (out / "last.pt").is_file()
     if method == "mr":
         assert all(s["mr"] >= 0 for s in steps)
-    # finetune / consistency continue the teacher; the others start from scratch (another random init here)
+    # finetune / consistency start from the teacher's weights exactly; the others from their own random init
     trained, _ = model_from_checkpoint(out / "last.pt")
     start, _ = model_from_checkpoint(teacher)
-    convs = [(a, b) for (name, a), b in zip(trained.state_dict().items(), start.state_dict().values()) if a.ndim == 4]
-    distance = sum(float((a - b).norm() ** 2) for a, b in convs) ** 0.5 / sum(float(b.norm() ** 2) for _, b in convs) ** 0.5
-    assert distance < 0.01 if method in ("finetune", "consistency") else distance > 1.0
+    teacher_convs = {k: v for k, v in start.state_dict().items() if v.ndim == 4}
+    trained_convs = {k: v for k, v in trained.state_dict().items() if v.ndim == 4}
+    assert teacher_convs.keys() == trained_convs.keys()
+    same = [torch.equal(trained_convs[k], teacher_convs[k]) for k in teacher_convs]
+    if method in ("finetune", "consistency"):
+        assert all(same)
+    else:
+        assert not any(same)
 
 
 def test_soft_method_needs_topk_pseudo_labels(tmp_path):
@@ -195,9 +245,26 @@ def test_soft_method_needs_topk_pseudo_labels(tmp_path):
 
     data = write_tiny_dataset(tmp_path / "tiny", splits=("train", "val"), n=2, size=(32, 48))
     pseudo = tmp_path / "pseudo"
-    generate_pseudo_labels(make_teacher(tmp_path / "teacher.pt"), [str(tmp_path / "tiny" / "images" / "val")], pseudo,
-                           settings(), progress=False)
+    generate_pseudo_labels(
+        make_teacher(tmp_path / "teacher.pt"),
+        [str(tmp_path / "tiny" / "images" / "val")],
+        pseudo,
+        settings(),
+        progress=False,
+    )
     with pytest.raises(ConfigError, match="--topk"):
-        train(load_train_config(None, [f"train=[{{data: '{data}', split: train}}, {{pseudo: '{pseudo}'}}]",
-                                       "model=fastscnn", "epochs=1", "crop=[32,32]", "workers=0", "method=soft",
-                                       f"out={tmp_path / 'soft'}"]), progress=False)
+        train(
+            load_train_config(
+                None,
+                [
+                    f"train=[{{data: '{data}', split: train}}, {{pseudo: '{pseudo}'}}]",
+                    "model=fastscnn",
+                    "epochs=1",
+                    "crop=[32,32]",
+                    "workers=0",
+                    "method=soft",
+                    f"out={tmp_path / 'soft'}",
+                ],
+            ),
+            progress=False,
+        )

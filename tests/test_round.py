@@ -34,32 +34,64 @@ def world(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("round")
     data = write_tiny_dataset(root / "tiny", n=4, size=(H, W), num_classes=3)
-    common = [f"train=[{{data: '{data}', split: train}}]", "val=null", "crop=[64,64]", "batch_size=4", "workers=0",
-              "device=cpu", "samples_per_epoch=16", "augment.scale=[0.75,1.25]", "optim.lr=0.05", "log_every=0",
-              "model=fastscnn"]
+    common = [
+        f"train=[{{data: '{data}', split: train}}]",
+        "val=null",
+        "crop=[64,64]",
+        "batch_size=4",
+        "workers=0",
+        "device=cpu",
+        "samples_per_epoch=16",
+        "augment.scale=[0.75,1.25]",
+        "optim.lr=0.05",
+        "log_every=0",
+        "model=fastscnn",
+    ]
     train(load_train_config(None, common + ["epochs=6", f"out={root / 'good'}"]), progress=False)
     torch.manual_seed(0)
     bad = create_model("fastscnn", 3).eval()
-    save_checkpoint(root / "bad.pt", {"model": bad.state_dict(), "arch": "fastscnn", "num_classes": 3,
-                                      "class_names": NAMES, "palette": [[0, 0, 0], [255, 0, 0], [0, 0, 255]],
-                                      "config": json.loads(json.dumps(torch.load(root / "good" / "last.pt",
-                                                                                 weights_only=True)["config"]))})
+    save_checkpoint(
+        root / "bad.pt",
+        {
+            "model": bad.state_dict(),
+            "arch": "fastscnn",
+            "num_classes": 3,
+            "class_names": NAMES,
+            "palette": [[0, 0, 0], [255, 0, 0], [0, 0, 255]],
+            "config": json.loads(json.dumps(torch.load(root / "good" / "last.pt", weights_only=True)["config"])),
+        },
+    )
     images = sorted((root / "tiny" / "images" / "val").glob("*.png"))
     harvests = [_harvest(root / "car1", images[:3], "car1"), _harvest(root / "car2", images[2:], "car2")]
-    return {"root": root, "data": data, "good": root / "good" / "last.pt", "bad": root / "bad.pt",
-            "harvests": harvests}
+    return {"root": root, "data": data, "good": root / "good" / "last.pt", "bad": root / "bad.pt", "harvests": harvests}
 
 
 def _harvest(folder: Path, images: list[Path], vehicle: str) -> Path:
-    meta = ModelMeta(arch="fastscnn", num_classes=3, class_names=NAMES, palette=[[0, 0, 0]] * 3, mean=[0.5] * 3,
-                     std=[0.25] * 3, input_height=H, input_width=W, output_kind="probs", output_name="probs")
-    h = Harvester(folder, meta, HarvestSettings(rate_per_min=0, min_score=0.0, min_sharpness=0.0,
-                                                duplicate_similarity=1.0, vehicle=vehicle),
-                  class_frequencies=np.ones(3))
+    meta = ModelMeta(
+        arch="fastscnn",
+        num_classes=3,
+        class_names=NAMES,
+        palette=[[0, 0, 0]] * 3,
+        mean=[0.5] * 3,
+        std=[0.25] * 3,
+        input_height=H,
+        input_width=W,
+        output_kind="probs",
+        output_name="probs",
+    )
+    h = Harvester(
+        folder,
+        meta,
+        HarvestSettings(rate_per_min=0, min_score=0.0, min_sharpness=0.0, duplicate_similarity=1.0, vehicle=vehicle),
+        class_frequencies=np.ones(3),
+    )
     for i, path in enumerate(images):
         image = read_image(path)
-        h.consider(Frame(i, image, float(i), 1.7e9 + i, path.name), image,
-                   Prediction(np.full((3, H, W), 1 / 3, np.float32), meta))
+        h.consider(
+            Frame(i, image, float(i), 1.7e9 + i, path.name),
+            image,
+            Prediction(np.full((3, H, W), 1 / 3, np.float32), meta),
+        )
     h.close()
     return folder
 
@@ -102,9 +134,19 @@ def test_merge_deduplicates_across_vehicles(world, tmp_path):
 @pytest.mark.slow  # ~25 s: pseudo-label, index, 1 epoch, two evaluations, export
 def test_round_end_to_end(world, tmp_path):
     out = tmp_path / "r01"
-    settings = RoundSettings(harvests=world["harvests"], teacher=world["good"], student=world["bad"],
-                             data=str(world["data"]), val=str(world["data"]), out=out, epochs=1, workers=0,
-                             device="cpu", gate="miou", overrides=["samples_per_epoch=8", "log_every=0"])
+    settings = RoundSettings(
+        harvests=world["harvests"],
+        teacher=world["good"],
+        student=world["bad"],
+        data=str(world["data"]),
+        val=str(world["data"]),
+        out=out,
+        epochs=1,
+        workers=0,
+        device="cpu",
+        gate="miou",
+        overrides=["samples_per_epoch=8", "log_every=0"],
+    )
     report = run_round(settings, progress=False)
     saved = json.loads((out / "round.json").read_text())
     assert saved["decision"]["promote"] == report["decision"]["promote"]
@@ -124,18 +166,38 @@ def test_round_gate_always_exports_from_the_current_student(world, tmp_path):
     from csst_edge.runtime import load_backend
 
     out = tmp_path / "r02"
-    settings = RoundSettings(harvests=world["harvests"][:1], teacher=world["good"], student=world["good"],
-                             data=str(world["data"]), val=str(world["data"]), out=out, epochs=1, workers=0,
-                             device="cpu", gate="always", init="student", export_size=(H, W),
-                             overrides=["samples_per_epoch=8", "log_every=0"])
+    settings = RoundSettings(
+        harvests=world["harvests"][:1],
+        teacher=world["good"],
+        student=world["good"],
+        data=str(world["data"]),
+        val=str(world["data"]),
+        out=out,
+        epochs=1,
+        workers=0,
+        device="cpu",
+        gate="always",
+        init="student",
+        export_size=(H, W),
+        overrides=["samples_per_epoch=8", "log_every=0"],
+    )
     report = run_round(settings, progress=False)
     assert report["decision"]["promote"] and report["export"]["size"] == [H, W]
     _check_export(out)
     backend = load_backend(out / "promoted" / "student.onnx", providers="cpu")
     assert backend.meta.output_kind == "probs"
     with pytest.raises(RoundError, match="not a harvest folder"):
-        run_round(RoundSettings(harvests=[tmp_path], teacher=world["good"], student=world["good"],
-                                data=str(world["data"]), val=str(world["data"]), out=out), progress=False)
+        run_round(
+            RoundSettings(
+                harvests=[tmp_path],
+                teacher=world["good"],
+                student=world["good"],
+                data=str(world["data"]),
+                val=str(world["data"]),
+                out=out,
+            ),
+            progress=False,
+        )
 
 
 def _check_export(out: Path) -> None:

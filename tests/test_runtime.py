@@ -68,8 +68,16 @@ def model_onnx(workdir) -> Path:
 
     torch.manual_seed(0)
     model = create_model("fastscnn", len(CLASSES)).eval()
-    save_checkpoint(workdir / "m.pt", {"model": model.state_dict(), "arch": "fastscnn", "num_classes": len(CLASSES),
-                                       "class_names": CLASSES, "palette": PALETTE})
+    save_checkpoint(
+        workdir / "m.pt",
+        {
+            "model": model.state_dict(),
+            "arch": "fastscnn",
+            "num_classes": len(CLASSES),
+            "class_names": CLASSES,
+            "palette": PALETTE,
+        },
+    )
     export_onnx(workdir / "m.pt", workdir / "m.onnx", H, W, output="probs", verify_count=1)
     return workdir / "m.onnx"
 
@@ -90,8 +98,18 @@ def textured(seed: int, h: int = H, w: int = W) -> np.ndarray:
 
 
 def meta3() -> ModelMeta:
-    return ModelMeta(arch="fastscnn", num_classes=3, class_names=CLASSES, palette=PALETTE, mean=[0.5] * 3,
-                     std=[0.25] * 3, input_height=H, input_width=W, output_kind="probs", output_name="probs")
+    return ModelMeta(
+        arch="fastscnn",
+        num_classes=3,
+        class_names=CLASSES,
+        palette=PALETTE,
+        mean=[0.5] * 3,
+        std=[0.25] * 3,
+        input_height=H,
+        input_width=W,
+        output_kind="probs",
+        output_name="probs",
+    )
 
 
 def uniform_probs() -> np.ndarray:
@@ -110,15 +128,29 @@ def frame_at(image: np.ndarray, index: int, t: float) -> Frame:
 
 # ------------------------------------------------------------------------------------------------ torch-free
 def test_runtime_imports_no_torch():
-    modules = ["csst_edge.runtime", "csst_edge.runtime.sources", "csst_edge.runtime.harvest",
-               "csst_edge.runtime.loop", "csst_edge.runtime.overlay", "csst_edge.runtime.preprocess",
-               "csst_edge.runtime.postprocess", "csst_edge.cli.runtime"]
-    code = (f"import sys, importlib; [importlib.import_module(m) for m in {modules!r}]; "
-            "bad = [m for m in ('torch', 'csst_edge.train', 'csst_edge.models', 'csst_edge.export') "
-            "if m in sys.modules]; "
-            "print(bad); sys.exit(1 if bad else 0)")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    modules = [
+        "csst_edge.runtime",
+        "csst_edge.runtime.sources",
+        "csst_edge.runtime.harvest",
+        "csst_edge.runtime.loop",
+        "csst_edge.runtime.overlay",
+        "csst_edge.runtime.preprocess",
+        "csst_edge.runtime.postprocess",
+        "csst_edge.cli.runtime",
+    ]
+    code = (
+        f"import sys, importlib; [importlib.import_module(m) for m in {modules!r}]; "
+        "bad = [m for m in ('torch', 'csst_edge.train', 'csst_edge.models', 'csst_edge.export') "
+        "if m in sys.modules]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -309,8 +341,14 @@ def test_scores_on_constructed_frames():
 def test_harvester_keeps_sharp_uncertain_rejects_blurred_duplicate_and_confident(tmp_path):
     meta = meta3()
     settings = HarvestSettings(rate_per_min=0, min_score=0.5, vehicle="car1")
-    h = Harvester(tmp_path / "h", meta, settings, model_file="m.onnx", model_hash="abc",
-                  class_frequencies=np.array([1000.0, 10.0, 100.0]))
+    h = Harvester(
+        tmp_path / "h",
+        meta,
+        settings,
+        model_file="m.onnx",
+        model_hash="abc",
+        class_frequencies=np.array([1000.0, 10.0, 100.0]),
+    )
     sharp = textured(1)
     keep = h.consider(frame_at(sharp, 0, 0.0), sharp, Prediction(uniform_probs(), meta))
     assert keep.decision == "harvested" and keep.uncertainty > 0.99
@@ -326,15 +364,22 @@ def test_harvester_keeps_sharp_uncertain_rejects_blurred_duplicate_and_confident
     entries = read_harvest_entries(tmp_path / "h")
     assert len(entries) == 2 and all((tmp_path / "h" / e.image).is_file() for e in entries.values())
     record = read_jsonl(tmp_path / "h" / "manifest.jsonl")[0]
-    assert record["model_sha256"] == "abc" and record["vehicle"] == "car1" and set(record["scores"]) >= {
-        "uncertainty", "rarity", "novelty", "sharpness"}
+    assert (
+        record["model_sha256"] == "abc"
+        and record["vehicle"] == "car1"
+        and set(record["scores"]) >= {"uncertainty", "rarity", "novelty", "sharpness"}
+    )
     assert cv2.imread(str(tmp_path / "h" / record["image"])).shape == (H, W, 3)
 
 
 def test_rate_limit_keeps_best_frame_of_each_window(tmp_path):
     meta = meta3()
-    h = Harvester(tmp_path, meta, HarvestSettings(rate_per_min=60, min_score=0.0),  # one frame per second
-                  class_frequencies=np.ones(3))  # no class is rare: uncertainty decides
+    h = Harvester(
+        tmp_path,
+        meta,
+        HarvestSettings(rate_per_min=60, min_score=0.0),  # one frame per second
+        class_frequencies=np.ones(3),
+    )  # no class is rare: uncertainty decides
     half = np.full((3, H, W), 0.2, np.float32)
     half[0] = 0.6
     probs = [confident_probs(0), confident_probs(0), uniform_probs(), confident_probs(0), half, confident_probs(0)]
@@ -348,8 +393,9 @@ def test_rate_limit_keeps_best_frame_of_each_window(tmp_path):
 def test_quota_evicts_lowest_scoring_first(tmp_path):
     meta = meta3()
     sizes = []
-    h = Harvester(tmp_path, meta, HarvestSettings(rate_per_min=0, min_score=0.0, quota_mb=1.0),
-                  class_frequencies=np.ones(3))
+    h = Harvester(
+        tmp_path, meta, HarvestSettings(rate_per_min=0, min_score=0.0, quota_mb=1.0), class_frequencies=np.ones(3)
+    )
     probe = cv2.imencode(".jpg", textured(20), [cv2.IMWRITE_JPEG_QUALITY, 92])[1].size
     h.quota_bytes = int(3.5 * probe)  # room for three frames
     levels = [0.9, 0.3, 0.6, 0.2, 0.8, 0.95]  # top-class probability: lower = more uncertain = higher score
@@ -403,9 +449,13 @@ def test_run_on_video_with_harvest_log_and_overlay(tmp_path, model_onnx, video):
     from csst_edge.pseudo.generate import expand_sources
     from csst_edge.runtime.loop import RuntimeSettings, run_runtime
 
-    settings = RuntimeSettings(threads=1, harvest=tmp_path / "h", log=tmp_path / "run.jsonl",
-                               output_video=tmp_path / "overlay.mp4",
-                               harvest_settings=HarvestSettings(rate_per_min=120, min_score=0.0, vehicle="v"))
+    settings = RuntimeSettings(
+        threads=1,
+        harvest=tmp_path / "h",
+        log=tmp_path / "run.jsonl",
+        output_video=tmp_path / "overlay.mp4",
+        harvest_settings=HarvestSettings(rate_per_min=120, min_score=0.0, vehicle="v"),
+    )
     summary = run_runtime(model_onnx, str(video), settings)
     assert summary.frames == 12 and summary.stopped_by == "end" and summary.dropped == 0
     lines = read_jsonl(tmp_path / "run.jsonl")
@@ -429,8 +479,25 @@ def test_cli_run(tmp_path, model_onnx, video):
     app = typer.Typer(cls=ErrorHandlingGroup)
     app.add_typer(runtime_cli.app, name="runtime")
     runner = CliRunner()
-    r = runner.invoke(app, ["runtime", "run", str(model_onnx), "--source", str(video), "--threads", "1",
-                            "--harvest", str(tmp_path / "h"), "--harvest-rate", "0", "--max-frames", "5", "-q"])
+    r = runner.invoke(
+        app,
+        [
+            "runtime",
+            "run",
+            str(model_onnx),
+            "--source",
+            str(video),
+            "--threads",
+            "1",
+            "--harvest",
+            str(tmp_path / "h"),
+            "--harvest-rate",
+            "0",
+            "--max-frames",
+            "5",
+            "-q",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "5 frames" in r.output and "harvest" in r.output
     r = runner.invoke(app, ["runtime", "run", str(model_onnx), "--source", str(tmp_path / "nope.mp4")])
@@ -441,8 +508,14 @@ def test_cli_run(tmp_path, model_onnx, video):
 
 def _start_cli(args: list[str]) -> subprocess.Popen:
     code = "from csst_edge.cli.runtime import app; app()"
-    return subprocess.Popen([sys.executable, "-c", code, "run", *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return subprocess.Popen(
+        [sys.executable, "-c", code, "run", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
 
 
 def _frames_folder(folder: Path, n: int) -> Path:
@@ -468,8 +541,22 @@ def test_killed_mid_run_leaves_a_valid_manifest(tmp_path, model_onnx):
 
     frames = _frames_folder(tmp_path / "in", 400)
     harvest = tmp_path / "h"
-    proc = _start_cli([str(model_onnx), "-s", str(frames), "--threads", "1", "--harvest", str(harvest),
-                       "--harvest-rate", "0", "--min-score", "0", "-q"])
+    proc = _start_cli(
+        [
+            str(model_onnx),
+            "-s",
+            str(frames),
+            "--threads",
+            "1",
+            "--harvest",
+            str(harvest),
+            "--harvest-rate",
+            "0",
+            "--min-score",
+            "0",
+            "-q",
+        ]
+    )
     try:
         _wait_for_lines(harvest / "manifest.jsonl", 5, proc)
     finally:
@@ -488,8 +575,24 @@ def test_killed_mid_run_leaves_a_valid_manifest(tmp_path, model_onnx):
 
 def test_sigterm_stops_cleanly_and_flushes(tmp_path, model_onnx):
     frames = _frames_folder(tmp_path / "in", 400)
-    proc = _start_cli([str(model_onnx), "-s", str(frames), "--threads", "1", "--log", str(tmp_path / "run.jsonl"),
-                       "--harvest", str(tmp_path / "h"), "--harvest-rate", "0", "--min-score", "0", "-q"])
+    proc = _start_cli(
+        [
+            str(model_onnx),
+            "-s",
+            str(frames),
+            "--threads",
+            "1",
+            "--log",
+            str(tmp_path / "run.jsonl"),
+            "--harvest",
+            str(tmp_path / "h"),
+            "--harvest-rate",
+            "0",
+            "--min-score",
+            "0",
+            "-q",
+        ]
+    )
     try:
         _wait_for_lines(tmp_path / "run.jsonl", 3, proc)
         proc.send_signal(signal.SIGTERM)

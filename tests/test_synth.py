@@ -108,6 +108,7 @@ def test_colour_alone_does_not_give_the_class(scenes):
     dist = ((test_px[:, None, :] - means[None]) ** 2).sum(-1)
     accuracy = float(np.mean(present[dist.argmin(1)] == test_lab))
     assert accuracy < 0.6, accuracy
+
     # the best any colour-only rule can do: the majority class of each colour bin, fitted on the same frames
     def bins(img):
         q = img.reshape(-1, 3).astype(np.int64) // 16
@@ -122,8 +123,17 @@ def test_colour_alone_does_not_give_the_class(scenes):
 def test_write_dataset_loads_validates_and_reruns(tmp_path):
     out = tmp_path / "synth"
     rendered = []
-    yamls = write_dataset(out, cities=("A",), train=3, val=2, height=32, width=64, seed=3, progress=False,
-                          on_frame=lambda name, done: rendered.append(done))
+    yamls = write_dataset(
+        out,
+        cities=("A",),
+        train=3,
+        val=2,
+        height=32,
+        width=64,
+        seed=3,
+        progress=False,
+        on_frame=lambda name, done: rendered.append(done),
+    )
     assert sum(rendered) == 5 and yamls["A"] == out / "cityA.yaml"
     cfg = load_dataset_config(yamls["A"])
     assert cfg.root == (out / "cityA").resolve() and cfg.num_classes == 19 and cfg.ignore_index == 255
@@ -133,8 +143,17 @@ def test_write_dataset_loads_validates_and_reruns(tmp_path):
 
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.suffix in (".jpg", ".png")}
     rendered.clear()
-    write_dataset(out, cities=("A",), train=3, val=2, height=32, width=64, seed=3, progress=False,
-                  on_frame=lambda name, done: rendered.append(done))
+    write_dataset(
+        out,
+        cities=("A",),
+        train=3,
+        val=2,
+        height=32,
+        width=64,
+        seed=3,
+        progress=False,
+        on_frame=lambda name, done: rendered.append(done),
+    )
     assert rendered == [False] * 5
     assert before == {p: p.stat().st_mtime_ns for p in before}
 
@@ -156,8 +175,16 @@ def test_builtin_synth_yamls_resolve_env_root(tmp_path, monkeypatch):
 
 def test_video_is_temporally_coherent(tmp_path):
     frames = 12
-    path = write_video(tmp_path / "drive.mp4", city="B", frames=frames, height=H, width=W, fps=15, seed=1,
-                       labels_dir=tmp_path / "labels")
+    path = write_video(
+        tmp_path / "drive.mp4",
+        city="B",
+        frames=frames,
+        height=H,
+        width=W,
+        fps=15,
+        seed=1,
+        labels_dir=tmp_path / "labels",
+    )
     cap = cv2.VideoCapture(str(path))
     video = []
     while True:
@@ -184,8 +211,27 @@ def test_cli_synth_command(tmp_path):
     app.command()(synth_command)
     app.command("noop")(lambda: None)  # two commands: keep `synth` as a named subcommand
     out = tmp_path / "cli"
-    result = CliRunner().invoke(app, ["synth-command", "--out", str(out), "--train", "2", "--val", "1", "--height",
-                                      "32", "--width", "64", "--video-frames", "3", "--workers", "1", "-q"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "synth-command",
+            "--out",
+            str(out),
+            "--train",
+            "2",
+            "--val",
+            "1",
+            "--height",
+            "32",
+            "--width",
+            "64",
+            "--video-frames",
+            "3",
+            "--workers",
+            "1",
+            "-q",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert (out / "cityA.yaml").is_file() and (out / "cityB.yaml").is_file()
     assert (out / "cityB_drive.mp4").is_file() and len(list((out / "cityB_drive_labels").glob("*.png"))) == 3

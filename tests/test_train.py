@@ -18,10 +18,23 @@ from csst_edge.train.trainer import poly_lr, train
 
 
 def _cfg(data_yaml, out, *extra):
-    return load_train_config(None, [
-        f"train=[{{data: '{data_yaml}', split: train}}]", f"val={{data: '{data_yaml}', split: val}}",
-        "model=fastscnn", "epochs=2", "batch_size=2", "crop=[32,32]", "workers=0", f"out={out}",
-        "augment.blur=0", "optim.lr=0.01", "log_every=1", *extra])
+    return load_train_config(
+        None,
+        [
+            f"train=[{{data: '{data_yaml}', split: train}}]",
+            f"val={{data: '{data_yaml}', split: val}}",
+            "model=fastscnn",
+            "epochs=2",
+            "batch_size=2",
+            "crop=[32,32]",
+            "workers=0",
+            f"out={out}",
+            "augment.blur=0",
+            "optim.lr=0.01",
+            "log_every=1",
+            *extra,
+        ],
+    )
 
 
 def test_config_precedence_and_unknown_keys(tmp_path):
@@ -40,7 +53,7 @@ def test_config_precedence_and_unknown_keys(tmp_path):
 def test_poly_lr_with_warmup():
     assert poly_lr(0.1, 0, 100, 0.9, 10, 0.1) == pytest.approx(0.01)
     assert poly_lr(0.1, 5, 100, 0.9, 10, 0.1) == pytest.approx(0.055)
-    assert poly_lr(0.1, 50, 100, 0.9, 0, 0.1) == pytest.approx(0.1 * 0.5 ** 0.9)
+    assert poly_lr(0.1, 50, 100, 0.9, 0, 0.1) == pytest.approx(0.1 * 0.5**0.9)
 
 
 def test_every_fourth_selection_is_camvid_quarter(camvid_root, monkeypatch):
@@ -53,11 +66,19 @@ def test_every_fourth_selection_is_camvid_quarter(camvid_root, monkeypatch):
 
 def test_planner_mixes_real_and_pseudo_in_every_batch(tiny_dataset, tmp_path):
     other = write_tiny_dataset(tmp_path / "other", n=6, seed=1)
-    cfg = _cfg(tiny_dataset, tmp_path / "run", f"train=[{{data: '{tiny_dataset}'}}, {{data: '{other}'}}]",
-               "real_fraction=0.25", "samples_per_epoch=40", "batch_size=4")
+    cfg = _cfg(
+        tiny_dataset,
+        tmp_path / "run",
+        f"train=[{{data: '{tiny_dataset}'}}, {{data: '{other}'}}]",
+        "real_fraction=0.25",
+        "samples_per_epoch=40",
+        "batch_size=4",
+    )
     ts = build_train_set(cfg.train)
     # mark the second source as pseudo, as a pseudo-label folder would be
-    ts.entries = [e if i < 4 else type(e)(e.name, e.image, e.label, "pseudo", e.lut_id) for i, e in enumerate(ts.entries)]
+    ts.entries = [
+        e if i < 4 else type(e)(e.name, e.image, e.label, "pseudo", e.lut_id) for i, e in enumerate(ts.entries)
+    ]
     planner = EpochPlanner(ts, cfg)
     batches = planner.plan(epoch=0, batch_size=4)
     assert sum(len(b) for b in batches) == 40
@@ -76,8 +97,8 @@ def test_train_writes_run_directory_and_learns(tiny_dataset, tmp_path):
     run = tmp_path / "run"
     for name in ("config.yaml", "metrics.jsonl", "last.pt", "best.pt", "eval.json"):
         assert (run / name).is_file(), name
-    lines = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
-    epochs = [l for l in lines if l["type"] == "epoch"]
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    epochs = [line for line in lines if line["type"] == "epoch"]
     assert [e["epoch"] for e in epochs] == list(range(6))
     assert epochs[-1]["loss"] < epochs[0]["loss"]  # it learns something on an easy problem
     state = load_checkpoint(run / "best.pt")
@@ -88,10 +109,20 @@ def test_train_writes_run_directory_and_learns(tiny_dataset, tmp_path):
 
 
 def test_centroid_sampling_and_schedule_run(tiny_dataset, tmp_path):
-    cfg = _cfg(tiny_dataset, tmp_path / "run", "sampling=centroid", "crop_schedule=coarse2fine+", "crop=[64,64]",
-               "epochs=3", "batch_size=2", "max_batch=8", "samples_per_epoch=8", "val=null")
+    cfg = _cfg(
+        tiny_dataset,
+        tmp_path / "run",
+        "sampling=centroid",
+        "crop_schedule=coarse2fine+",
+        "crop=[64,64]",
+        "epochs=3",
+        "batch_size=2",
+        "max_batch=8",
+        "samples_per_epoch=8",
+        "val=null",
+    )
     train(cfg, progress=False)
-    epochs = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    epochs = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     epochs = [e for e in epochs if e["type"] == "epoch"]
     assert [e["crop"] for e in epochs] == [[32, 32], [64, 64], [64, 64]] or len({tuple(e["crop"]) for e in epochs}) > 1
     assert (tmp_path / "run" / "centroids_all.npz").is_file()
@@ -114,14 +145,27 @@ def test_resume_after_stop_equals_uninterrupted(tiny_dataset, tmp_path):
 def test_killed_process_leaves_a_resumable_checkpoint(tiny_dataset, tmp_path):
     """SIGKILL a real training process as soon as its first checkpoint exists; the file must load and resume."""
     out = tmp_path / "run"
-    args = [sys.executable, "-m", "csst_edge", "train", f"train=[{{data: '{tiny_dataset}'}}]", "model=fastscnn",
-            "epochs=40", "batch_size=2", "crop=[32,32]", "workers=0", f"out={out}", "--quiet"]
+    args = [
+        sys.executable,
+        "-m",
+        "csst_edge",
+        "train",
+        f"train=[{{data: '{tiny_dataset}'}}]",
+        "model=fastscnn",
+        "epochs=40",
+        "batch_size=2",
+        "crop=[32,32]",
+        "workers=0",
+        f"out={out}",
+        "--quiet",
+    ]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         for _ in range(600):
             if (out / "last.pt").exists() or proc.poll() is not None:
                 break
             import time
+
             time.sleep(0.1)
         proc.kill()
     finally:
@@ -134,17 +178,35 @@ def test_killed_process_leaves_a_resumable_checkpoint(tiny_dataset, tmp_path):
     assert result.epochs_run == 1 and load_checkpoint(out / "last.pt")["epoch"] == killed_at + 1
 
 
-
 def test_ddp_two_processes_gloo_end_with_identical_weights(tiny_dataset, tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-            "-m", "csst_edge", "train", f"train=[{{data: '{tiny_dataset}'}}]", "model=fastscnn", "epochs=2",
-            "batch_size=4", "samples_per_epoch=8", "log_every=1", "crop=[32,32]", "workers=0", f"out={out}", "--quiet"]
+    args = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(free_port()),
+        "-m",
+        "csst_edge",
+        "train",
+        f"train=[{{data: '{tiny_dataset}'}}]",
+        "model=fastscnn",
+        "epochs=2",
+        "batch_size=4",
+        "samples_per_epoch=8",
+        "log_every=1",
+        "crop=[32,32]",
+        "workers=0",
+        f"out={out}",
+        "--quiet",
+    ]
     done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
-    check = [l for l in lines if l["type"] == "ddp_check"]
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    check = [line for line in lines if line["type"] == "ddp_check"]
     assert check == [{"type": "ddp_check", "ranks_identical": True, "world_size": 2, "max_abs_diff": 0.0}]
-    steps = [l for l in lines if l["type"] == "step"]
+    steps = [line for line in lines if line["type"] == "step"]
     assert [s["iteration"] for s in steps] == [1, 2, 3, 4]  # 8 samples / global batch 4 = 2 steps x 2 epochs

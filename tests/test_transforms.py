@@ -2,7 +2,13 @@ import numpy as np
 import pytest
 
 from csst_edge.data.transforms import (
-    ColorJitter, Compose, RandomCrop, RandomGaussianBlur, RandomHorizontalFlip, RandomScale, normalize,
+    ColorJitter,
+    Compose,
+    RandomCrop,
+    RandomGaussianBlur,
+    RandomHorizontalFlip,
+    RandomScale,
+    normalize,
     train_transforms,
 )
 
@@ -78,7 +84,9 @@ def test_normalize_matches_formula():
     image = np.array([[[255, 0, 128]]], np.uint8)
     out = normalize(image, (0.5, 0.5, 0.5), (0.25, 0.5, 1.0))
     assert out.shape == (3, 1, 1)
-    np.testing.assert_allclose(out[:, 0, 0], [(1 - 0.5) / 0.25, (0 - 0.5) / 0.5, (128 / 255 - 0.5) / 1.0], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        out[:, 0, 0], [(1 - 0.5) / 0.25, (0 - 0.5) / 0.5, (128 / 255 - 0.5) / 1.0], rtol=1e-6, atol=1e-6
+    )
 
 
 def test_multichannel_label_gets_the_same_geometry():

@@ -11,18 +11,25 @@ from csst_edge.cli.common import console
 
 
 def bench_command(
-    models: Annotated[list[str], typer.Argument(help="Checkpoints (.pt), exported models (.onnx, .engine) or model names (random weights).")],
+    models: Annotated[
+        list[str],
+        typer.Argument(help="Checkpoints (.pt), exported models (.onnx, .engine) or model names (random weights)."),
+    ],
     sizes: Annotated[str, typer.Option(help="Comma-separated HEIGHTxWIDTH input sizes.")] = "512x1024,1024x2048",
     batch: Annotated[int, typer.Option(help="Batch size.")] = 1,
     threads: Annotated[int, typer.Option(help="CPU threads (PyTorch and onnxruntime).")] = 2,
     warmup: Annotated[int, typer.Option(help="Untimed warm-up runs.")] = 5,
     iters: Annotated[int, typer.Option(help="Timed runs.")] = 50,
-    backends: Annotated[str, typer.Option(help="Comma-separated: torch, torch-compile, ort-cpu, ort-cuda, ort-trt, trt, or 'all'.")] = "all",
+    backends: Annotated[
+        str, typer.Option(help="Comma-separated: torch, torch-compile, ort-cpu, ort-cuda, ort-trt, trt, or 'all'.")
+    ] = "all",
     fp16: Annotated[bool, typer.Option("--fp16", help="FP16 on GPU backends (torch on CUDA, ort-trt, trt).")] = False,
     data: Annotated[str | None, typer.Option(help="Dataset YAML: also measure val mIoU per row.")] = None,
     split: Annotated[str, typer.Option(help="Split for --data.")] = "val",
     limit: Annotated[int | None, typer.Option(help="Evaluate on the first N images only.")] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for bench.json, bench.md and exported models.")] = Path("bench"),
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Directory for bench.json, bench.md and exported models.")
+    ] = Path("bench"),
 ) -> None:
     """Benchmark models across backends and sizes; unavailable backends get a 'skipped: reason' row.
 
@@ -42,11 +49,32 @@ def bench_command(
     rows = []
     with progress_bar("row", console=console, transient=True) as bar:
         task = bar.add_task("benchmarking", total=total)
-        rows = run_bench(models, size_list, batch=batch, threads=threads, warmup=warmup, iters=iters,
-                         backends=backend_list, fp16=fp16, data=data, limit=limit, split=split, out_dir=out,
-                         on_row=lambda row: bar.update(task, advance=1, description=f"{row.model} {row.backend} {row.size}"))
-    settings = {"sizes": sizes, "batch": batch, "threads": threads, "warmup": warmup, "iters": iters,
-                "backends": ",".join(backend_list), "fp16": fp16, "data": data, "limit": limit}
+        rows = run_bench(
+            models,
+            size_list,
+            batch=batch,
+            threads=threads,
+            warmup=warmup,
+            iters=iters,
+            backends=backend_list,
+            fp16=fp16,
+            data=data,
+            limit=limit,
+            split=split,
+            out_dir=out,
+            on_row=lambda row: bar.update(task, advance=1, description=f"{row.model} {row.backend} {row.size}"),
+        )
+    settings = {
+        "sizes": sizes,
+        "batch": batch,
+        "threads": threads,
+        "warmup": warmup,
+        "iters": iters,
+        "backends": ",".join(backend_list),
+        "fp16": fp16,
+        "data": data,
+        "limit": limit,
+    }
     json_path, md_path = write_report(rows, out, settings)
     console.print(rich_table(rows))
     console.print(f"wrote {json_path} and {md_path}")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
 from rich.console import Console
 from typer.core import TyperGroup
@@ -28,7 +27,7 @@ class ErrorHandlingGroup(TyperGroup):
     With `--debug` the original traceback is shown instead.
     """
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx: typer.Context):
         try:
             return super().invoke(ctx)
         except CsstError as e:
@@ -38,12 +37,18 @@ class ErrorHandlingGroup(TyperGroup):
             raise typer.Exit(1) from None
 
 
-def fail(message: str) -> "typer.Exit":
+def fail(message: str) -> typer.Exit:
     """Raise a known error from a command (for checks that belong to the CLI layer, e.g. option combinations)."""
     raise CsstError(message)
 
 
 def command_group(help: str) -> typer.Typer:
     """A sub-command group that reports known errors the same way as the root (usable on its own in tests)."""
-    return typer.Typer(cls=ErrorHandlingGroup, help=help, no_args_is_help=True, add_completion=False,
-                       rich_markup_mode="rich", pretty_exceptions_enable=False)
+    return typer.Typer(
+        cls=ErrorHandlingGroup,
+        help=help,
+        no_args_is_help=True,
+        add_completion=False,
+        rich_markup_mode="rich",
+        pretty_exceptions_enable=False,
+    )

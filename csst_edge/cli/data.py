@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import numpy as np
 import typer
@@ -12,13 +12,19 @@ import typer
 from csst_edge.cli.common import console
 from csst_edge.cli.data_synth import synth_command
 
-app = typer.Typer(help="Datasets: generate synthetic scenes, build the centroid index, show class balance.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Datasets: generate synthetic scenes, build the centroid index, show class balance.", no_args_is_help=True
+)
 
 app.command("synth")(synth_command)
 
-SourceArg = Annotated[str, typer.Argument(
-    help="Dataset YAML or built-in name (camvid, synth_cityA, ...), a pseudo-label folder, or a folder of label PNGs.")]
+SourceArg = Annotated[
+    str,
+    typer.Argument(
+        help="Dataset YAML or built-in name (camvid, synth_cityA, ...), a pseudo-label folder, "
+        "or a folder of label PNGs."
+    ),
+]
 
 
 def _parse_crop(crop: str) -> tuple[int, int]:
@@ -35,14 +41,25 @@ def _index(label_set, out: Path | None, min_area: int, workers: int, rebuild: bo
     if out is not None and out.is_file() and not rebuild:
         old = CentroidIndex.load(out)
         if old.num_classes != label_set.num_classes or old.min_area != min_area:
-            console.print(f"[yellow]{out}: built with other settings (classes {old.num_classes}, min area "
-                          f"{old.min_area}); rebuilding")
+            console.print(
+                f"[yellow]{out}: built with other settings (classes {old.num_classes}, min area "
+                f"{old.min_area}); rebuilding"
+            )
         else:
-            index, info = update_index(old, label_set.files, luts=label_set.luts, workers=workers,
-                                       progress=not quiet, console=console)
+            index, info = update_index(
+                old, label_set.files, luts=label_set.luts, workers=workers, progress=not quiet, console=console
+            )
             return index, info
-    index = build_index(label_set.files, label_set.num_classes, label_set.ignore_index, min_area,
-                        luts=label_set.luts, workers=workers, progress=not quiet, console=console)
+    index = build_index(
+        label_set.files,
+        label_set.num_classes,
+        label_set.ignore_index,
+        min_area,
+        luts=label_set.luts,
+        workers=workers,
+        progress=not quiet,
+        console=console,
+    )
     return index, {"reused": 0, "read": len(label_set.files), "dropped": 0}
 
 
@@ -50,11 +67,13 @@ def _index(label_set, out: Path | None, min_area: int, workers: int, rebuild: bo
 def index_command(
     source: SourceArg,
     split: Annotated[str, typer.Option(help="Split of a dataset YAML.")] = "train",
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Index file (.npz). Updated in place if it exists.")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Index file (.npz). Updated in place if it exists.")
+    ] = None,
     min_area: Annotated[int, typer.Option(help="Components smaller than this many pixels get no centroid.")] = 1,
     workers: Annotated[int, typer.Option(help="Processes reading label maps.")] = 2,
     rebuild: Annotated[bool, typer.Option(help="Ignore an existing index file and read every label map.")] = False,
-    num_classes: Annotated[Optional[int], typer.Option(help="Class count for a plain folder of label PNGs.")] = None,
+    num_classes: Annotated[int | None, typer.Option(help="Class count for a plain folder of label PNGs.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Build (or incrementally update) the centroid index: one point per connected component of every class.
@@ -63,7 +82,7 @@ def index_command(
 
       csst-edge data index camvid --split train -o runs/index/camvid_train.npz
 
-      csst-edge data index pseudo/round1 -o pseudo/round1/centroids.npz   # re-run after adding labels: only new files are read
+      csst-edge data index pseudo/round1 -o pseudo/round1/centroids.npz   # after adding labels: reads only new files
     """
     from rich.table import Table
 
@@ -74,13 +93,17 @@ def index_command(
     index, info = _index(label_set, out, min_area, workers, rebuild, quiet)
     index.save(out)
     comps = index.components_per_class()
-    table = Table(title=f"centroid index: {len(index)} centroids in {index.num_images} label maps", title_justify="left")
+    table = Table(
+        title=f"centroid index: {len(index)} centroids in {index.num_images} label maps", title_justify="left"
+    )
     table.add_column("class")
     table.add_column("centroids", justify="right")
     table.add_column("median area (px)", justify="right")
     for c, name in enumerate(label_set.class_names):
         areas = index.area[index.cls == c]
-        table.add_row(name, str(int(comps[c])) if comps[c] else "[red]0[/]", f"{np.median(areas):.0f}" if areas.size else "-")
+        table.add_row(
+            name, str(int(comps[c])) if comps[c] else "[red]0[/]", f"{np.median(areas):.0f}" if areas.size else "-"
+        )
     console.print(table)
     missing = [label_set.class_names[c] for c in range(index.num_classes) if comps[c] == 0]
     if missing:
@@ -92,15 +115,15 @@ def index_command(
 def stats_command(
     source: SourceArg,
     split: Annotated[str, typer.Option(help="Split of a dataset YAML.")] = "train",
-    index_path: Annotated[Optional[Path], typer.Option("--index", help="Use (and update) this index file.")] = None,
+    index_path: Annotated[Path | None, typer.Option("--index", help="Use (and update) this index file.")] = None,
     crop: Annotated[str, typer.Option(help="Training crop HEIGHTxWIDTH to simulate.")] = "288x384",
     samples: Annotated[int, typer.Option(help="Crops in the simulated epoch.")] = 1000,
     min_area: Annotated[int, typer.Option(help="Minimum component area for a centroid.")] = 1,
     seed: Annotated[int, typer.Option(help="Seed of the simulated epoch.")] = 0,
-    plot: Annotated[Optional[Path], typer.Option(help="Write a PNG bar chart of the class shares here.")] = None,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the table as JSON here.")] = None,
+    plot: Annotated[Path | None, typer.Option(help="Write a PNG bar chart of the class shares here.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the table as JSON here.")] = None,
     workers: Annotated[int, typer.Option(help="Processes reading label maps.")] = 2,
-    num_classes: Annotated[Optional[int], typer.Option(help="Class count for a plain folder of label PNGs.")] = None,
+    num_classes: Annotated[int | None, typer.Option(help="Class count for a plain folder of label PNGs.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Class balance: pixel share and component count per class, and the crops of one epoch, random vs centroid.
@@ -129,5 +152,7 @@ def stats_command(
         balance_plot(rows, plot, title)
         console.print(f"plot → {plot}")
     if json_out:
-        atomic_write_text(json_out, json.dumps({"source": source, "crop": crop, "samples": samples, "rows": rows}, indent=2))
+        atomic_write_text(
+            json_out, json.dumps({"source": source, "crop": crop, "samples": samples, "rows": rows}, indent=2)
+        )
         console.print(f"json → {json_out}")

@@ -12,7 +12,8 @@ from csst_edge.cli.common import console
 
 def synth_command(
     out: Annotated[Path, typer.Option(help="Output folder: city<X>/, city<X>.yaml, the video and its labels.")] = Path(
-        "data/synth"),
+        "data/synth"
+    ),
     cities: Annotated[str, typer.Option(help="Comma-separated cities (domains) to generate: A, B.")] = "A,B",
     train: Annotated[int, typer.Option(min=0, help="Frames in each city's train split.")] = 200,
     val: Annotated[int, typer.Option(min=0, help="Frames in each city's val split.")] = 50,
@@ -51,8 +52,18 @@ def synth_command(
     if not names:
         raise ConfigError("--cities is empty; give e.g. A,B")
     names = [city_style(c).name for c in names]
-    yamls = write_dataset(out, cities=names, train=train, val=val, height=height, width=width, seed=seed,
-                          workers=workers, progress=not quiet, console=console)
+    yamls = write_dataset(
+        out,
+        cities=names,
+        train=train,
+        val=val,
+        height=height,
+        width=width,
+        seed=seed,
+        workers=workers,
+        progress=not quiet,
+        console=console,
+    )
 
     video = video_labels = None
     if video_frames > 0:
@@ -62,8 +73,18 @@ def synth_command(
         if _video_done(video, video_labels, video_frames):
             console.print(f"video {video} already complete; skipped")
         else:
-            write_video(video, city=vcity, frames=video_frames, height=height, width=width, fps=fps, seed=seed,
-                        labels_dir=video_labels, progress=not quiet, console=console)
+            write_video(
+                video,
+                city=vcity,
+                frames=video_frames,
+                height=height,
+                width=width,
+                fps=fps,
+                seed=seed,
+                labels_dir=video_labels,
+                progress=not quiet,
+                console=console,
+            )
 
     files = Table(title="files", show_edge=False)
     for col in ("what", "path", "frames"):

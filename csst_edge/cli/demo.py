@@ -11,15 +11,21 @@ from csst_edge.cli.common import console
 
 
 def demo_command(
-    out: Annotated[Path, typer.Option(help="Output folder (data, runs, report). Reruns continue from it.")] = Path("runs/demo"),
+    out: Annotated[Path, typer.Option(help="Output folder (data, runs, report). Reruns continue from it.")] = Path(
+        "runs/demo"
+    ),
     scale: Annotated[float, typer.Option(help="Longer, better run: multiplies data and epochs (e.g. 3).")] = 1.0,
-    teacher: Annotated[str | None, typer.Option(
-        help="Teacher model [default: icnet_r18, the strongest teacher a CPU trains in the demo's time].")] = None,
+    teacher: Annotated[
+        str | None,
+        typer.Option(help="Teacher model [default: icnet_r18, the strongest teacher a CPU trains in the demo's time]."),
+    ] = None,
     student: Annotated[str | None, typer.Option(help="Student model [default: fastscnn].")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda.")] = "auto",
     workers: Annotated[int, typer.Option(help="Data-loading workers.")] = 2,
-    vehicle_loop: Annotated[bool, typer.Option(
-        help="Continue into export, the runtime on the dashcam video with harvesting, and one round.")] = True,
+    vehicle_loop: Annotated[
+        bool,
+        typer.Option(help="Continue into export, the runtime on the dashcam video with harvesting, and one round."),
+    ] = True,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Run CSST end to end on synthetic two-city street scenes and print the comparison table.
@@ -33,8 +39,14 @@ def demo_command(
     from csst_edge.pipeline.demo import DemoSettings, run_demo
 
     defaults = DemoSettings()
-    settings = DemoSettings(out=out, teacher=teacher or defaults.teacher, student=student or defaults.student,
-                            device=device, workers=workers, vehicle_loop=vehicle_loop)
+    settings = DemoSettings(
+        out=out,
+        teacher=teacher or defaults.teacher,
+        student=student or defaults.student,
+        device=device,
+        workers=workers,
+        vehicle_loop=vehicle_loop,
+    )
     if scale != 1.0:
         settings = settings.scaled(scale)
     run_demo(settings, console, progress=not quiet)

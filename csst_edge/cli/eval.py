@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -38,25 +38,33 @@ def parse_size(text: str, option: str) -> tuple[int, int]:
 
 def eval_command(
     checkpoint: Annotated[Path, typer.Argument(help="Model checkpoint (.pt), e.g. runs/student/best.pt.")],
-    data: Annotated[Optional[str], typer.Option(
-        help="Dataset YAML or built-in name (camvid). Default: the checkpoint's validation set.")] = None,
+    data: Annotated[
+        str | None,
+        typer.Option(help="Dataset YAML or built-in name (camvid). Default: the checkpoint's validation set."),
+    ] = None,
     split: Annotated[str, typer.Option(help="Dataset split to evaluate.")] = "val",
-    mode: Annotated[str, typer.Option(
-        help="single, multiscale (average over --scales) or slide (sliding --crop window).")] = "single",
-    scales: Annotated[Optional[str], typer.Option(
-        help=f"Comma-separated scales for multiscale / slide (multiscale default {PAPER_SCALES}).")] = None,
+    mode: Annotated[
+        str, typer.Option(help="single, multiscale (average over --scales) or slide (sliding --crop window).")
+    ] = "single",
+    scales: Annotated[
+        str | None,
+        typer.Option(help=f"Comma-separated scales for multiscale / slide (multiscale default {PAPER_SCALES})."),
+    ] = None,
     flip: Annotated[bool, typer.Option(help="Also average with the horizontally flipped prediction.")] = False,
-    crop: Annotated[Optional[str], typer.Option(help="Sliding window HxW for --mode slide, e.g. 512x1024.")] = None,
-    stride: Annotated[Optional[str], typer.Option(help="Sliding-window stride HxW (default: 2/3 of --crop).")] = None,
+    crop: Annotated[str | None, typer.Option(help="Sliding window HxW for --mode slide, e.g. 512x1024.")] = None,
+    stride: Annotated[str | None, typer.Option(help="Sliding-window stride HxW (default: 2/3 of --crop).")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass (they must share one size).")] = 1,
     workers: Annotated[int, typer.Option(help="DataLoader decoding workers.")] = 2,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
     amp: Annotated[bool, typer.Option(help="Mixed precision (fp16 on CUDA, bf16 on CPU).")] = False,
-    out: Annotated[Optional[Path], typer.Option(
-        "--out", "-o", help="Folder for eval_<split>.json (default: the checkpoint's folder).")] = None,
-    save_predictions: Annotated[Optional[Path], typer.Option(
-        help="Also write coloured prediction PNGs (<name>.png) to this folder.")] = None,
-    limit: Annotated[Optional[int], typer.Option(help="Evaluate only the first N images of the split.")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Folder for eval_<split>.json (default: the checkpoint's folder)."),
+    ] = None,
+    save_predictions: Annotated[
+        Path | None, typer.Option(help="Also write coloured prediction PNGs (<name>.png) to this folder.")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="Evaluate only the first N images of the split.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Evaluate a checkpoint: per-class IoU, mIoU, pixel accuracy; writes eval_<split>.json.
@@ -117,13 +125,28 @@ def eval_command(
         fail(f"{checkpoint}: model has {state['num_classes']} classes, dataset {data} has {ds.num_classes}")
     if info.enabled:  # every rank takes every world_size-th image; the confusion matrices are summed
         dataset = Subset(dataset, range(info.rank, len(dataset), info.world_size))
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_eval,
-                        pin_memory=dev.type == "cuda")
+    loader = DataLoader(
+        dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_eval, pin_memory=dev.type == "cuda"
+    )
     try:
-        metrics = evaluate(model.to(dev), loader, ds.num_classes, dev, ignore_index=ds.ignore_index,
-                           progress=not quiet, mode=mode, scales=scale_list, flip=flip, crop=crop_hw,
-                           stride=stride_hw, amp=amp, save_predictions=save_predictions,
-                           palette=ds.palette, sharded=info.enabled, console=console)
+        metrics = evaluate(
+            model.to(dev),
+            loader,
+            ds.num_classes,
+            dev,
+            ignore_index=ds.ignore_index,
+            progress=not quiet,
+            mode=mode,
+            scales=scale_list,
+            flip=flip,
+            crop=crop_hw,
+            stride=stride_hw,
+            amp=amp,
+            save_predictions=save_predictions,
+            palette=ds.palette,
+            sharded=info.enabled,
+            console=console,
+        )
     finally:
         cleanup(info)
     if not info.is_main:
@@ -134,13 +157,23 @@ def eval_command(
     console.print(metrics_table(metrics, ds.class_names, title=f"{ds.name} {split}"))
     console.print(f"{metrics['num_images']} images, {how}", highlight=False)
     out_dir = out if out is not None else checkpoint.parent
-    settings = {"checkpoint": str(checkpoint), "checkpoint_sha256": file_sha256(checkpoint), "data": str(data),
-                "split": split, "mode": mode, "scales": list(scale_list), "flip": flip,
-                "crop": list(crop_hw) if crop_hw else None, "stride": list(stride_hw) if stride_hw else None,
-                "limit": limit, "amp": amp, "device": str(dev), "torch": torch.__version__}
+    settings = {
+        "checkpoint": str(checkpoint),
+        "checkpoint_sha256": file_sha256(checkpoint),
+        "data": str(data),
+        "split": split,
+        "mode": mode,
+        "scales": list(scale_list),
+        "flip": flip,
+        "crop": list(crop_hw) if crop_hw else None,
+        "stride": list(stride_hw) if stride_hw else None,
+        "limit": limit,
+        "amp": amp,
+        "device": str(dev),
+        "torch": torch.__version__,
+    }
     # eval_<split>.json, not eval.json: the trainer's eval.json (best epoch) next to best.pt must survive
     json_path = out_dir / f"eval_{split}.json"
     write_eval_json(json_path, metrics, ds.class_names, {"settings": settings})
     where = f"; predictions in {save_predictions}" if save_predictions is not None else ""
-    console.print(f"[green]done[/]: mIoU {100 * metrics['miou']:.2f} in {metrics['seconds']:.1f}s "
-                  f"→ {json_path}{where}")
+    console.print(f"[green]done[/]: mIoU {100 * metrics['miou']:.2f} in {metrics['seconds']:.1f}s → {json_path}{where}")

@@ -9,7 +9,9 @@ import typer
 
 from csst_edge.cli.common import command_group, console, fail
 
-app = command_group("Export a checkpoint for the vehicle: ONNX (verified against PyTorch), INT8 with ONNX Runtime, TensorRT engine.")
+app = command_group(
+    "Export a checkpoint for the vehicle: ONNX (verified against PyTorch), INT8 with ONNX Runtime, TensorRT engine."
+)
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -27,16 +29,24 @@ def _default_out(src: Path, suffix: str) -> Path:
 @app.command("onnx")
 def onnx_command(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint (.pt) written by `csst-edge train`.")],
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output .onnx (default: next to the checkpoint).")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Output .onnx (default: next to the checkpoint).")
+    ] = None,
     size: Annotated[str, typer.Option(help="Input HEIGHTxWIDTH the graph is built (and verified) at.")] = "512x1024",
     batch: Annotated[int, typer.Option(help="Batch size of the static input.")] = 1,
     dynamic: Annotated[bool, typer.Option("--dynamic", help="Dynamic batch/height/width axes.")] = False,
     opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17,
     layout: Annotated[str, typer.Option(help="Input layout of the uint8 frames: nhwc (as decoded) or nchw.")] = "nhwc",
-    output: Annotated[str, typer.Option(help="logits, probs (softmax in the graph) or labels (uint8 argmax in the graph).")] = "labels",
+    output: Annotated[
+        str, typer.Option(help="logits, probs (softmax in the graph) or labels (uint8 argmax in the graph).")
+    ] = "labels",
     simplify: Annotated[bool, typer.Option(help="Simplify with onnxslim when installed.")] = True,
-    verify: Annotated[bool, typer.Option(help="Compare ONNX Runtime with PyTorch after export (fails the export on a mismatch).")] = True,
-    verify_data: Annotated[str | None, typer.Option(help="Frames for verification: dataset YAML, image folder (default: synthetic).")] = None,
+    verify: Annotated[
+        bool, typer.Option(help="Compare ONNX Runtime with PyTorch after export (fails the export on a mismatch).")
+    ] = True,
+    verify_data: Annotated[
+        str | None, typer.Option(help="Frames for verification: dataset YAML, image folder (default: synthetic).")
+    ] = None,
     verify_count: Annotated[int, typer.Option(help="Number of verification frames.")] = 4,
 ) -> None:
     """Export a checkpoint to ONNX with normalisation (and argmax) inside, then verify it.
@@ -54,9 +64,21 @@ def onnx_command(
     h, w = _size(size)
     out = out or _default_out(checkpoint, f"_{h}x{w}.onnx" if not dynamic else ".onnx")
     with console.status(f"exporting {checkpoint} → {out}"):
-        result = export_onnx(checkpoint, out, h, w, batch=batch, dynamic=dynamic, opset=opset, input_layout=layout,
-                             output=output, simplify=simplify, verify=verify, verify_images=verify_data,
-                             verify_count=verify_count)
+        result = export_onnx(
+            checkpoint,
+            out,
+            h,
+            w,
+            batch=batch,
+            dynamic=dynamic,
+            opset=opset,
+            input_layout=layout,
+            output=output,
+            simplify=simplify,
+            verify=verify,
+            verify_images=verify_data,
+            verify_count=verify_count,
+        )
     for note in result.notes:
         console.print(f"[yellow]note:[/] {note}")
     console.print(f"[green]exported[/] {result.summary()}")
@@ -65,7 +87,9 @@ def onnx_command(
 @app.command("int8")
 def int8_command(
     model: Annotated[Path, typer.Argument(help="FP32 .onnx from `csst-edge export onnx`.")],
-    calibration: Annotated[str, typer.Option(help="Calibration frames: dataset YAML / built-in name, or an image folder.")],
+    calibration: Annotated[
+        str, typer.Option(help="Calibration frames: dataset YAML / built-in name, or an image folder.")
+    ],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Output .onnx (default: MODEL_int8.onnx).")] = None,
     calibration_split: Annotated[str, typer.Option(help="Split of a calibration dataset.")] = "train",
     count: Annotated[int, typer.Option(help="Number of calibration frames.")] = 64,
@@ -73,12 +97,21 @@ def int8_command(
     types: Annotated[str, typer.Option(help="U8S8 (uint8 activations, int8 weights) or S8S8.")] = "U8S8",
     per_channel: Annotated[bool, typer.Option(help="Per-channel weight scales.")] = False,
     method: Annotated[str, typer.Option(help="Calibration: minmax, entropy or percentile.")] = "minmax",
-    for_tensorrt: Annotated[bool, typer.Option("--for-tensorrt", help="S8S8, symmetric, per-channel QDQ: what TensorRT's explicit INT8 wants.")] = False,
+    for_tensorrt: Annotated[
+        bool,
+        typer.Option("--for-tensorrt", help="S8S8, symmetric, per-channel QDQ: what TensorRT's explicit INT8 wants."),
+    ] = False,
     exclude: Annotated[list[str] | None, typer.Option(help="Node name to keep in float (repeatable).")] = None,
     data: Annotated[str | None, typer.Option(help="Eval dataset YAML: report FP32 vs INT8 mIoU.")] = None,
     split: Annotated[str, typer.Option(help="Split of the eval dataset.")] = "val",
     limit: Annotated[int | None, typer.Option(help="Evaluate on the first N images only.")] = None,
-    max_drop: Annotated[float | None, typer.Option(help="Automatic float fallback: keep the most sensitive nodes in float until the mIoU drop is at most this many points (needs --data).")] = None,
+    max_drop: Annotated[
+        float | None,
+        typer.Option(
+            help="Automatic float fallback: keep the most sensitive nodes in float until the mIoU drop is at "
+            "most this many points (needs --data)."
+        ),
+    ] = None,
     threads: Annotated[int | None, typer.Option(help="onnxruntime threads.")] = None,
 ) -> None:
     """Quantise an exported model to INT8 with ONNX Runtime (static, calibrated).
@@ -107,11 +140,21 @@ def int8_command(
         frames = load_frames(calibration, count, h, w, split=calibration_split)
     eval_fn = onnx_eval_fn(data, split, limit, threads) if data else None
     with console.status("quantising") as status:
-        result = quantize_int8(model, out, frames, quant_format=quant_format, types=types, per_channel=per_channel,
-                               nodes_to_exclude=exclude or (), calibrate_method=method,
-                               auto_fallback_max_drop=None if max_drop is None else max_drop / 100.0,
-                               eval_fn=eval_fn, symmetric_activations=for_tensorrt, threads=threads,
-                               log=lambda msg: status.update(msg))
+        result = quantize_int8(
+            model,
+            out,
+            frames,
+            quant_format=quant_format,
+            types=types,
+            per_channel=per_channel,
+            nodes_to_exclude=exclude or (),
+            calibrate_method=method,
+            auto_fallback_max_drop=None if max_drop is None else max_drop / 100.0,
+            eval_fn=eval_fn,
+            symmetric_activations=for_tensorrt,
+            threads=threads,
+            log=lambda msg: status.update(msg),
+        )
     for note in result.notes:
         console.print(f"[yellow]note:[/] {note}")
     if result.auto_excluded:
@@ -124,12 +167,18 @@ def tensorrt_command(
     model: Annotated[Path, typer.Argument(help=".onnx from `csst-edge export onnx` (or a QDQ model for --int8).")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Output engine (default: MODEL.engine).")] = None,
     fp16: Annotated[bool, typer.Option("--fp16", help="Allow FP16 kernels.")] = False,
-    int8: Annotated[bool, typer.Option("--int8", help="INT8 from the model's Q/DQ nodes (export int8 --for-tensorrt).")] = False,
-    min_shape: Annotated[str | None, typer.Option(help="Dynamic models: smallest input shape, e.g. 1x256x512x3.")] = None,
+    int8: Annotated[
+        bool, typer.Option("--int8", help="INT8 from the model's Q/DQ nodes (export int8 --for-tensorrt).")
+    ] = False,
+    min_shape: Annotated[
+        str | None, typer.Option(help="Dynamic models: smallest input shape, e.g. 1x256x512x3.")
+    ] = None,
     opt_shape: Annotated[str | None, typer.Option(help="Dynamic models: shape to tune for.")] = None,
     max_shape: Annotated[str | None, typer.Option(help="Dynamic models: largest input shape.")] = None,
     workspace: Annotated[float, typer.Option(help="Builder workspace in GiB.")] = 2.0,
-    timing_cache: Annotated[Path | None, typer.Option(help="Timing cache file: read if present, updated after the build.")] = None,
+    timing_cache: Annotated[
+        Path | None, typer.Option(help="Timing cache file: read if present, updated after the build.")
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", help="TensorRT builder log.")] = False,
 ) -> None:
     """Build a TensorRT engine (run this on the target device: engines are GPU- and version-specific).
@@ -140,12 +189,22 @@ def tensorrt_command(
 
       csst-edge export tensorrt student_qdq.onnx --int8 --fp16
 
-      csst-edge export tensorrt student_dyn.onnx --min-shape 1x256x512x3 --opt-shape 1x512x1024x3 --max-shape 2x1024x2048x3
+      csst-edge export tensorrt dyn.onnx --min-shape 1x256x512x3 --opt-shape 1x512x1024x3 --max-shape 2x1024x2048x3
     """
     from csst_edge.export.tensorrt_build import build_engine
 
     out = out or model.with_suffix(".engine")
     with console.status(f"building {out} (minutes on a Jetson)"):
-        result = build_engine(model, out, fp16=fp16, int8=int8, min_shape=min_shape, opt_shape=opt_shape,
-                              max_shape=max_shape, workspace_gib=workspace, timing_cache=timing_cache, verbose=verbose)
+        result = build_engine(
+            model,
+            out,
+            fp16=fp16,
+            int8=int8,
+            min_shape=min_shape,
+            opt_shape=opt_shape,
+            max_shape=max_shape,
+            workspace_gib=workspace,
+            timing_cache=timing_cache,
+            verbose=verbose,
+        )
     console.print(f"[green]built[/] {result.summary()}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -12,15 +12,23 @@ from csst_edge.cli.common import console
 
 def finetune_command(
     checkpoint: Annotated[Path, typer.Argument(help="Trained checkpoint (best.pt / last.pt of `csst-edge train`).")],
-    data: Annotated[str, typer.Option(help="Target dataset YAML or built-in name: shots from its train split, "
-                                           "mIoU on its val split.")],
-    overrides: Annotated[Optional[list[str]], typer.Argument(help="Training config key=value overrides, e.g. workers=0")] = None,
-    shots: Annotated[str, typer.Option(help="Comma-separated k values: one run per k labelled target images.")] = "1,2,5,10",
+    data: Annotated[
+        str,
+        typer.Option(help="Target dataset YAML or built-in name: shots from its train split, mIoU on its val split."),
+    ],
+    overrides: Annotated[
+        list[str] | None, typer.Argument(help="Training config key=value overrides, e.g. workers=0")
+    ] = None,
+    shots: Annotated[
+        str, typer.Option(help="Comma-separated k values: one run per k labelled target images.")
+    ] = "1,2,5,10",
     epochs: Annotated[int, typer.Option(help="Epochs per run (every k gets the same samples per epoch).")] = 50,
     batch_size: Annotated[int, typer.Option(help="Global batch size.")] = 8,
     crop: Annotated[str, typer.Option(help="Training crop HxW, e.g. 512x512.")] = "512x512",
     lr: Annotated[float, typer.Option(help="Base learning rate (poly schedule).")] = 0.01,
-    out: Annotated[Path, typer.Option(help="Output folder: k<k>/ run directories, finetune.json, finetune.md.")] = Path("runs/finetune"),
+    out: Annotated[Path, typer.Option(help="Output folder: k<k>/ run directories, finetune.json, finetune.md.")] = Path(
+        "runs/finetune"
+    ),
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the shot selection and of training.")] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
@@ -46,8 +54,20 @@ def finetune_command(
         h, w = (int(v) for v in crop.lower().split("x"))
     except ValueError:
         raise typer.BadParameter(f"'{crop}' is not HEIGHTxWIDTH, e.g. 512x512", param_hint="--crop") from None
-    report = run_finetune(checkpoint, data, shots=parse_shots(shots), epochs=epochs, out=out, seed=seed,
-                          batch_size=batch_size, crop=(h, w), lr=lr, device=device, overrides=list(overrides or []),
-                          progress=not quiet, console=console)
+    report = run_finetune(
+        checkpoint,
+        data,
+        shots=parse_shots(shots),
+        epochs=epochs,
+        out=out,
+        seed=seed,
+        batch_size=batch_size,
+        crop=(h, w),
+        lr=lr,
+        device=device,
+        overrides=list(overrides or []),
+        progress=not quiet,
+        console=console,
+    )
     console.print(rich_table(report))
     console.print(f"[green]done[/]: {out / 'finetune.json'}, {out / 'finetune.md'}")

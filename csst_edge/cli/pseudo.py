@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -12,13 +12,23 @@ from csst_edge.cli.common import console
 
 def pseudo_label_command(
     checkpoint: Annotated[Path, typer.Argument(help="Teacher checkpoint (.pt).")],
-    sources: Annotated[list[Path], typer.Argument(help="Image folders (recursive), list files (.txt), images or videos.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (labels/, soft/, manifest.jsonl, meta.json).")],
+    sources: Annotated[
+        list[Path], typer.Argument(help="Image folders (recursive), list files (.txt), images or videos.")
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Output folder (labels/, soft/, manifest.jsonl, meta.json).")
+    ],
     multiscale: Annotated[bool, typer.Option(help="Average predictions over --scales.")] = False,
-    scales: Annotated[str, typer.Option(help="Comma-separated scales for --multiscale.")] = "0.5,0.75,1.0,1.25,1.5,1.75",
+    scales: Annotated[
+        str, typer.Option(help="Comma-separated scales for --multiscale.")
+    ] = "0.5,0.75,1.0,1.25,1.5,1.75",
     flip: Annotated[bool, typer.Option(help="Also average with the horizontally flipped prediction.")] = False,
-    threshold: Annotated[Optional[float], typer.Option(help="Pixels whose confidence is below become ignore (255).")] = None,
-    topk: Annotated[int, typer.Option(help="Also store top-k soft labels (.npz) for the 'soft' ablation; 0 = off.")] = 0,
+    threshold: Annotated[
+        float | None, typer.Option(help="Pixels whose confidence is below become ignore (255).")
+    ] = None,
+    topk: Annotated[
+        int, typer.Option(help="Also store top-k soft labels (.npz) for the 'soft' ablation; 0 = off.")
+    ] = 0,
     video_fps: Annotated[float, typer.Option(help="Frames per second of video time to label.")] = 1.0,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass (same-sized images are batched).")] = 1,
     workers: Annotated[int, typer.Option(help="DataLoader decoding workers.")] = 2,
@@ -40,12 +50,25 @@ def pseudo_label_command(
     try:
         scale_list = tuple(float(s) for s in scales.split(",") if s.strip())
     except ValueError:
-        raise typer.BadParameter(f"'{scales}' is not a comma-separated list of numbers", param_hint="--scales") from None
-    settings = PseudoLabelSettings(mode="multiscale" if multiscale else "single", scales=scale_list, flip=flip,
-                                   threshold=threshold, topk=topk, video_fps=video_fps, batch_size=batch_size,
-                                   workers=workers, device=device)
-    summary = generate_pseudo_labels(checkpoint, [str(s) for s in sources], out, settings, progress=not quiet,
-                                     console=console)
+        raise typer.BadParameter(
+            f"'{scales}' is not a comma-separated list of numbers", param_hint="--scales"
+        ) from None
+    settings = PseudoLabelSettings(
+        mode="multiscale" if multiscale else "single",
+        scales=scale_list,
+        flip=flip,
+        threshold=threshold,
+        topk=topk,
+        video_fps=video_fps,
+        batch_size=batch_size,
+        workers=workers,
+        device=device,
+    )
+    summary = generate_pseudo_labels(
+        checkpoint, [str(s) for s in sources], out, settings, progress=not quiet, console=console
+    )
     conf = f", mean confidence {summary.mean_confidence:.3f}" if summary.mean_confidence is not None else ""
-    console.print(f"[green]done[/]: {summary.labelled} labelled, {summary.done_before} already done, "
-                  f"{summary.failed} failed (see manifest){conf} → {summary.out_dir}")
+    console.print(
+        f"[green]done[/]: {summary.labelled} labelled, {summary.done_before} already done, "
+        f"{summary.failed} failed (see manifest){conf} → {summary.out_dir}"
+    )

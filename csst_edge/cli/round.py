@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -11,27 +11,65 @@ from csst_edge.cli.common import console, fail
 
 
 def round_command(
-    harvests: Annotated[list[Path], typer.Argument(help="Harvest folders (`runtime run --harvest`), one per vehicle or drive.")],
+    harvests: Annotated[
+        list[Path], typer.Argument(help="Harvest folders (`runtime run --harvest`), one per vehicle or drive.")
+    ],
     teacher: Annotated[Path, typer.Option(help="Teacher checkpoint that pseudo-labels the harvested frames.")],
     student: Annotated[Path, typer.Option(help="Current (deployed) student checkpoint: the gate's reference.")],
-    data: Annotated[str, typer.Option(help="Labelled dataset YAML; its train split is trained on with the pseudo labels.")],
+    data: Annotated[
+        str, typer.Option(help="Labelled dataset YAML; its train split is trained on with the pseudo labels.")
+    ],
     val: Annotated[str, typer.Option(help="Fixed labelled dataset YAML the current and new student are compared on.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Round folder (frames, pseudo, centroids.npz, student/, promoted/, round.md, round.json).")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Round folder (frames, pseudo, centroids.npz, student/, promoted/, round.md, round.json).",
+        ),
+    ],
     val_split: Annotated[str, typer.Option(help="Split of --val.")] = "val",
-    init: Annotated[str, typer.Option(help="scratch (train the new student from scratch, as CSST does) or student (continue the current one).")] = "scratch",
-    config: Annotated[Optional[Path], typer.Option(help="Student training config YAML (default: the current student's own config).")] = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="key=value training override (repeatable), e.g. --set optim.lr=0.02.")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Training epochs of the new student.")] = None,
-    previous_pseudo: Annotated[Optional[list[Path]], typer.Option(help="Pseudo-label folders of earlier rounds to keep training on (repeatable).")] = None,
-    index: Annotated[Optional[Path], typer.Option(help="Previous round's centroid index, updated incrementally.")] = None,
-    duplicate_similarity: Annotated[float, typer.Option(help="Frames at least this similar across harvests are merged (best score kept).")] = 0.95,
+    init: Annotated[
+        str,
+        typer.Option(
+            help="scratch (train the new student from scratch, as CSST does) or student (continue the current one)."
+        ),
+    ] = "scratch",
+    config: Annotated[
+        Path | None, typer.Option(help="Student training config YAML (default: the current student's own config).")
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="key=value training override (repeatable), e.g. --set optim.lr=0.02."),
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs of the new student.")] = None,
+    previous_pseudo: Annotated[
+        list[Path] | None, typer.Option(help="Pseudo-label folders of earlier rounds to keep training on (repeatable).")
+    ] = None,
+    index: Annotated[Path | None, typer.Option(help="Previous round's centroid index, updated incrementally.")] = None,
+    duplicate_similarity: Annotated[
+        float, typer.Option(help="Frames at least this similar across harvests are merged (best score kept).")
+    ] = 0.95,
     flip: Annotated[bool, typer.Option(help="Flip test-time augmentation for the pseudo labels.")] = True,
-    threshold: Annotated[Optional[float], typer.Option(help="Pseudo-label pixels below this teacher confidence become ignore.")] = None,
-    gate: Annotated[str, typer.Option(help="miou (no mIoU drop beyond --margin), per-class (and no class beyond --class-margin), always.")] = "miou",
+    threshold: Annotated[
+        float | None, typer.Option(help="Pseudo-label pixels below this teacher confidence become ignore.")
+    ] = None,
+    gate: Annotated[
+        str,
+        typer.Option(
+            help="miou (no mIoU drop beyond --margin), per-class (and no class beyond --class-margin), always."
+        ),
+    ] = "miou",
     margin: Annotated[float, typer.Option(help="Allowed mIoU drop in points (0.5 = half a point).")] = 0.0,
-    class_margin: Annotated[float, typer.Option(help="per-class gate: allowed IoU drop of any class, in points.")] = 5.0,
-    export_size: Annotated[Optional[str], typer.Option(help="HEIGHTxWIDTH of the exported model (default: the harvested frames' size).")] = None,
-    export_output: Annotated[str, typer.Option(help="Export output: probs (the harvester's uncertainty needs it), logits or labels.")] = "probs",
+    class_margin: Annotated[
+        float, typer.Option(help="per-class gate: allowed IoU drop of any class, in points.")
+    ] = 5.0,
+    export_size: Annotated[
+        str | None, typer.Option(help="HEIGHTxWIDTH of the exported model (default: the harvested frames' size).")
+    ] = None,
+    export_output: Annotated[
+        str, typer.Option(help="Export output: probs (the harvester's uncertainty needs it), logits or labels.")
+    ] = "probs",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda ...")] = "auto",
     workers: Annotated[int, typer.Option(help="Data-loading workers.")] = 2,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
@@ -57,17 +95,37 @@ def round_command(
         except (ValueError, AssertionError):
             fail(f"--export-size {export_size!r} is not HEIGHTxWIDTH (e.g. 512x1024)")
     settings = RoundSettings(
-        harvests=list(harvests), teacher=teacher, student=student, data=data, val=val, out=out, val_split=val_split,
-        init=init, config=config, overrides=list(set_ or []), epochs=epochs,
-        previous_pseudo=list(previous_pseudo or []), index=index, duplicate_similarity=duplicate_similarity,
-        pseudo_flip=flip, pseudo_threshold=threshold, gate=gate, margin=margin / 100.0,
-        class_margin=class_margin / 100.0, export_size=size, export_output=export_output, device=device,
-        workers=workers)
+        harvests=list(harvests),
+        teacher=teacher,
+        student=student,
+        data=data,
+        val=val,
+        out=out,
+        val_split=val_split,
+        init=init,
+        config=config,
+        overrides=list(set_ or []),
+        epochs=epochs,
+        previous_pseudo=list(previous_pseudo or []),
+        index=index,
+        duplicate_similarity=duplicate_similarity,
+        pseudo_flip=flip,
+        pseudo_threshold=threshold,
+        gate=gate,
+        margin=margin / 100.0,
+        class_margin=class_margin / 100.0,
+        export_size=size,
+        export_output=export_output,
+        device=device,
+        workers=workers,
+    )
     report = run_round(settings, console=None if quiet else console, progress=not quiet)
     d = report["decision"]
     before, after = 100 * report["before"]["miou"], 100 * report["after"]["miou"]
     verdict = "[green]promoted[/]" if d["promote"] else "[yellow]rejected[/]"
-    console.print(f"{verdict}: mIoU {before:.1f} → {after:.1f} ({d['reason']}); "
-                  f"{report['data_added']['frames_kept']} frames added; report {Path(report['round']) / 'round.md'}")
+    console.print(
+        f"{verdict}: mIoU {before:.1f} → {after:.1f} ({d['reason']}); "
+        f"{report['data_added']['frames_kept']} frames added; report {Path(report['round']) / 'round.md'}"
+    )
     if report["export"]:
         console.print(f"exported {report['export']['onnx']}")

@@ -4,13 +4,15 @@ log and frame harvesting. Torch-free, like everything it calls: this is the comm
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from csst_edge.cli.common import command_group, console, err_console
 
-app = command_group("The edge runtime: run an exported model on a live or recorded source, and harvest frames for the next round.")
+app = command_group(
+    "The edge runtime: run an exported model on a live or recorded source, and harvest frames for the next round."
+)
 
 
 @app.callback()
@@ -20,31 +22,94 @@ def runtime_group() -> None:
 
 @app.command("run")
 def run_command(
-    model: Annotated[Path, typer.Argument(help="Exported model: .onnx (metadata inside) or TensorRT .engine (+ .engine.json).")],
-    source: Annotated[str, typer.Option("--source", "-s", help="Video file, image folder, camera index (0), /dev/videoN, rtsp:// or http(s):// URL, csi://0 (Jetson CSI), or a GStreamer pipeline ('... ! appsink').")],
-    providers: Annotated[Optional[str], typer.Option(help="ONNX Runtime providers, comma-separated: tensorrt, cuda, cpu (default: the fastest available).")] = None,
-    threads: Annotated[Optional[int], typer.Option(help="ONNX Runtime CPU threads.")] = None,
-    spin: Annotated[bool, typer.Option("--spin/--no-spin", help="Let ONNX Runtime's idle threads spin (faster only on an otherwise idle CPU).")] = False,
-    fit: Annotated[str, typer.Option(help="resize (stretch to the model size) or letterbox (keep the aspect ratio, pad).")] = "resize",
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the colour overlay as a video (.mp4 or .avi).")] = None,
-    show: Annotated[bool, typer.Option("--show", help="Show the overlay in a window (needs OpenCV with a GUI; q / Esc stops).")] = False,
+    model: Annotated[
+        Path, typer.Argument(help="Exported model: .onnx (metadata inside) or TensorRT .engine (+ .engine.json).")
+    ],
+    source: Annotated[
+        str,
+        typer.Option(
+            "--source",
+            "-s",
+            help="Video file, image folder, camera index (0), /dev/videoN, rtsp:// or http(s):// URL, "
+            "csi://0 (Jetson CSI), or a GStreamer pipeline ('... ! appsink').",
+        ),
+    ],
+    providers: Annotated[
+        str | None,
+        typer.Option(
+            help="ONNX Runtime providers, comma-separated: tensorrt, cuda, cpu (default: the fastest available)."
+        ),
+    ] = None,
+    threads: Annotated[int | None, typer.Option(help="ONNX Runtime CPU threads.")] = None,
+    spin: Annotated[
+        bool,
+        typer.Option(
+            "--spin/--no-spin", help="Let ONNX Runtime's idle threads spin (faster only on an otherwise idle CPU)."
+        ),
+    ] = False,
+    fit: Annotated[
+        str, typer.Option(help="resize (stretch to the model size) or letterbox (keep the aspect ratio, pad).")
+    ] = "resize",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the colour overlay as a video (.mp4 or .avi).")
+    ] = None,
+    show: Annotated[
+        bool, typer.Option("--show", help="Show the overlay in a window (needs OpenCV with a GUI; q / Esc stops).")
+    ] = False,
     alpha: Annotated[float, typer.Option(help="Overlay opacity.")] = 0.5,
-    log: Annotated[Optional[Path], typer.Option(help="Per-frame JSONL log (timestamp, latency, class shares, harvest scores).")] = None,
-    harvest: Annotated[Optional[Path], typer.Option(help="Harvest folder: keep the frames the next round learns most from (pseudo-label input).")] = None,
-    harvest_rate: Annotated[float, typer.Option(help="At most this many harvested frames per minute (best frame of each window; 0 = no limit).")] = 6.0,
-    harvest_quota_mb: Annotated[float, typer.Option(help="Disk quota of the harvest; the lowest-scoring frames are evicted first.")] = 2048.0,
+    log: Annotated[
+        Path | None, typer.Option(help="Per-frame JSONL log (timestamp, latency, class shares, harvest scores).")
+    ] = None,
+    harvest: Annotated[
+        Path | None,
+        typer.Option(help="Harvest folder: keep the frames the next round learns most from (pseudo-label input)."),
+    ] = None,
+    harvest_rate: Annotated[
+        float,
+        typer.Option(help="At most this many harvested frames per minute (best frame of each window; 0 = no limit)."),
+    ] = 6.0,
+    harvest_quota_mb: Annotated[
+        float, typer.Option(help="Disk quota of the harvest; the lowest-scoring frames are evicted first.")
+    ] = 2048.0,
     min_score: Annotated[float, typer.Option(help="Harvest only frames scoring at least this (0..1).")] = 0.25,
-    min_sharpness: Annotated[float, typer.Option(help="Reject frames whose Laplacian variance (at 320 px width) is below this.")] = 20.0,
-    duplicate_similarity: Annotated[float, typer.Option(help="Skip frames at least this similar (cosine of thumbnails) to a recent harvested one.")] = 0.95,
-    uncertainty: Annotated[str, typer.Option(help="entropy (mean per-pixel entropy) or low-confidence (share of pixels below --confidence).")] = "entropy",
-    confidence: Annotated[float, typer.Option(help="Top-probability threshold for --uncertainty low-confidence.")] = 0.6,
-    class_stats: Annotated[Optional[Path], typer.Option(help="Training-set class frequencies for the rarity score: a centroid index .npz (`csst-edge data index`) or a JSON list.")] = None,
-    vehicle: Annotated[Optional[str], typer.Option(help="Vehicle id in harvested file names and the manifest (default: host name).")] = None,
-    live: Annotated[Optional[bool], typer.Option("--live/--no-live", help="Override the source type: live sources drop frames when behind and reconnect on failure.")] = None,
+    min_sharpness: Annotated[
+        float, typer.Option(help="Reject frames whose Laplacian variance (at 320 px width) is below this.")
+    ] = 20.0,
+    duplicate_similarity: Annotated[
+        float, typer.Option(help="Skip frames at least this similar (cosine of thumbnails) to a recent harvested one.")
+    ] = 0.95,
+    uncertainty: Annotated[
+        str,
+        typer.Option(help="entropy (mean per-pixel entropy) or low-confidence (share of pixels below --confidence)."),
+    ] = "entropy",
+    confidence: Annotated[
+        float, typer.Option(help="Top-probability threshold for --uncertainty low-confidence.")
+    ] = 0.6,
+    class_stats: Annotated[
+        Path | None,
+        typer.Option(
+            help="Training-set class frequencies for the rarity score: a centroid index .npz "
+            "(`csst-edge data index`) or a JSON list."
+        ),
+    ] = None,
+    vehicle: Annotated[
+        str | None, typer.Option(help="Vehicle id in harvested file names and the manifest (default: host name).")
+    ] = None,
+    live: Annotated[
+        bool | None,
+        typer.Option(
+            "--live/--no-live",
+            help="Override the source type: live sources drop frames when behind and reconnect on failure.",
+        ),
+    ] = None,
     queue_size: Annotated[int, typer.Option(help="Frames buffered between capture and inference.")] = 4,
-    max_retries: Annotated[Optional[int], typer.Option(help="Give up on a live source after this many consecutive failures (default: never).")] = None,
-    max_frames: Annotated[Optional[int], typer.Option(help="Stop after this many frames.")] = None,
-    folder_fps: Annotated[float, typer.Option(help="Frame rate an image folder is treated as having (harvest rate limit).")] = 10.0,
+    max_retries: Annotated[
+        int | None, typer.Option(help="Give up on a live source after this many consecutive failures (default: never).")
+    ] = None,
+    max_frames: Annotated[int | None, typer.Option(help="Stop after this many frames.")] = None,
+    folder_fps: Annotated[
+        float, typer.Option(help="Frame rate an image folder is treated as having (harvest rate limit).")
+    ] = 10.0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live status line.")] = False,
 ) -> None:
     """Run MODEL on a source; Ctrl-C or SIGTERM stops cleanly (everything written is flushed).
@@ -53,7 +118,7 @@ def run_command(
 
       csst-edge runtime run student.onnx --source drive.mp4 --output overlay.mp4 --log run.jsonl
 
-      csst-edge runtime run student.onnx -s csi://0 --providers tensorrt,cuda --harvest /data/harvest --class-stats centroids.npz
+      csst-edge runtime run student.onnx -s csi://0 --providers tensorrt,cuda --harvest /data/h --class-stats idx.npz
 
       csst-edge runtime run student.engine -s rtsp://10.0.0.5/stream --harvest /data/harvest --harvest-rate 12
     """
@@ -63,44 +128,78 @@ def run_command(
     from csst_edge.runtime.harvest import HarvestSettings
     from csst_edge.runtime.loop import RuntimeSettings, run_runtime
 
-    harvest_settings = HarvestSettings(rate_per_min=harvest_rate, quota_mb=harvest_quota_mb, min_score=min_score,
-                                       min_sharpness=min_sharpness, duplicate_similarity=duplicate_similarity,
-                                       uncertainty=uncertainty, confidence=confidence)
+    harvest_settings = HarvestSettings(
+        rate_per_min=harvest_rate,
+        quota_mb=harvest_quota_mb,
+        min_score=min_score,
+        min_sharpness=min_sharpness,
+        duplicate_similarity=duplicate_similarity,
+        uncertainty=uncertainty,
+        confidence=confidence,
+    )
     if vehicle:
         harvest_settings.vehicle = vehicle
-    settings = RuntimeSettings(providers=providers, threads=threads, spin=spin, fit=fit, live=live, queue_size=queue_size,
-                               folder_fps=folder_fps, max_retries=max_retries, max_frames=max_frames,
-                               output_video=output, alpha=alpha, show=show, log=log, harvest=harvest,
-                               harvest_settings=harvest_settings, class_stats=class_stats)
+    settings = RuntimeSettings(
+        providers=providers,
+        threads=threads,
+        spin=spin,
+        fit=fit,
+        live=live,
+        queue_size=queue_size,
+        folder_fps=folder_fps,
+        max_retries=max_retries,
+        max_frames=max_frames,
+        output_video=output,
+        alpha=alpha,
+        show=show,
+        log=log,
+        harvest=harvest,
+        harvest_settings=harvest_settings,
+        class_stats=class_stats,
+    )
 
     def status_text(st: dict) -> Text:
-        line = (f"{st['frames']} frames  {st['fps']:.1f} FPS  {st['latency_ms']:.1f} ms  drops {st['dropped']}"
-                f"  queue {st['queued']}")
+        line = (
+            f"{st['frames']} frames  {st['fps']:.1f} FPS  {st['latency_ms']:.1f} ms  drops {st['dropped']}"
+            f"  queue {st['queued']}"
+        )
         if st["reconnects"]:
             line += f"  reconnects {st['reconnects']}"
         if harvest is not None:
             line += f"  harvested {st['harvested']} (kept {st['harvest_frames']})"
         return Text(line)
 
-    live_display = None if quiet or not console.is_terminal else Live(Text("starting…"), console=console,
-                                                                      refresh_per_second=4, transient=False)
+    live_display = (
+        None
+        if quiet or not console.is_terminal
+        else Live(Text("starting…"), console=console, refresh_per_second=4, transient=False)
+    )
     on_status = (lambda st: live_display.update(status_text(st))) if live_display else None
     if live_display:
         live_display.start()
     try:
-        summary = run_runtime(model, source, settings, on_status=on_status,
-                              log_message=lambda m: err_console.print(f"[yellow]{m}[/]", highlight=False))
+        summary = run_runtime(
+            model,
+            source,
+            settings,
+            on_status=on_status,
+            log_message=lambda m: err_console.print(f"[yellow]{m}[/]", highlight=False),
+        )
     finally:
         if live_display:
             live_display.stop()
-    console.print(f"[green]done[/] ({summary.stopped_by}): {summary.frames} frames in {summary.seconds:.1f}s, "
-                  f"{summary.fps:.1f} FPS, latency {summary.latency_ms_mean:.1f} ms (p95 {summary.latency_ms_p95:.1f}), "
-                  f"inference {summary.infer_ms_mean:.1f} ms on {summary.backend}; dropped {summary.dropped}, "
-                  f"reconnects {summary.reconnects}")
+    console.print(
+        f"[green]done[/] ({summary.stopped_by}): {summary.frames} frames in {summary.seconds:.1f}s, "
+        f"{summary.fps:.1f} FPS, latency {summary.latency_ms_mean:.1f} ms (p95 {summary.latency_ms_p95:.1f}), "
+        f"inference {summary.infer_ms_mean:.1f} ms on {summary.backend}; dropped {summary.dropped}, "
+        f"reconnects {summary.reconnects}"
+    )
     if summary.harvest is not None:
         h = summary.harvest
         top = sorted(h["mean_class_shares"].items(), key=lambda kv: -kv[1])[:5]
-        console.print(f"harvest {h['folder']}: {h['frames']} frames, {h['bytes'] / 2**20:.1f} MiB "
-                      f"(this run: +{h['counts']['harvested']}, evicted {h['counts']['evicted']}, duplicates "
-                      f"{h['counts']['duplicate']}, blurred {h['counts']['blurred']})"
-                      + ("; mean class shares " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in top) if top else ""))
+        console.print(
+            f"harvest {h['folder']}: {h['frames']} frames, {h['bytes'] / 2**20:.1f} MiB "
+            f"(this run: +{h['counts']['harvested']}, evicted {h['counts']['evicted']}, duplicates "
+            f"{h['counts']['duplicate']}, blurred {h['counts']['blurred']})"
+            + ("; mean class shares " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in top) if top else "")
+        )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -11,18 +11,26 @@ from csst_edge.cli.common import console
 
 
 def train_command(
-    config: Annotated[Optional[Path], typer.Argument(help="Training config YAML (see csst_edge/configs/train/).")] = None,
-    overrides: Annotated[Optional[list[str]], typer.Argument(help="key=value overrides, e.g. epochs=50 optim.lr=0.02")] = None,
-    model: Annotated[Optional[str], typer.Option(help="Model name (see `csst-edge train --list-models`).")] = None,
-    data: Annotated[Optional[str], typer.Option(help="Labelled dataset YAML or built-in name; replaces the config's train sources.")] = None,
-    val: Annotated[Optional[str], typer.Option(help="Validation dataset YAML or built-in name (split 'val').")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Number of epochs.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Global batch size at the base crop.")] = None,
-    crop: Annotated[Optional[str], typer.Option(help="Base crop HxW, e.g. 512x512.")] = None,
-    schedule: Annotated[Optional[str], typer.Option(help="Crop schedule: constant, coarse2fine, fine2coarse, coarse2fine+, fine2coarse+.")] = None,
-    sampling: Annotated[Optional[str], typer.Option(help="random or centroid.")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Run directory (config.yaml, metrics.jsonl, last.pt, best.pt).")] = None,
-    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = None,
+    config: Annotated[Path | None, typer.Argument(help="Training config YAML (see csst_edge/configs/train/).")] = None,
+    overrides: Annotated[
+        list[str] | None, typer.Argument(help="key=value overrides, e.g. epochs=50 optim.lr=0.02")
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="Model name (see `csst-edge train --list-models`).")] = None,
+    data: Annotated[
+        str | None, typer.Option(help="Labelled dataset YAML or built-in name; replaces the config's train sources.")
+    ] = None,
+    val: Annotated[str | None, typer.Option(help="Validation dataset YAML or built-in name (split 'val').")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Number of epochs.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Global batch size at the base crop.")] = None,
+    crop: Annotated[str | None, typer.Option(help="Base crop HxW, e.g. 512x512.")] = None,
+    schedule: Annotated[
+        str | None, typer.Option(help="Crop schedule: constant, coarse2fine, fine2coarse, coarse2fine+, fine2coarse+.")
+    ] = None,
+    sampling: Annotated[str | None, typer.Option(help="random or centroid.")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Run directory (config.yaml, metrics.jsonl, last.pt, best.pt).")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/last.pt when it exists.")] = True,
     list_models: Annotated[bool, typer.Option("--list-models", help="List the registered models and exit.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
@@ -45,8 +53,15 @@ def train_command(
         for kind in ("student", "teacher"):
             console.print(f"[bold]{kind}s:[/] " + ", ".join(registered(kind)))
         raise typer.Exit()
-    options = {"model": model, "epochs": epochs, "batch_size": batch_size, "crop_schedule": schedule,
-               "sampling": sampling, "out": out, "device": device}
+    options = {
+        "model": model,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "crop_schedule": schedule,
+        "sampling": sampling,
+        "out": out,
+        "device": device,
+    }
     extra = [f"{k}={v}" for k, v in options.items() if v is not None]
     if crop is not None:
         try:

@@ -74,8 +74,9 @@ def extract_centroids(label: np.ndarray, num_classes: int, ignore_index: int = 2
         nearest = np.argmin((py + y0 - centroid[k, 0]) ** 2 + (px + x0 - centroid[k, 1]) ** 2)
         ys[k], xs[k] = py[nearest] + y0, px[nearest] + x0
     cls = shifted[ys, xs].astype(np.int16) - 1
-    return FileCentroids(cls, ys.astype(np.int32), xs.astype(np.int32), area[keep - 1].astype(np.int32), histogram,
-                         label.shape)
+    return FileCentroids(
+        cls, ys.astype(np.int32), xs.astype(np.int32), area[keep - 1].astype(np.int32), histogram, label.shape
+    )
 
 
 def fingerprint(path: str | os.PathLike, lut: np.ndarray | None = None) -> str:
@@ -118,7 +119,11 @@ class CentroidIndex:
         return np.bincount(self.cls.astype(np.int64), minlength=self.num_classes)[: self.num_classes]
 
     def pixels_per_class(self) -> np.ndarray:
-        return self.histograms.sum(0) if self.histograms is not None and len(self.files) else np.zeros(self.num_classes, np.int64)
+        return (
+            self.histograms.sum(0)
+            if self.histograms is not None and len(self.files)
+            else np.zeros(self.num_classes, np.int64)
+        )
 
     def rows_of_class(self, c: int) -> np.ndarray:
         return np.flatnonzero(self.cls == c)
@@ -126,10 +131,22 @@ class CentroidIndex:
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike) -> None:
         buf = io.BytesIO()
-        np.savez(buf, version=np.int32(INDEX_VERSION), files=np.array(self.files, dtype=str),
-                 fingerprints=np.array(self.fingerprints, dtype=str), num_classes=np.int32(self.num_classes),
-                 ignore_index=np.int32(self.ignore_index), min_area=np.int32(self.min_area), image_id=self.image_id,
-                 cls=self.cls, y=self.y, x=self.x, area=self.area, histograms=self.histograms, shapes=self.shapes)
+        np.savez(
+            buf,
+            version=np.int32(INDEX_VERSION),
+            files=np.array(self.files, dtype=str),
+            fingerprints=np.array(self.fingerprints, dtype=str),
+            num_classes=np.int32(self.num_classes),
+            ignore_index=np.int32(self.ignore_index),
+            min_area=np.int32(self.min_area),
+            image_id=self.image_id,
+            cls=self.cls,
+            y=self.y,
+            x=self.x,
+            area=self.area,
+            histograms=self.histograms,
+            shapes=self.shapes,
+        )
         atomic_write_bytes(path, buf.getvalue())
 
     @classmethod
@@ -138,19 +155,37 @@ class CentroidIndex:
             with np.load(path, allow_pickle=False) as z:
                 if int(z["version"]) != INDEX_VERSION:
                     raise DatasetError(f"{path}: centroid index version {int(z['version'])}, expected {INDEX_VERSION}")
-                return cls(files=[str(f) for f in z["files"]], fingerprints=[str(f) for f in z["fingerprints"]],
-                           num_classes=int(z["num_classes"]), ignore_index=int(z["ignore_index"]),
-                           min_area=int(z["min_area"]), image_id=z["image_id"], cls=z["cls"], y=z["y"], x=z["x"],
-                           area=z["area"], histograms=z["histograms"], shapes=z["shapes"])
+                return cls(
+                    files=[str(f) for f in z["files"]],
+                    fingerprints=[str(f) for f in z["fingerprints"]],
+                    num_classes=int(z["num_classes"]),
+                    ignore_index=int(z["ignore_index"]),
+                    min_area=int(z["min_area"]),
+                    image_id=z["image_id"],
+                    cls=z["cls"],
+                    y=z["y"],
+                    x=z["x"],
+                    area=z["area"],
+                    histograms=z["histograms"],
+                    shapes=z["shapes"],
+                )
         except FileNotFoundError:
             raise DatasetError(f"{path}: centroid index not found (build it with `csst-edge data index`)") from None
         except (OSError, ValueError, KeyError) as e:
             raise DatasetError(f"{path}: not a readable centroid index ({e})") from None
 
 
-def _extract_all(files: list[str], luts: list, num_classes: int, ignore_index: int, min_area: int, workers: int,
-                 progress: bool, console=None) -> list[FileCentroids]:
-    jobs = [(f, lut, num_classes, ignore_index, min_area) for f, lut in zip(files, luts)]
+def _extract_all(
+    files: list[str],
+    luts: list,
+    num_classes: int,
+    ignore_index: int,
+    min_area: int,
+    workers: int,
+    progress: bool,
+    console=None,
+) -> list[FileCentroids]:
+    jobs = [(f, lut, num_classes, ignore_index, min_area) for f, lut in zip(files, luts, strict=False)]
     if not jobs:
         return []
     from csst_edge.progress import progress_bar
@@ -180,12 +215,20 @@ def _extract_all(files: list[str], luts: list, num_classes: int, ignore_index: i
 
 def _assemble(files, fingerprints, per_file: list[FileCentroids], num_classes, ignore_index, min_area) -> CentroidIndex:
     counts = [r.cls.size for r in per_file]
-    cat = (lambda key, dtype: np.concatenate([getattr(r, key) for r in per_file]).astype(dtype)
-           if per_file else np.zeros(0, dtype))
+    cat = lambda key, dtype: (
+        np.concatenate([getattr(r, key) for r in per_file]).astype(dtype) if per_file else np.zeros(0, dtype)
+    )
     return CentroidIndex(
-        files=list(files), fingerprints=list(fingerprints), num_classes=num_classes, ignore_index=ignore_index,
-        min_area=min_area, image_id=np.repeat(np.arange(len(per_file), dtype=np.int32), counts),
-        cls=cat("cls", np.int16), y=cat("y", np.int32), x=cat("x", np.int32), area=cat("area", np.int32),
+        files=list(files),
+        fingerprints=list(fingerprints),
+        num_classes=num_classes,
+        ignore_index=ignore_index,
+        min_area=min_area,
+        image_id=np.repeat(np.arange(len(per_file), dtype=np.int32), counts),
+        cls=cat("cls", np.int16),
+        y=cat("y", np.int32),
+        x=cat("x", np.int32),
+        area=cat("area", np.int32),
         histograms=np.stack([r.histogram for r in per_file]) if per_file else np.zeros((0, num_classes), np.int64),
         shapes=np.array([r.shape for r in per_file], np.int32).reshape(-1, 2),
     )
@@ -199,43 +242,64 @@ def _luts(files, luts):
     return list(luts)
 
 
-def build_index(files, num_classes: int, ignore_index: int = 255, min_area: int = 1, luts=None, workers: int = 1,
-                progress: bool = True, console=None) -> CentroidIndex:
+def build_index(
+    files,
+    num_classes: int,
+    ignore_index: int = 255,
+    min_area: int = 1,
+    luts=None,
+    workers: int = 1,
+    progress: bool = True,
+    console=None,
+) -> CentroidIndex:
     """Read every label file (optionally remapped by its LUT) and index its components, in `workers` processes."""
     files = [str(f) for f in files]
     luts = _luts(files, luts)
     for f in files:
         if not os.path.isfile(f):
             raise DatasetError(f"{f}: label file not found")
-    prints = [fingerprint(f, lut) for f, lut in zip(files, luts)]
+    prints = [fingerprint(f, lut) for f, lut in zip(files, luts, strict=False)]
     per_file = _extract_all(files, luts, num_classes, ignore_index, min_area, workers, progress, console)
     return _assemble(files, prints, per_file, num_classes, ignore_index, min_area)
 
 
 def _split_by_file(index: CentroidIndex) -> list[FileCentroids]:
     bounds = np.searchsorted(index.image_id, np.arange(index.num_images + 1))
-    return [FileCentroids(index.cls[a:b], index.y[a:b], index.x[a:b], index.area[a:b], index.histograms[i],
-                          tuple(index.shapes[i])) for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:]))]
+    return [
+        FileCentroids(
+            index.cls[a:b], index.y[a:b], index.x[a:b], index.area[a:b], index.histograms[i], tuple(index.shapes[i])
+        )
+        for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:], strict=False))
+    ]
 
 
-def update_index(index: CentroidIndex, files, luts=None, workers: int = 1, progress: bool = True,
-                 console=None) -> tuple[CentroidIndex, dict]:
+def update_index(
+    index: CentroidIndex, files, luts=None, workers: int = 1, progress: bool = True, console=None
+) -> tuple[CentroidIndex, dict]:
     """The index of `files`, reusing `index` for files whose fingerprint is unchanged; only new or changed label
     files are read. Files missing from `files` are dropped. Returns (index, {"reused", "read", "dropped"})."""
     files = [str(f) for f in files]
     luts = _luts(files, luts)
     if not np.all(np.diff(index.image_id) >= 0):
         raise DatasetError("centroid index rows are not grouped by image; rebuild it")
-    old = {f: (fp, r) for f, fp, r in zip(index.files, index.fingerprints, _split_by_file(index))}
+    old = {f: (fp, r) for f, fp, r in zip(index.files, index.fingerprints, _split_by_file(index), strict=False)}
     prints = []
-    for f, lut in zip(files, luts):
+    for f, lut in zip(files, luts, strict=False):
         if not os.path.isfile(f):
             raise DatasetError(f"{f}: label file not found")
         prints.append(fingerprint(f, lut))
-    stale = [i for i, (f, fp) in enumerate(zip(files, prints)) if f not in old or old[f][0] != fp]
-    fresh = _extract_all([files[i] for i in stale], [luts[i] for i in stale], index.num_classes, index.ignore_index,
-                         index.min_area, workers, progress, console)
-    fresh_by_pos = dict(zip(stale, fresh))
+    stale = [i for i, (f, fp) in enumerate(zip(files, prints, strict=False)) if f not in old or old[f][0] != fp]
+    fresh = _extract_all(
+        [files[i] for i in stale],
+        [luts[i] for i in stale],
+        index.num_classes,
+        index.ignore_index,
+        index.min_area,
+        workers,
+        progress,
+        console,
+    )
+    fresh_by_pos = dict(zip(stale, fresh, strict=False))
     per_file = [fresh_by_pos[i] if i in fresh_by_pos else old[f][1] for i, f in enumerate(files)]
     info = {"reused": len(files) - len(stale), "read": len(stale), "dropped": len(set(old) - set(files))}
     return _assemble(files, prints, per_file, index.num_classes, index.ignore_index, index.min_area), info

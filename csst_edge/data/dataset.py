@@ -38,8 +38,25 @@ _KEYS = {"name", "root", "layout", "splits", "classes", "palette", "ignore_index
 
 # Cityscapes labelIds -> trainIds (the 19 evaluation classes); every other id becomes ignore.
 CITYSCAPES_LABELID_TO_TRAINID = {
-    7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9,
-    23: 10, 24: 11, 25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18,
+    7: 0,
+    8: 1,
+    11: 2,
+    12: 3,
+    13: 4,
+    17: 5,
+    19: 6,
+    20: 7,
+    21: 8,
+    22: 9,
+    23: 10,
+    24: 11,
+    25: 12,
+    26: 13,
+    27: 14,
+    28: 15,
+    31: 16,
+    32: 17,
+    33: 18,
 }
 
 
@@ -115,9 +132,7 @@ def load_dataset_config(path: str | os.PathLike, root: str | os.PathLike | None 
     if builtin:
         path = BUILTIN_DIR / f"{path.name}.yaml"
     if not path.is_file():
-        raise DatasetError(
-            f"{path}: dataset YAML not found (built-in datasets: {', '.join(builtin_datasets())})"
-        )
+        raise DatasetError(f"{path}: dataset YAML not found (built-in datasets: {', '.join(builtin_datasets())})")
     raw = read_yaml_mapping(path, DatasetError, "dataset")
     if builtin and root is None:
         root = Path(_expand_env(str(raw.get("root", ""))))
@@ -127,6 +142,7 @@ def load_dataset_config(path: str | os.PathLike, root: str | os.PathLike | None 
 
 def _expand_env(value: str) -> str:
     """Expand ${VAR} and ${VAR:-default} (shell style) so a YAML can point at per-machine data."""
+
     def sub(m: re.Match) -> str:
         return os.environ.get(m.group(1)) or (m.group(3) or "")
 
@@ -149,7 +165,9 @@ def dataset_config_from_dict(raw: dict, source: Path | None = None, root_overrid
         raise ConfigError(f"{where}: 'classes' is empty")
     palette = raw.get("palette") or _default_palette(len(classes))
     if len(palette) != len(classes) or any(len(c) != 3 for c in palette):
-        raise ConfigError(f"{where}: 'palette' needs one [r, g, b] per class ({len(classes)} classes, {len(palette)} colours)")
+        raise ConfigError(
+            f"{where}: 'palette' needs one [r, g, b] per class ({len(classes)} classes, {len(palette)} colours)"
+        )
     ignore_index = int(raw.get("ignore_index", 255))
     if not 0 <= ignore_index <= 255 or ignore_index < len(classes):
         raise ConfigError(f"{where}: ignore_index {ignore_index} must be in [{len(classes)}, 255]")
@@ -159,7 +177,9 @@ def dataset_config_from_dict(raw: dict, source: Path | None = None, root_overrid
             id_remap = {int(k): int(v) for k, v in id_remap.items()}
         except (AttributeError, ValueError):
             raise ConfigError(f"{where}: 'id_remap' must map integer ids to integer ids") from None
-        bad = {k: v for k, v in id_remap.items() if not (0 <= k <= 255) or not (0 <= v < len(classes) or v == ignore_index)}
+        bad = {
+            k: v for k, v in id_remap.items() if not (0 <= k <= 255) or not (0 <= v < len(classes) or v == ignore_index)
+        }
         if bad:
             raise ConfigError(f"{where}: id_remap entries out of range: {bad}")
     root = Path(_expand_env(str(root_override if root_override is not None else raw["root"]))).expanduser()
@@ -169,9 +189,15 @@ def dataset_config_from_dict(raw: dict, source: Path | None = None, root_overrid
     if not isinstance(splits, dict):
         splits = {s: s for s in splits}
     return DatasetConfig(
-        name=str(raw.get("name", root.name)), root=root, layout=layout, splits={str(k): str(v) for k, v in splits.items()},
-        class_names=classes, palette=[tuple(int(v) for v in c) for c in palette], ignore_index=ignore_index,
-        id_remap=id_remap, source=source,
+        name=str(raw.get("name", root.name)),
+        root=root,
+        layout=layout,
+        splits={str(k): str(v) for k, v in splits.items()},
+        class_names=classes,
+        palette=[tuple(int(v) for v in c) for c in palette],
+        ignore_index=ignore_index,
+        id_remap=id_remap,
+        source=source,
     )
 
 

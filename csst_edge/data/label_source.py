@@ -24,15 +24,21 @@ class LabelSet:
         return len(self.class_names)
 
 
-def resolve_label_set(source: str, split: str = "train", num_classes: int | None = None,
-                      ignore_index: int = 255) -> LabelSet:
+def resolve_label_set(
+    source: str, split: str = "train", num_classes: int | None = None, ignore_index: int = 255
+) -> LabelSet:
     path = Path(source)
     if path.is_dir() and (path / "meta.json").is_file():
         from csst_edge.train.data import read_pseudo_manifest
 
         pairs, meta = read_pseudo_manifest(path)
-        return LabelSet(path.name, [p[2] for p in pairs], [None] * len(pairs), list(meta["class_names"]),
-                        int(meta.get("ignore_index", 255)))
+        return LabelSet(
+            path.name,
+            [p[2] for p in pairs],
+            [None] * len(pairs),
+            list(meta["class_names"]),
+            int(meta.get("ignore_index", 255)),
+        )
     if path.is_dir():
         files = sorted(p for p in path.rglob("*.png") if p.is_file())
         if not files:
@@ -45,6 +51,6 @@ def resolve_label_set(source: str, split: str = "train", num_classes: int | None
     ds = load_dataset_config(source)
     samples = list_samples(ds, split)
     lut = ds.label_lut
-    return LabelSet(f"{ds.name}_{split}", [s.label for s in samples], [lut] * len(samples), list(ds.class_names),
-                    ds.ignore_index)
-
+    return LabelSet(
+        f"{ds.name}_{split}", [s.label for s in samples], [lut] * len(samples), list(ds.class_names), ds.ignore_index
+    )

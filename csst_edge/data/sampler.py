@@ -15,8 +15,9 @@ import numpy as np
 from csst_edge.data.centroids import CentroidIndex
 
 
-def crop_window_containing(h: int, w: int, crop_h: int, crop_w: int, y: int, x: int,
-                           rng: np.random.Generator) -> tuple[int, int]:
+def crop_window_containing(
+    h: int, w: int, crop_h: int, crop_w: int, y: int, x: int, rng: np.random.Generator
+) -> tuple[int, int]:
     """(top, left) of a crop_h x crop_w window inside an h x w image, uniform among the windows containing (y, x).
 
     The image must be at least as large as the crop (pad it first). A point outside the image is clamped in.
@@ -41,8 +42,14 @@ class CentroidSampler:
     """Deterministic epochs of `num_samples` draws from a CentroidIndex; `sample_epoch(e)` depends only on
     (seed, e)."""
 
-    def __init__(self, index: CentroidIndex, num_samples: int, class_uniform_fraction: float = 1.0, seed: int = 0,
-                 classes: list[int] | None = None):
+    def __init__(
+        self,
+        index: CentroidIndex,
+        num_samples: int,
+        class_uniform_fraction: float = 1.0,
+        seed: int = 0,
+        classes: list[int] | None = None,
+    ):
         if not 0.0 <= class_uniform_fraction <= 1.0:
             raise ValueError(f"class_uniform_fraction must be in [0, 1], got {class_uniform_fraction}")
         if index.num_images == 0:
@@ -90,8 +97,11 @@ class CentroidSampler:
 
     def describe(self, class_names: list[str] | None = None) -> str:
         name = (lambda c: class_names[c]) if class_names else str
-        text = (f"centroid sampling: {len(self.present)} classes x ~{self.num_samples * self.class_uniform_fraction / max(1, len(self.present)):.0f}"
-                f" draws/epoch, {1 - self.class_uniform_fraction:.0%} plain random")
+        text = (
+            f"centroid sampling: {len(self.present)} classes x "
+            f"~{self.num_samples * self.class_uniform_fraction / max(1, len(self.present)):.0f}"
+            f" draws/epoch, {1 - self.class_uniform_fraction:.0%} plain random"
+        )
         if self.missing_classes:
             text += f"; no centroids for {', '.join(name(c) for c in self.missing_classes)} (skipped)"
         return text

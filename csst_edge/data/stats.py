@@ -20,8 +20,15 @@ class CropShares:
     num_crops: int
 
 
-def crop_class_shares(index: CentroidIndex, crop: tuple[int, int], num_samples: int = 500, centroid: bool = True,
-                      class_uniform_fraction: float = 1.0, seed: int = 0, luts=None) -> CropShares:
+def crop_class_shares(
+    index: CentroidIndex,
+    crop: tuple[int, int],
+    num_samples: int = 500,
+    centroid: bool = True,
+    class_uniform_fraction: float = 1.0,
+    seed: int = 0,
+    luts=None,
+) -> CropShares:
     """Simulate one epoch of `num_samples` crops (no scaling or flipping) and count the classes inside them.
 
     Each label map is read once however often it is drawn; `luts` (one per index file) remaps raw ids.
@@ -50,32 +57,58 @@ def crop_class_shares(index: CentroidIndex, crop: tuple[int, int], num_samples: 
     return CropShares(pixels / max(1, pixels.sum()), presence / max(1, len(refs)), len(refs))
 
 
-def class_balance_rows(index: CentroidIndex, class_names: list[str], crop: tuple[int, int], num_samples: int = 500,
-                       seed: int = 0, luts=None) -> list[dict]:
+def class_balance_rows(
+    index: CentroidIndex,
+    class_names: list[str],
+    crop: tuple[int, int],
+    num_samples: int = 500,
+    seed: int = 0,
+    luts=None,
+) -> list[dict]:
     """One row per class: pixel share, component count, and crop shares without / with centroid sampling."""
     pixels = index.pixels_per_class()
     comps = index.components_per_class()
     plain = crop_class_shares(index, crop, num_samples, centroid=False, seed=seed, luts=luts)
     cs = crop_class_shares(index, crop, num_samples, centroid=True, seed=seed, luts=luts)
     total = max(1, int(pixels.sum()))
-    return [{"class": class_names[i] if i < len(class_names) else str(i), "pixel_share": pixels[i] / total,
-             "components": int(comps[i]), "crop_share_random": float(plain.pixel_share[i]),
-             "crop_share_centroid": float(cs.pixel_share[i]), "crop_presence_random": float(plain.presence[i]),
-             "crop_presence_centroid": float(cs.presence[i])} for i in range(index.num_classes)]
+    return [
+        {
+            "class": class_names[i] if i < len(class_names) else str(i),
+            "pixel_share": pixels[i] / total,
+            "components": int(comps[i]),
+            "crop_share_random": float(plain.pixel_share[i]),
+            "crop_share_centroid": float(cs.pixel_share[i]),
+            "crop_presence_random": float(plain.presence[i]),
+            "crop_presence_centroid": float(cs.presence[i]),
+        }
+        for i in range(index.num_classes)
+    ]
 
 
 def balance_table(rows: list[dict], title: str):
     from rich.table import Table
 
     table = Table(title=title, title_justify="left")
-    for col, justify in (("class", "left"), ("pixels %", "right"), ("components", "right"),
-                         ("crop px % random", "right"), ("crop px % CS", "right"),
-                         ("in crops % random", "right"), ("in crops % CS", "right")):
+    for col, justify in (
+        ("class", "left"),
+        ("pixels %", "right"),
+        ("components", "right"),
+        ("crop px % random", "right"),
+        ("crop px % CS", "right"),
+        ("in crops % random", "right"),
+        ("in crops % CS", "right"),
+    ):
         table.add_column(col, justify=justify)
     for r in rows:
-        table.add_row(r["class"], f"{100 * r['pixel_share']:.2f}", str(r["components"]),
-                      f"{100 * r['crop_share_random']:.2f}", f"{100 * r['crop_share_centroid']:.2f}",
-                      f"{100 * r['crop_presence_random']:.1f}", f"{100 * r['crop_presence_centroid']:.1f}")
+        table.add_row(
+            r["class"],
+            f"{100 * r['pixel_share']:.2f}",
+            str(r["components"]),
+            f"{100 * r['crop_share_random']:.2f}",
+            f"{100 * r['crop_share_centroid']:.2f}",
+            f"{100 * r['crop_presence_random']:.1f}",
+            f"{100 * r['crop_presence_centroid']:.1f}",
+        )
     return table
 
 
@@ -93,8 +126,13 @@ def balance_plot(rows: list[dict], path, title: str):
     names = [r["class"] for r in rows]
     x = np.arange(len(rows))
     fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(rows) + 2), 4))
-    for k, (key, label) in enumerate((("pixel_share", "dataset pixels"), ("crop_share_random", "crops, random"),
-                                      ("crop_share_centroid", "crops, centroid sampling"))):
+    for k, (key, label) in enumerate(
+        (
+            ("pixel_share", "dataset pixels"),
+            ("crop_share_random", "crops, random"),
+            ("crop_share_centroid", "crops, centroid sampling"),
+        )
+    ):
         ax.bar(x + (k - 1) * 0.27, [100 * max(r[key], 1e-4) for r in rows], 0.27, label=label)
     ax.set_yscale("log")
     ax.set_ylabel("share of pixels (%)")

@@ -39,8 +39,16 @@ IMAGE_EXT = ".jpg"
 JPEG_QUALITY = 95
 SPLITS = ("train", "val")
 
-__all__ = ["render_scene", "write_dataset", "write_video", "frame_rng", "class_pixel_shares", "dataset_yaml",
-           "CLASS_NAMES", "PALETTE"]
+__all__ = [
+    "render_scene",
+    "write_dataset",
+    "write_video",
+    "frame_rng",
+    "class_pixel_shares",
+    "dataset_yaml",
+    "CLASS_NAMES",
+    "PALETTE",
+]
 
 
 def frame_rng(seed: int, city: str, split: str, index: int) -> np.random.Generator:
@@ -48,8 +56,9 @@ def frame_rng(seed: int, city: str, split: str, index: int) -> np.random.Generat
     return np.random.default_rng([int(seed), zlib.crc32(city.encode()), zlib.crc32(split.encode()), int(index)])
 
 
-def render_scene(rng_or_seed: np.random.Generator | int, city: str = "A", height: int = 256,
-                 width: int = 512) -> tuple[np.ndarray, np.ndarray]:
+def render_scene(
+    rng_or_seed: np.random.Generator | int, city: str = "A", height: int = 256, width: int = 512
+) -> tuple[np.ndarray, np.ndarray]:
     """One still street scene of `city` ('A' or 'B'): (RGB uint8 HxWx3, train-id labels uint8 HxW in 0..18)."""
     rng = rng_or_seed if isinstance(rng_or_seed, np.random.Generator) else np.random.default_rng(int(rng_or_seed))
     if height < 16 or width < 16:
@@ -68,9 +77,15 @@ def render_scene(rng_or_seed: np.random.Generator | int, city: str = "A", height
 def dataset_yaml(city: str, generator: dict | None = None) -> str:
     """The folder-layout dataset YAML of one city, with its root relative to the YAML's folder."""
     city = city_style(city).name
-    cfg = {"name": f"synth_city{city}", "root": f"city{city}", "layout": "folder",
-           "splits": {s: s for s in SPLITS}, "classes": list(CLASS_NAMES), "palette": [list(c) for c in PALETTE],
-           "ignore_index": IGNORE_INDEX}
+    cfg = {
+        "name": f"synth_city{city}",
+        "root": f"city{city}",
+        "layout": "folder",
+        "splits": {s: s for s in SPLITS},
+        "classes": list(CLASS_NAMES),
+        "palette": [list(c) for c in PALETTE],
+        "ignore_index": IGNORE_INDEX,
+    }
     header = f"# Synthetic street scenes, city {city} (csst_edge.data.synth).\n"
     if generator:
         header += "# generated with " + ", ".join(f"{k}={v}" for k, v in generator.items()) + "\n"
@@ -115,9 +130,19 @@ def _prune_surplus(root: Path, city: str, split: str, count: int) -> None:
                 p.unlink()
 
 
-def write_dataset(out: str | os.PathLike, cities=("A", "B"), train: int = 100, val: int = 20, height: int = 256,
-                  width: int = 512, seed: int = 0, workers: int = 1, progress: bool = True,
-                  console=None, on_frame: Callable[[str, bool], None] | None = None) -> dict[str, Path]:
+def write_dataset(
+    out: str | os.PathLike,
+    cities=("A", "B"),
+    train: int = 100,
+    val: int = 20,
+    height: int = 256,
+    width: int = 512,
+    seed: int = 0,
+    workers: int = 1,
+    progress: bool = True,
+    console=None,
+    on_frame: Callable[[str, bool], None] | None = None,
+) -> dict[str, Path]:
     """Write `out/city<X>/{images,labels}/{train,val}/` and `out/city<X>.yaml` per city; returns {city: yaml}.
 
     Reruns skip finished frames; a rerun with other generator settings (seed, size, generator version) in the
@@ -142,7 +167,8 @@ def write_dataset(out: str | os.PathLike, cities=("A", "B"), train: int = 100, v
             if previous != generator:
                 raise ConfigError(
                     f"{root}: holds synthetic frames made with {previous}, not {generator}; "
-                    f"choose another output folder or delete this one")
+                    f"choose another output folder or delete this one"
+                )
         atomic_write_json(stamp, generator)
         for split, n in counts.items():
             _prune_surplus(root, city, split, n)
@@ -202,9 +228,19 @@ def class_pixel_shares(label_paths) -> np.ndarray:
 # dashcam video
 
 
-def write_video(path: str | os.PathLike, city: str = "B", frames: int = 300, height: int = 256, width: int = 512,
-                fps: float = 15, seed: int = 0, labels_dir: str | os.PathLike | None = None,
-                speed: float | None = None, progress: bool = False, console=None) -> Path:
+def write_video(
+    path: str | os.PathLike,
+    city: str = "B",
+    frames: int = 300,
+    height: int = 256,
+    width: int = 512,
+    fps: float = 15,
+    seed: int = 0,
+    labels_dir: str | os.PathLike | None = None,
+    speed: float | None = None,
+    progress: bool = False,
+    console=None,
+) -> Path:
     """A dashcam drive through one persistent world of `city`, as .mp4 ('mp4v'); optionally the per-frame
     labels as `labels_dir/frame_00000.png`, ... (same order as the video's frames).
 
@@ -279,4 +315,3 @@ def _check_video(tmp: Path, frames: int, final: Path) -> None:
         cap.release()
     if n != frames:
         raise ConfigError(f"{final}: wrote {frames} frames but OpenCV reads back {n}; the video encoder is broken")
-

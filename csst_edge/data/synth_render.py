@@ -54,10 +54,22 @@ _MAX_PRIMITIVES = 65535
 # Texture strength (mid-scale blotches, fine grain) per class: vegetation is leafy, vehicles glossy and smooth.
 _TEXTURE = np.zeros((NUM_CLASSES, 2), np.float32)
 for _cls, _amp in {
-    BUILDING: (0.10, 0.06), WALL: (0.14, 0.08), FENCE: (0.05, 0.05), POLE: (0.05, 0.04), TRAFFIC_LIGHT: (0.04, 0.04),
-    TRAFFIC_SIGN: (0.03, 0.04), VEGETATION: (0.30, 0.35), TERRAIN: (0.2, 0.2), PERSON: (0.08, 0.06),
-    RIDER: (0.08, 0.06), CAR: (0.05, 0.04), TRUCK: (0.07, 0.05), BUS: (0.05, 0.04), TRAIN: (0.05, 0.04),
-    MOTORCYCLE: (0.05, 0.05), BICYCLE: (0.05, 0.05),
+    BUILDING: (0.10, 0.06),
+    WALL: (0.14, 0.08),
+    FENCE: (0.05, 0.05),
+    POLE: (0.05, 0.04),
+    TRAFFIC_LIGHT: (0.04, 0.04),
+    TRAFFIC_SIGN: (0.03, 0.04),
+    VEGETATION: (0.30, 0.35),
+    TERRAIN: (0.2, 0.2),
+    PERSON: (0.08, 0.06),
+    RIDER: (0.08, 0.06),
+    CAR: (0.05, 0.04),
+    TRUCK: (0.07, 0.05),
+    BUS: (0.05, 0.04),
+    TRAIN: (0.05, 0.04),
+    MOTORCYCLE: (0.05, 0.05),
+    BICYCLE: (0.05, 0.05),
 }.items():
     _TEXTURE[_cls] = _amp
 
@@ -89,8 +101,17 @@ def camera_for(world: World, width: int, height: int, t: float) -> Camera:
     # get k = world.curve
     k = world.curve * math.cos(2 * math.pi * s / world.curve_period)
     bob = 0.003 * height * math.sin(2 * math.pi * 1.3 * t)  # suspension: a little vertical motion in the video
-    return Camera(width, height, f=0.85 * width, cx=width / 2, y0=world.horizon * height + bob,
-                  hc=world.camera_height, u_cam=world.road.camera_u, s=s, k=k)
+    return Camera(
+        width,
+        height,
+        f=0.85 * width,
+        cx=width / 2,
+        y0=world.horizon * height + bob,
+        hc=world.camera_height,
+        u_cam=world.road.camera_u,
+        s=s,
+        k=k,
+    )
 
 
 def _fix(p: np.ndarray) -> np.ndarray:
@@ -133,16 +154,26 @@ class Canvas:
         if i:
             cv2.fillPoly(self.ids, pts, i, cv2.LINE_8, _SHIFT)
 
-    def ellipse(self, centre, axes, colour, label: int, z: float, thickness: int = -1, tex=None,
-                emissive: bool = False) -> None:
+    def ellipse(
+        self, centre, axes, colour, label: int, z: float, thickness: int = -1, tex=None, emissive: bool = False
+    ) -> None:
         ax = (max(axes[0], 0.3), max(axes[1], 0.3))
         if not (-ax[0] < centre[0] < self.cam.width + ax[0] and -ax[1] < centre[1] < self.cam.height + ax[1]):
             return
         i = self._add(colour, label, z, 0.0, tex, emissive)
         if i:
-            cv2.ellipse(self.ids, (int(round(centre[0] * _ONE)), int(round(centre[1] * _ONE))),
-                        (int(round(min(ax[0], 5000) * _ONE)), int(round(min(ax[1], 5000) * _ONE))), 0, 0, 360, i,
-                        thickness, cv2.LINE_8, _SHIFT)
+            cv2.ellipse(
+                self.ids,
+                (int(round(centre[0] * _ONE)), int(round(centre[1] * _ONE))),
+                (int(round(min(ax[0], 5000) * _ONE)), int(round(min(ax[1], 5000) * _ONE))),
+                0,
+                0,
+                360,
+                i,
+                thickness,
+                cv2.LINE_8,
+                _SHIFT,
+            )
 
     def lines(self, segments, width_px: float, colour, label: int, z: float, tex=None) -> None:
         """Thick line segments ((N, 2, 2) pixel coordinates) as one primitive; at least one pixel wide."""
@@ -150,8 +181,9 @@ class Canvas:
             return
         i = self._add(colour, label, z, 0.0, tex, False)
         if i:
-            cv2.polylines(self.ids, [_fix(s) for s in segments], False, i, max(1, int(round(width_px))), cv2.LINE_8,
-                          _SHIFT)
+            cv2.polylines(
+                self.ids, [_fix(s) for s in segments], False, i, max(1, int(round(width_px))), cv2.LINE_8, _SHIFT
+            )
 
     def shadow(self, poly, strength: float) -> None:
         if self.shade is None:
@@ -270,8 +302,10 @@ def render_ground(cam: Camera, world: World, look: Look, clouds: np.ndarray):
         is_walk = g == SIDEWALK
         paving = is_walk & ((np.mod(u, 0.6) < 0.05) | (np.mod(s, 0.6) < 0.05))
         col[paving] *= 0.8
-        kerb = ~in_cross & (((au >= half) & (au < half + 0.22)) |
-                            ((road.median > 0) & (au < road.median / 2) & (au >= road.median / 2 - 0.2)))
+        kerb = ~in_cross & (
+            ((au >= half) & (au < half + 0.22))
+            | ((road.median > 0) & (au < road.median / 2) & (au >= road.median / 2 - 0.2))
+        )
         col[kerb] = look.kerb
         g[kerb] = SIDEWALK
 
@@ -325,8 +359,12 @@ def draw_backdrop(cv: Canvas, cam: Camera, world: World) -> None:
         if x + hw < 0 or x - hw > cam.width:
             continue
         if is_building:
-            cv.polys([np.array([[x - hw, ground], [x + hw, ground], [x + hw, ground - hp], [x - hw, ground - hp]])],
-                     colour, BUILDING, z)
+            cv.polys(
+                [np.array([[x - hw, ground], [x + hw, ground], [x + hw, ground - hp], [x - hw, ground - hp]])],
+                colour,
+                BUILDING,
+                z,
+            )
         else:
             cv.ellipse((x, ground - hp * 0.4), (hw, hp * 0.7), colour, VEGETATION, z)
 
@@ -369,8 +407,14 @@ def draw_building(cv: Canvas, cam: Camera, b: Building, look: Look, lights_on: b
     zmid = (s0 + s1) / 2 - cam.s
     light = _facade_light(look, b.side)
     if b.s0 >= cam.s + NEAR:  # the end wall of the block, facing the camera
-        pts = np.stack(cam.project(np.array([x, x + b.side * b.depth, x + b.side * b.depth, x]),
-                                   np.array([0, 0, b.height, b.height]), np.full(4, b.s0)), 1)
+        pts = np.stack(
+            cam.project(
+                np.array([x, x + b.side * b.depth, x + b.side * b.depth, x]),
+                np.array([0, 0, b.height, b.height]),
+                np.full(4, b.s0),
+            ),
+            1,
+        )
         cv.polys([pts], b.colour * light * 0.8, BUILDING, b.s0 - cam.s)
     cv.polys([_facade(cam, x, s0, s1, 0.0, b.height)], b.colour * light, BUILDING, zmid, xp)
     cv.polys([_facade(cam, x, s0, s1, 0.0, min(3.3, b.height))], b.shop_colour * light, BUILDING, zmid, xp)
@@ -431,21 +475,36 @@ def draw_pole(cv: Canvas, cam: Camera, p: Pole, lights_on: bool) -> None:
     toward = -p.side  # arms reach over the road
     if p.arm > 0:
         y = p.height - 0.15
-        cv.polys([loc.rect(min(0, toward * p.arm), max(0, toward * p.arm), y, y + max(0.1, 0.8 / loc.scale))],
-                 p.colour, POLE, z)
+        cv.polys(
+            [loc.rect(min(0, toward * p.arm), max(0, toward * p.arm), y, y + max(0.1, 0.8 / loc.scale))],
+            p.colour,
+            POLE,
+            z,
+        )
     for att in p.attachments:
         if att[0] == "lamp":
             end = toward * p.arm
-            cv.ellipse(loc.point(end, p.height - 0.2), (0.35 * loc.scale, 0.12 * loc.scale),
-                       np.array([200, 200, 190], np.float32) if lights_on else p.colour * 1.2, POLE, z,
-                       emissive=lights_on)
+            cv.ellipse(
+                loc.point(end, p.height - 0.2),
+                (0.35 * loc.scale, 0.12 * loc.scale),
+                np.array([200, 200, 190], np.float32) if lights_on else p.colour * 1.2,
+                POLE,
+                z,
+                emissive=lights_on,
+            )
         elif att[0] == "light":
             _, y, off, housing, active = att
             cv.polys([loc.rect(off - 0.17, off + 0.17, y, y + 0.9)], housing, TRAFFIC_LIGHT, z)
             for i, on_colour in enumerate(((40, 230, 110), (255, 180, 0), (255, 40, 30))):
                 on = i == active
-                cv.ellipse(loc.point(off, y + 0.15 + 0.3 * i), (0.1 * loc.scale, 0.1 * loc.scale),
-                           np.asarray(on_colour if on else (45, 45, 45), np.float32), TRAFFIC_LIGHT, z, emissive=on)
+                cv.ellipse(
+                    loc.point(off, y + 0.15 + 0.3 * i),
+                    (0.1 * loc.scale, 0.1 * loc.scale),
+                    np.asarray(on_colour if on else (45, 45, 45), np.float32),
+                    TRAFFIC_LIGHT,
+                    z,
+                    emissive=on,
+                )
         elif att[0] == "sign":
             _, y, off, shape, face, rim, size = att
             r = size / 2
@@ -455,14 +514,16 @@ def draw_pole(cv: Canvas, cam: Camera, p: Pole, lights_on: bool) -> None:
             elif shape == "triangle":
                 cv.polys([loc(((off - r, y - 0.8 * r), (off + r, y - 0.8 * r), (off, y + r)))], rim, TRAFFIC_SIGN, z)
                 r2 = 0.6 * r
-                cv.polys([loc(((off - r2, y - 0.6 * r), (off + r2, y - 0.6 * r), (off, y + 0.5 * r)))], face,
-                         TRAFFIC_SIGN, z)
+                cv.polys(
+                    [loc(((off - r2, y - 0.6 * r), (off + r2, y - 0.6 * r), (off, y + 0.5 * r)))], face, TRAFFIC_SIGN, z
+                )
             else:
                 wide = 1.6 if shape == "rect" else 1.0
                 cv.polys([loc.rect(off - r * wide, off + r * wide, y - r, y + r)], rim, TRAFFIC_SIGN, z)
                 b = 0.1 * r
-                cv.polys([loc.rect(off - r * wide + b, off + r * wide - b, y - r + b, y + r - b)], face,
-                         TRAFFIC_SIGN, z)
+                cv.polys(
+                    [loc.rect(off - r * wide + b, off + r * wide - b, y - r + b, y + r - b)], face, TRAFFIC_SIGN, z
+                )
 
 
 def draw_tree(cv: Canvas, cam: Camera, tree: Tree, look: Look) -> None:
@@ -473,8 +534,13 @@ def draw_tree(cv: Canvas, cam: Camera, tree: Tree, look: Look) -> None:
     z = loc.z
     half = max(tree.trunk_width / 2, 0.5 / loc.scale)
     trunk_top = tree.trunk_height + top
-    cv.polys([loc(((-half, 0), (half, 0), (half * 0.7, trunk_top), (-half * 0.7, trunk_top)))],
-             tree.trunk_colour, VEGETATION, z, tex=(0.12, 0.1))
+    cv.polys(
+        [loc(((-half, 0), (half, 0), (half * 0.7, trunk_top), (-half * 0.7, trunk_top)))],
+        tree.trunk_colour,
+        VEGETATION,
+        z,
+        tex=(0.12, 0.1),
+    )
     cy = tree.trunk_height + top * 0.9
     light = 1.0 if look.sun_side == 0 else 1.1
     for dx, dy, rx, ry, colour in tree.crown:
@@ -501,8 +567,14 @@ def draw_vehicle(cv: Canvas, cam: Camera, v: Vehicle, t: float, look: Look, ligh
     body = v.colour
 
     # shadow on the ground under and just around the vehicle
-    foot = np.stack(cam.project(np.array([v.u - w2 * 1.1, v.u + w2 * 1.1, v.u + w2 * 1.1, v.u - w2 * 1.1]),
-                                np.zeros(4), np.array([s_near - 0.2, s_near - 0.2, s_far + 0.3, s_far + 0.3])), 1)
+    foot = np.stack(
+        cam.project(
+            np.array([v.u - w2 * 1.1, v.u + w2 * 1.1, v.u + w2 * 1.1, v.u - w2 * 1.1]),
+            np.zeros(4),
+            np.array([s_near - 0.2, s_near - 0.2, s_far + 0.3, s_far + 0.3]),
+        ),
+        1,
+    )
     cv.shadow(foot, 0.55 if look.sun_side else 0.4)
 
     # the side facing the camera, when the vehicle is not straight ahead
@@ -519,12 +591,23 @@ def draw_vehicle(cv: Canvas, cam: Camera, v: Vehicle, t: float, look: Look, ligh
         if v.kind == "car":
             cv.polys([_facade(cam, xs, s_vis, s_far, 0.3, bh)], side, cls, zm, xp)
             a, b, c, d = (0.08, 0.22, 0.62, 0.78) if v.facing > 0 else (0.22, 0.38, 0.78, 0.92)
-            pts = np.stack(cam.project(np.full(4, xs), np.array([bh, hgt, hgt, bh]),
-                                       np.maximum(s_near + length * np.array([a, b, c, d]), s_vis)), 1)
+            pts = np.stack(
+                cam.project(
+                    np.full(4, xs),
+                    np.array([bh, hgt, hgt, bh]),
+                    np.maximum(s_near + length * np.array([a, b, c, d]), s_vis),
+                ),
+                1,
+            )
             cv.polys([pts], side, cls, zm, xp)
-            glass = np.stack(cam.project(np.full(4, xs), np.array([bh + 0.05, hgt - 0.06, hgt - 0.06, bh + 0.05]),
-                                         np.maximum(s_near + length * np.array([a + 0.04, b + 0.02, c - 0.02,
-                                                                                d - 0.04]), s_vis)), 1)
+            glass = np.stack(
+                cam.project(
+                    np.full(4, xs),
+                    np.array([bh + 0.05, hgt - 0.06, hgt - 0.06, bh + 0.05]),
+                    np.maximum(s_near + length * np.array([a + 0.04, b + 0.02, c - 0.02, d - 0.04]), s_vis),
+                ),
+                1,
+            )
             cv.polys([glass], v.glass, cls, zm, xp)
             wheel_r, wheels = 0.32, (s_near + 0.8, s_near + length - 0.8)
         elif v.kind == "truck":
@@ -535,8 +618,13 @@ def draw_vehicle(cv: Canvas, cam: Camera, v: Vehicle, t: float, look: Look, ligh
             if cab[0] < s_far and cab[1] > s_vis:
                 cv.polys([_facade(cam, xs, max(cab[0], s_vis), min(cab[1], s_far), 0.5, 2.8)], side * 0.9, cls, zm, xp)
                 if cab[1] - 0.4 > max(cab[0] + 0.3, s_vis):
-                    cv.polys([_facade(cam, xs, max(cab[0] + 0.3, s_vis), min(cab[1] - 0.4, s_far), 1.8, 2.6)],
-                             v.glass, cls, zm, xp)
+                    cv.polys(
+                        [_facade(cam, xs, max(cab[0] + 0.3, s_vis), min(cab[1] - 0.4, s_far), 1.8, 2.6)],
+                        v.glass,
+                        cls,
+                        zm,
+                        xp,
+                    )
             wheel_r, wheels = 0.5, (s_near + 1.2, s_near + length - 1.2)
         else:  # bus, train: long boxes with a band of windows
             cv.polys([_facade(cam, xs, s_vis, s_far, 0.3 if v.kind == "bus" else 0.5, hgt)], side, cls, zm, xp)
@@ -549,14 +637,16 @@ def draw_vehicle(cv: Canvas, cam: Camera, v: Vehicle, t: float, look: Look, ligh
                 joints = np.arange(s_near + 9.0, s_far, 9.0)
                 joints = joints[joints > s_vis]
                 if len(joints):
-                    quads = _plane_quads(cam, xs, joints, joints + 0.25, np.full_like(joints, 0.5),
-                                         np.full_like(joints, hgt))
+                    quads = _plane_quads(
+                        cam, xs, joints, joints + 0.25, np.full_like(joints, 0.5), np.full_like(joints, hgt)
+                    )
                     cv.polys(list(quads), _DARK * 2, cls, zm, xp)
             wheel_r, wheels = (0.5, (s_near + 2.0, s_near + length - 2.5)) if v.kind == "bus" else (0.4, ())
         for sw in wheels:
             if s_vis + wheel_r < sw < s_far:
-                (xa, xb), (ya, _) = cam.project(np.array([xs, xs]), np.array([wheel_r, wheel_r]),
-                                                np.array([sw - wheel_r, sw + wheel_r]))
+                (xa, xb), (ya, _) = cam.project(
+                    np.array([xs, xs]), np.array([wheel_r, wheel_r]), np.array([sw - wheel_r, sw + wheel_r])
+                )
                 xc, yc = (xa + xb) / 2, ya
                 cv.ellipse((xc, yc), (abs(xb - xa) / 2, cam.f * wheel_r / (sw - cam.s)), _DARK, cls, sw - cam.s)
 
@@ -575,8 +665,12 @@ def draw_vehicle(cv: Canvas, cam: Camera, v: Vehicle, t: float, look: Look, ligh
         cv.polys([loc.rect(-w2, w2, 0.28, bh)], body * 0.95, cls, z)
         cv.polys([loc.rect(-w2, w2, 0.28, 0.45)], body * 0.5 + 15, cls, z)
         cv.polys([loc(((-w2 + 0.08, bh), (w2 - 0.08, bh), (w2 - 0.28, hgt), (-w2 + 0.28, hgt)))], body, cls, z)
-        cv.polys([loc(((-w2 + 0.16, bh + 0.04), (w2 - 0.16, bh + 0.04), (w2 - 0.32, hgt - 0.06),
-                       (-w2 + 0.32, hgt - 0.06)))], v.glass * 1.2, cls, z)
+        cv.polys(
+            [loc(((-w2 + 0.16, bh + 0.04), (w2 - 0.16, bh + 0.04), (w2 - 0.32, hgt - 0.06), (-w2 + 0.32, hgt - 0.06)))],
+            v.glass * 1.2,
+            cls,
+            z,
+        )
         for lx in (-w2 + 0.08, w2 - 0.38):
             cv.polys([loc.rect(lx, lx + 0.3, 0.62, 0.8)], lamp, cls, z, emissive=lamp_lit)
         cv.polys([loc.rect(-0.26, 0.26, 0.45, 0.57)], np.array([225, 225, 220], np.float32), cls, z)
@@ -608,13 +702,23 @@ def draw_vehicle(cv: Canvas, cam: Camera, v: Vehicle, t: float, look: Look, ligh
         glass_lo = 0.95 if front else 1.8
         cv.polys([loc.rect(-w2 + 0.15, w2 - 0.15, glass_lo, hgt - 0.3)], v.glass * 1.2, cls, z)
         if front and v.kind == "bus":
-            cv.polys([loc.rect(-w2 + 0.3, w2 - 0.3, hgt - 0.25, hgt - 0.05)], np.array([255, 150, 40], np.float32),
-                     cls, z, emissive=lights_on)
+            cv.polys(
+                [loc.rect(-w2 + 0.3, w2 - 0.3, hgt - 0.25, hgt - 0.05)],
+                np.array([255, 150, 40], np.float32),
+                cls,
+                z,
+                emissive=lights_on,
+            )
         for lx in (-w2 + 0.12, w2 - 0.42):
             cv.polys([loc.rect(lx, lx + 0.3, 0.55, 0.75)], lamp, cls, z, emissive=lamp_lit)
         if v.kind == "train":  # pantograph on the roof
-            segs = np.array([[loc.point(-0.6, hgt), loc.point(0.0, hgt + 0.9)], [loc.point(0.6, hgt),
-                             loc.point(0.0, hgt + 0.9)], [loc.point(-0.5, hgt + 0.9), loc.point(0.5, hgt + 0.9)]])
+            segs = np.array(
+                [
+                    [loc.point(-0.6, hgt), loc.point(0.0, hgt + 0.9)],
+                    [loc.point(0.6, hgt), loc.point(0.0, hgt + 0.9)],
+                    [loc.point(-0.5, hgt + 0.9), loc.point(0.5, hgt + 0.9)],
+                ]
+            )
             cv.lines(segs, 0.06 * loc.scale, _DARK * 2, cls, z)
 
 
@@ -630,16 +734,37 @@ def draw_person(cv: Canvas, loc: Local, p: Person, label: int, phase: float, z: 
     swing = 0.13 * k * math.sin(phase)
     hip, shoulder = 0.52 * h, 0.81 * h
     for sgn in (-1, 1):
-        cv.polys([loc(((sgn * 0.02 * k, hip), (sgn * 0.14 * k, hip), (sgn * 0.12 * k + sgn * swing, 0.0),
-                       (sgn * 0.02 * k + sgn * swing, 0.0)))], p.pants, label, z)
-    cv.polys([loc(((-0.2 * k, shoulder), (0.2 * k, shoulder), (0.16 * k, hip - 0.04), (-0.16 * k, hip - 0.04)))],
-             p.shirt, label, z)
+        cv.polys(
+            [
+                loc(
+                    (
+                        (sgn * 0.02 * k, hip),
+                        (sgn * 0.14 * k, hip),
+                        (sgn * 0.12 * k + sgn * swing, 0.0),
+                        (sgn * 0.02 * k + sgn * swing, 0.0),
+                    )
+                )
+            ],
+            p.pants,
+            label,
+            z,
+        )
+    cv.polys(
+        [loc(((-0.2 * k, shoulder), (0.2 * k, shoulder), (0.16 * k, hip - 0.04), (-0.16 * k, hip - 0.04)))],
+        p.shirt,
+        label,
+        z,
+    )
     for sgn in (-1, 1):
         arm_w = max(0.05 * k, 0.5 / sc)
         sx = sgn * 0.2 * k
         ex = sx + sgn * 0.04 - sgn * swing * 0.6
-        cv.polys([loc(((sx - arm_w, shoulder), (sx + arm_w, shoulder), (ex + arm_w, 0.5 * h), (ex - arm_w, 0.5 * h)))],
-                 p.shirt * 0.9, label, z)
+        cv.polys(
+            [loc(((sx - arm_w, shoulder), (sx + arm_w, shoulder), (ex + arm_w, 0.5 * h), (ex - arm_w, 0.5 * h)))],
+            p.shirt * 0.9,
+            label,
+            z,
+        )
     head_r = 0.065 * h
     cy = shoulder + head_r * 1.4
     cv.ellipse(loc.point(0, cy + head_r * 0.25), (head_r * sc, head_r * 1.05 * sc), p.hair, label, z)
@@ -669,41 +794,86 @@ def draw_two_wheeler(cv: Canvas, cam: Camera, tw: TwoWheeler, t: float, lights_o
             if moto:
                 cv.ellipse(loc.point(hx, wheel_r), (wheel_r * sc, wheel_r * sc), _DARK, cls, z)
             else:
-                cv.ellipse(loc.point(hx, wheel_r), (wheel_r * sc, wheel_r * sc), _DARK, cls, z,
-                           thickness=max(1, int(round(0.05 * sc))))
+                cv.ellipse(
+                    loc.point(hx, wheel_r),
+                    (wheel_r * sc, wheel_r * sc),
+                    _DARK,
+                    cls,
+                    z,
+                    thickness=max(1, int(round(0.05 * sc))),
+                )
         if moto:
-            cv.polys([loc(((-0.75, 0.5), (-0.3, 0.85), (0.35, 0.92), (0.62, 0.75), (0.75, 0.5), (0.2, 0.33),
-                           (-0.4, 0.35)))], tw.colour, cls, z)
+            cv.polys(
+                [loc(((-0.75, 0.5), (-0.3, 0.85), (0.35, 0.92), (0.62, 0.75), (0.75, 0.5), (0.2, 0.33), (-0.4, 0.35)))],
+                tw.colour,
+                cls,
+                z,
+            )
             cv.polys([loc(((-0.6, 0.82), (0.05, 0.9), (0.05, 0.98), (-0.55, 0.92)))], _DARK, cls, z)
             cv.polys([loc(((0.55, 0.7), (0.72, 1.15), (0.78, 1.12), (0.62, 0.68)))], _DARK * 2, cls, z)
         else:
-            frame = [((-hub, wheel_r), (-0.12, 0.92)), ((-0.12, 0.92), (0.4, 0.95)), ((0.0, 0.33), (-0.12, 0.92)),
-                     ((0.0, 0.33), (0.4, 0.95)), ((0.4, 0.95), (hub, wheel_r)), ((0.4, 0.95), (0.35, 1.08)),
-                     ((-hub, wheel_r), (0.0, 0.33))]
-            cv.lines(np.array([[loc.point(*a), loc.point(*b)] for a, b in frame]), max(1.0, 0.045 * sc), tw.colour,
-                     cls, z)
+            frame = [
+                ((-hub, wheel_r), (-0.12, 0.92)),
+                ((-0.12, 0.92), (0.4, 0.95)),
+                ((0.0, 0.33), (-0.12, 0.92)),
+                ((0.0, 0.33), (0.4, 0.95)),
+                ((0.4, 0.95), (hub, wheel_r)),
+                ((0.4, 0.95), (0.35, 1.08)),
+                ((-hub, wheel_r), (0.0, 0.33)),
+            ]
+            cv.lines(
+                np.array([[loc.point(*a), loc.point(*b)] for a, b in frame]), max(1.0, 0.045 * sc), tw.colour, cls, z
+            )
         if r is not None:
             hip = (-0.15, 0.98 if moto else 0.95)
             knee, foot = ((0.2, 0.78), (0.1, 0.4)) if moto else ((0.18, 0.72), (0.05, 0.35))
             shoulder = (0.08, 1.52) if moto else (0.15, 1.5)
             hand = (0.55, 1.05) if moto else (0.38, 1.06)
             lw = max(1.0, 0.12 * sc)
-            cv.lines(np.array([[loc.point(*hip), loc.point(*knee)], [loc.point(*knee), loc.point(*foot)]]), lw,
-                     r.pants, RIDER, z)
-            cv.polys([loc(((hip[0] - 0.12, hip[1]), (hip[0] + 0.12, hip[1]), (shoulder[0] + 0.13, shoulder[1]),
-                           (shoulder[0] - 0.13, shoulder[1])))], r.shirt, RIDER, z)
+            cv.lines(
+                np.array([[loc.point(*hip), loc.point(*knee)], [loc.point(*knee), loc.point(*foot)]]),
+                lw,
+                r.pants,
+                RIDER,
+                z,
+            )
+            cv.polys(
+                [
+                    loc(
+                        (
+                            (hip[0] - 0.12, hip[1]),
+                            (hip[0] + 0.12, hip[1]),
+                            (shoulder[0] + 0.13, shoulder[1]),
+                            (shoulder[0] - 0.13, shoulder[1]),
+                        )
+                    )
+                ],
+                r.shirt,
+                RIDER,
+                z,
+            )
             cv.lines(np.array([[loc.point(*shoulder), loc.point(*hand)]]), max(1.0, 0.09 * sc), r.shirt * 0.9, RIDER, z)
             head = (shoulder[0] + 0.05, shoulder[1] + 0.17)
-            cv.ellipse(loc.point(*head), (0.13 * sc if moto else 0.11 * sc, 0.13 * sc if moto else 0.12 * sc),
-                       r.hair if not moto else r.shirt * 0.6 + 60, RIDER, z)
+            cv.ellipse(
+                loc.point(*head),
+                (0.13 * sc if moto else 0.11 * sc, 0.13 * sc if moto else 0.12 * sc),
+                r.hair if not moto else r.shirt * 0.6 + 60,
+                RIDER,
+                z,
+            )
         return
     # seen from behind (riding along the road)
     tyre = 0.08 if moto else 0.035
     cv.polys([loc.rect(-max(tyre, 0.5 / sc), max(tyre, 0.5 / sc), 0.0, 0.66)], _DARK, cls, z)
     if moto:
         cv.polys([loc.rect(-0.24, 0.24, 0.45, 0.92)], tw.colour, cls, z)
-        cv.polys([loc.rect(-0.08, 0.08, 0.6, 0.7)], np.array([255, 40, 30] if lights_on else [170, 30, 30], np.float32),
-                 cls, z, emissive=lights_on)
+        cv.polys(
+            [loc.rect(-0.08, 0.08, 0.6, 0.7)],
+            np.array([255, 40, 30] if lights_on else [170, 30, 30], np.float32),
+            cls,
+            z,
+            emissive=lights_on,
+        )
         cv.polys([loc.rect(-0.45, 0.45, 1.02, 1.08)], _DARK, cls, z)
     else:
         cv.polys([loc.rect(-0.04, 0.04, 0.66, 0.95)], tw.colour, cls, z)
@@ -711,12 +881,21 @@ def draw_two_wheeler(cv: Canvas, cam: Camera, tw: TwoWheeler, t: float, lights_o
     if r is not None:
         hip_y = 0.98 if moto else 0.95
         for sgn in (-1, 1):
-            cv.polys([loc(((sgn * 0.04, hip_y), (sgn * 0.17, hip_y), (sgn * 0.2, 0.35), (sgn * 0.1, 0.35)))], r.pants,
-                     RIDER, z)
+            cv.polys(
+                [loc(((sgn * 0.04, hip_y), (sgn * 0.17, hip_y), (sgn * 0.2, 0.35), (sgn * 0.1, 0.35)))],
+                r.pants,
+                RIDER,
+                z,
+            )
         cv.polys([loc(((-0.2, hip_y), (0.2, hip_y), (0.22, 1.5), (-0.22, 1.5)))], r.shirt, RIDER, z)
         for sgn in (-1, 1):
-            cv.lines(np.array([[loc.point(sgn * 0.2, 1.45), loc.point(sgn * (0.45 if moto else 0.3), 1.05)]]),
-                     max(1.0, 0.08 * sc), r.shirt * 0.9, RIDER, z)
+            cv.lines(
+                np.array([[loc.point(sgn * 0.2, 1.45), loc.point(sgn * (0.45 if moto else 0.3), 1.05)]]),
+                max(1.0, 0.08 * sc),
+                r.shirt * 0.9,
+                RIDER,
+                z,
+            )
         rad = 0.14 if moto else 0.11
         head = r.hair if not moto else r.shirt * 0.6 + 60  # motorcyclists wear helmets
         cv.ellipse(loc.point(0, 1.64), (rad * sc, rad * 1.05 * sc), head, RIDER, z)
@@ -753,8 +932,16 @@ def _vignette(height: int, width: int) -> np.ndarray:
     return (1.0 - 0.18 * r2 / 2)[..., None].astype(np.float32)
 
 
-def render_frame(world: World, look: Look, width: int, height: int, t: float, fields: NoiseFields,
-                 sensor_rng: np.random.Generator, lights_on: bool) -> tuple[np.ndarray, np.ndarray]:
+def render_frame(
+    world: World,
+    look: Look,
+    width: int,
+    height: int,
+    t: float,
+    fields: NoiseFields,
+    sensor_rng: np.random.Generator,
+    lights_on: bool,
+) -> tuple[np.ndarray, np.ndarray]:
     """The world at time t seen by the dashcam: (RGB uint8 HxWx3, labels uint8 HxW)."""
     cam = camera_for(world, width, height, t)
     base_label, rgb, depth = render_ground(cam, world, look, fields.clouds)
@@ -767,8 +954,11 @@ def render_frame(world: World, look: Look, width: int, height: int, t: float, fi
     # beside a passing tram paint over it.
     things = [(p.s, p) for p in world.props]
     things += [(m.s + m.speed * t, m) for m in world.movers]
-    things = [(s, th) for s, th in things
-              if cam.s + NEAR < s < cam.s + FAR or (isinstance(th, Vehicle) and s + th.length > cam.s + NEAR + 1.0)]
+    things = [
+        (s, th)
+        for s, th in things
+        if cam.s + NEAR < s < cam.s + FAR or (isinstance(th, Vehicle) and s + th.length > cam.s + NEAR + 1.0)
+    ]
     lot = world.road.lot_line + 0.1
     back = sorted((th for s, th in things if abs(th.u) > lot), key=lambda th: _painter_key(cam, th, t))
     front = sorted((th for s, th in things if abs(th.u) <= lot), key=lambda th: _painter_key(cam, th, t))
@@ -807,8 +997,16 @@ def _draw_thing(cv: Canvas, cam: Camera, th, t: float, look: Look, lights_on: bo
         draw_pole(cv, cam, th, lights_on)
 
 
-def _compose(cv: Canvas, cam: Camera, label: np.ndarray, rgb: np.ndarray, depth: np.ndarray, look: Look,
-             fields: NoiseFields, sensor_rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _compose(
+    cv: Canvas,
+    cam: Camera,
+    label: np.ndarray,
+    rgb: np.ndarray,
+    depth: np.ndarray,
+    look: Look,
+    fields: NoiseFields,
+    sensor_rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
     # Whole-frame lookups (lut[ids]) rather than boolean-mask gathers: several times faster at these sizes.
     # Primitive 0 is "nothing drawn": its table rows are neutral and np.where keeps the ground/sky values.
     ids = cv.ids

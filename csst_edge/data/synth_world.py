@@ -170,23 +170,33 @@ def _next_cross(cross: np.ndarray, s: float) -> float:
 
 def sample_person(rng, style: CityStyle, s: float, u: float, speed: float) -> Person:
     skin = jitter(rng, pick(rng, ((230, 190, 160), (190, 140, 100), (120, 80, 55), (240, 210, 185))), 10)
-    return Person(s=s, u=u, speed=speed, height=float(rng.uniform(1.55, 1.95)),
-                  shirt=jitter(rng, pick(rng, style.clothes_colours)),
-                  pants=jitter(rng, pick(rng, style.clothes_colours)), skin=skin,
-                  hair=jitter(rng, pick(rng, ((30, 25, 20), (90, 60, 30), (200, 170, 110), (120, 120, 120)))),
-                  phase=float(rng.uniform(0, 2 * math.pi)))
+    return Person(
+        s=s,
+        u=u,
+        speed=speed,
+        height=float(rng.uniform(1.55, 1.95)),
+        shirt=jitter(rng, pick(rng, style.clothes_colours)),
+        pants=jitter(rng, pick(rng, style.clothes_colours)),
+        skin=skin,
+        hair=jitter(rng, pick(rng, ((30, 25, 20), (90, 60, 30), (200, 170, 110), (120, 120, 120)))),
+        phase=float(rng.uniform(0, 2 * math.pi)),
+    )
 
 
-def generate_world(rng: np.random.Generator, style: CityStyle, far: float = 120.0, duration: float = 0.0,
-                   camera_speed: float = 0.0) -> World:
+def generate_world(
+    rng: np.random.Generator, style: CityStyle, far: float = 120.0, duration: float = 0.0, camera_speed: float = 0.0
+) -> World:
     """Everything a camera moving from s = 0 at `camera_speed` m/s sees within `far` metres for `duration` s."""
     lanes = int(pick(rng, style.lanes_per_direction))
     road = Road(
-        lanes=lanes, lane_width=float(rng.uniform(*style.lane_width)),
+        lanes=lanes,
+        lane_width=float(rng.uniform(*style.lane_width)),
         parking=float(rng.uniform(2.0, 2.5)) if rng.random() < style.parking_lane_prob else 0.0,
         median=float(rng.uniform(*style.median_width)) if rng.random() < style.median_prob else 0.0,
-        sidewalk=float(rng.uniform(*style.sidewalk_width)), verge=float(rng.uniform(*style.verge_width)),
-        setback=float(rng.uniform(*style.setback)), outer_ground=style.outer_ground,
+        sidewalk=float(rng.uniform(*style.sidewalk_width)),
+        verge=float(rng.uniform(*style.verge_width)),
+        setback=float(rng.uniform(*style.setback)),
+        outer_ground=style.outer_ground,
         camera_lane=int(rng.integers(lanes)),
     )
     travel = camera_speed * duration
@@ -239,9 +249,17 @@ def generate_world(rng: np.random.Generator, style: CityStyle, far: float = 120.
         s = s_lo + float(rng.uniform(0, 30))
         while s < s_hi:
             if not _in_cross(cross_arr, s, 1.0):
-                props.append(Pole(s=s, side=side, u=side * (half + 0.4), height=float(rng.uniform(6.5, 9.0)),
-                                  colour=jitter(rng, pick(rng, ((90, 95, 100), (60, 65, 60), (150, 150, 150)))),
-                                  attachments=[("lamp",)], arm=float(rng.uniform(1.0, 2.5))))
+                props.append(
+                    Pole(
+                        s=s,
+                        side=side,
+                        u=side * (half + 0.4),
+                        height=float(rng.uniform(6.5, 9.0)),
+                        colour=jitter(rng, pick(rng, ((90, 95, 100), (60, 65, 60), (150, 150, 150)))),
+                        attachments=[("lamp",)],
+                        arm=float(rng.uniform(1.0, 2.5)),
+                    )
+                )
             s += float(rng.uniform(22.0, 40.0))
         for s in _poisson_positions(rng, 0.025, s_lo, s_hi):
             if not _in_cross(cross_arr, s, 1.0):
@@ -249,8 +267,16 @@ def generate_world(rng: np.random.Generator, style: CityStyle, far: float = 120.
         # traffic lights at the near corner of every side street; an overhead one for the camera's direction
         for c0, c1 in cross_arr:
             if side == 1:
-                props.append(_light_pole(rng, c0 - 1.5, side, side * (half + 0.5), overhead=rng.random() < 0.6,
-                                         reach=half - road.median / 2))
+                props.append(
+                    _light_pole(
+                        rng,
+                        c0 - 1.5,
+                        side,
+                        side * (half + 0.5),
+                        overhead=rng.random() < 0.6,
+                        reach=half - road.median / 2,
+                    )
+                )
             else:
                 props.append(_light_pole(rng, c1 + 1.5, side, side * (half + 0.5), overhead=False, reach=0.0))
         # pedestrians on the sidewalk, sometimes in small groups
@@ -272,8 +298,9 @@ def generate_world(rng: np.random.Generator, style: CityStyle, far: float = 120.
     for c0, _ in cross_arr:
         if rng.random() < 0.35:
             for _ in range(int(rng.integers(1, 4))):
-                movers.append(sample_person(rng, style, c0 - float(rng.uniform(2.0, 4.5)),
-                                            float(rng.uniform(-half, half)), 0.0))
+                movers.append(
+                    sample_person(rng, style, c0 - float(rng.uniform(2.0, 4.5)), float(rng.uniform(-half, half)), 0.0)
+                )
 
     # traffic: lanes keep one speed so cars never drive through each other
     for i in range(road.lanes):
@@ -296,11 +323,17 @@ def generate_world(rng: np.random.Generator, style: CityStyle, far: float = 120.
             s = s_lo
             while s < s_hi:
                 length = float(rng.uniform(4.0, 4.8))
-                if not _in_cross(cross_arr, s, 4.0) and not _in_cross(cross_arr, s + length, 4.0) \
-                        and rng.random() < style.parked_car_prob:
+                if (
+                    not _in_cross(cross_arr, s, 4.0)
+                    and not _in_cross(cross_arr, s + length, 4.0)
+                    and rng.random() < style.parked_car_prob
+                ):
                     facing = int(rng.choice([-1, 1]))
-                    movers.append(_vehicle(rng, style, s, side * (half - road.parking / 2), 0.0, facing, kind="car",
-                                           length=length))
+                    movers.append(
+                        _vehicle(
+                            rng, style, s, side * (half - road.parking / 2), 0.0, facing, kind="car", length=length
+                        )
+                    )
                 s += length + float(rng.uniform(0.6, 3.0))
     # riders on the right edge of each carriageway (rare), and trams (rarer still)
     for direction in (1, -1):
@@ -324,13 +357,24 @@ def generate_world(rng: np.random.Generator, style: CityStyle, far: float = 120.
         w = float(rng.uniform(0.03, 0.12))
         is_building = rng.random() < (0.75 if style.name == "A" else 0.45)
         colour = jitter(rng, pick(rng, style.building_colours if is_building else style.vegetation_colours))
-        skyline.append((angle + w, w, float(rng.uniform(12, 40) if is_building else rng.uniform(8, 18)), is_building,
-                        colour))
+        skyline.append(
+            (angle + w, w, float(rng.uniform(12, 40) if is_building else rng.uniform(8, 18)), is_building, colour)
+        )
         angle += 2 * w * float(rng.uniform(0.7, 1.1))
-    return World(road=road, cross_streets=cross_arr, buildings=buildings, boundaries=boundaries, props=props,
-                 movers=movers, skyline=skyline, camera_height=float(rng.uniform(*style.camera_height)),
-                 horizon=float(rng.uniform(*style.horizon)), camera_speed=camera_speed,
-                 curve=float(rng.uniform(-style.curve, style.curve)), curve_period=float(rng.uniform(150, 400)))
+    return World(
+        road=road,
+        cross_streets=cross_arr,
+        buildings=buildings,
+        boundaries=boundaries,
+        props=props,
+        movers=movers,
+        skyline=skyline,
+        camera_height=float(rng.uniform(*style.camera_height)),
+        horizon=float(rng.uniform(*style.horizon)),
+        camera_speed=camera_speed,
+        curve=float(rng.uniform(-style.curve, style.curve)),
+        curve_period=float(rng.uniform(150, 400)),
+    )
 
 
 def _footprint(m) -> tuple[float, float, int]:
@@ -396,22 +440,40 @@ def _building(rng, style: CityStyle, side: int, s0: float, s1: float, u: float) 
     group = rng.integers(0, n_colours, len(windows))
     if lit[-1]:
         group[rng.random(len(windows)) < style.lit_window_prob] = n_colours
-    return Building(side=side, s0=s0, s1=s1, u=u, depth=float(rng.uniform(8, 20)), height=height,
-                    colour=jitter(rng, pick(rng, style.building_colours)),
-                    shop_colour=jitter(rng, pick(rng, ((60, 55, 50), (120, 100, 80), (40, 45, 55), (150, 140, 130)))),
-                    windows=windows, window_group=group, window_colours=colours, window_lit=lit)
+    return Building(
+        side=side,
+        s0=s0,
+        s1=s1,
+        u=u,
+        depth=float(rng.uniform(8, 20)),
+        height=height,
+        colour=jitter(rng, pick(rng, style.building_colours)),
+        shop_colour=jitter(rng, pick(rng, ((60, 55, 50), (120, 100, 80), (40, 45, 55), (150, 140, 130)))),
+        windows=windows,
+        window_group=group,
+        window_colours=colours,
+        window_lit=lit,
+    )
 
 
 def _boundary(rng, style: CityStyle, kind: str, side: int, s0: float, s1: float, u: float) -> Boundary:
     if kind == "wall":
-        return Boundary(kind, side, s0, s1, u, float(rng.uniform(1.0, 2.8)),
-                        jitter(rng, pick(rng, style.wall_colours)))
+        return Boundary(kind, side, s0, s1, u, float(rng.uniform(1.0, 2.8)), jitter(rng, pick(rng, style.wall_colours)))
     if kind == "fence":
-        return Boundary(kind, side, s0, s1, u, float(rng.uniform(1.0, 2.0)),
-                        jitter(rng, pick(rng, style.fence_colours)))
+        return Boundary(
+            kind, side, s0, s1, u, float(rng.uniform(1.0, 2.0)), jitter(rng, pick(rng, style.fence_colours))
+        )
     bumps = rng.uniform(-0.15, 0.15, int(s1 - s0) + 2)
-    return Boundary(kind, side, s0, s1, u, float(rng.uniform(0.8, 1.6)),
-                    jitter(rng, pick(rng, style.vegetation_colours)), bumps=bumps)
+    return Boundary(
+        kind,
+        side,
+        s0,
+        s1,
+        u,
+        float(rng.uniform(0.8, 1.6)),
+        jitter(rng, pick(rng, style.vegetation_colours)),
+        bumps=bumps,
+    )
 
 
 def _tree(rng, style: CityStyle, s: float, u: float) -> Tree:
@@ -420,26 +482,64 @@ def _tree(rng, style: CityStyle, s: float, u: float) -> Tree:
     crown = []
     for _ in range(int(rng.integers(4, 8))):
         r = radius * float(rng.uniform(0.45, 0.75))
-        crown.append((float(rng.normal(0, radius * 0.35)), float(rng.normal(0, radius * 0.3)), r,
-                      r * float(rng.uniform(0.8, 1.1)), jitter(rng, base, 25)))
-    return Tree(s=s, u=u, trunk_height=float(rng.uniform(1.8, 3.5)), trunk_width=float(rng.uniform(0.2, 0.4)),
-                trunk_colour=jitter(rng, (90, 70, 55), 12), crown=crown)
+        crown.append(
+            (
+                float(rng.normal(0, radius * 0.35)),
+                float(rng.normal(0, radius * 0.3)),
+                r,
+                r * float(rng.uniform(0.8, 1.1)),
+                jitter(rng, base, 25),
+            )
+        )
+    return Tree(
+        s=s,
+        u=u,
+        trunk_height=float(rng.uniform(1.8, 3.5)),
+        trunk_width=float(rng.uniform(0.2, 0.4)),
+        trunk_colour=jitter(rng, (90, 70, 55), 12),
+        crown=crown,
+    )
 
 
 def _sign_pole(rng, s: float, side: int, u: float) -> Pole:
     shape = pick(rng, ("circle", "triangle", "square", "rect"))
     face, rim = {
-        "circle": ((240, 240, 240), (200, 30, 30)), "triangle": ((245, 245, 240), (210, 30, 30)),
-        "square": ((30, 80, 170), (240, 240, 240)), "rect": (pick(rng, ((30, 110, 60), (30, 80, 170), (240, 240, 235))),
-                                                            (240, 240, 240)),
+        "circle": ((240, 240, 240), (200, 30, 30)),
+        "triangle": ((245, 245, 240), (210, 30, 30)),
+        "square": ((30, 80, 170), (240, 240, 240)),
+        "rect": (pick(rng, ((30, 110, 60), (30, 80, 170), (240, 240, 235))), (240, 240, 240)),
     }[shape]
-    attachments = [("sign", float(rng.uniform(2.0, 2.6)), 0.0, shape, jitter(rng, face, 10), jitter(rng, rim, 10),
-                    float(rng.uniform(0.5, 0.8)))]
+    attachments = [
+        (
+            "sign",
+            float(rng.uniform(2.0, 2.6)),
+            0.0,
+            shape,
+            jitter(rng, face, 10),
+            jitter(rng, rim, 10),
+            float(rng.uniform(0.5, 0.8)),
+        )
+    ]
     if rng.random() < 0.3:  # a second sign below the first
-        attachments.append(("sign", attachments[0][1] - 0.8, 0.0, "rect", jitter(rng, (240, 240, 235), 10),
-                            jitter(rng, (30, 30, 30), 10), 0.45))
-    return Pole(s=s, side=side, u=u, height=attachments[0][1] + 0.4, colour=jitter(rng, (130, 130, 135)),
-                attachments=attachments)
+        attachments.append(
+            (
+                "sign",
+                attachments[0][1] - 0.8,
+                0.0,
+                "rect",
+                jitter(rng, (240, 240, 235), 10),
+                jitter(rng, (30, 30, 30), 10),
+                0.45,
+            )
+        )
+    return Pole(
+        s=s,
+        side=side,
+        u=u,
+        height=attachments[0][1] + 0.4,
+        colour=jitter(rng, (130, 130, 135)),
+        attachments=attachments,
+    )
 
 
 def _light_pole(rng, s: float, side: int, u: float, overhead: bool, reach: float) -> Pole:
@@ -451,37 +551,104 @@ def _light_pole(rng, s: float, side: int, u: float, overhead: bool, reach: float
         arm = max(reach * float(rng.uniform(0.5, 0.9)), 2.0)
         attachments.append(("light", 4.8, -side * arm, housing, active))
     if rng.random() < 0.5:
-        attachments.append(("sign", 2.0, 0.0, "rect", jitter(rng, (240, 240, 235), 10), jitter(rng, (30, 80, 170)),
-                            0.4))
-    return Pole(s=s, side=side, u=u, height=5.6 if overhead else 3.6, colour=jitter(rng, (80, 85, 90)),
-                attachments=attachments, arm=arm)
+        attachments.append(
+            ("sign", 2.0, 0.0, "rect", jitter(rng, (240, 240, 235), 10), jitter(rng, (30, 80, 170)), 0.4)
+        )
+    return Pole(
+        s=s,
+        side=side,
+        u=u,
+        height=5.6 if overhead else 3.6,
+        colour=jitter(rng, (80, 85, 90)),
+        attachments=attachments,
+        arm=arm,
+    )
 
 
-def _vehicle(rng, style: CityStyle, s: float, u: float, speed: float, facing: int, kind: str | None = None,
-             length: float | None = None) -> Vehicle:
+def _vehicle(
+    rng,
+    style: CityStyle,
+    s: float,
+    u: float,
+    speed: float,
+    facing: int,
+    kind: str | None = None,
+    length: float | None = None,
+) -> Vehicle:
     if kind is None:
         r = rng.random()
         kind = "truck" if r < style.truck_prob else ("bus" if r < style.truck_prob + style.bus_prob else "car")
     glass = jitter(rng, (35, 45, 55), 15)
     if kind == "car":
-        return Vehicle(kind, s, u, speed, length or float(rng.uniform(3.9, 4.9)), float(rng.uniform(1.65, 1.9)),
-                       float(rng.uniform(1.4, 1.7)), float(rng.uniform(0.85, 1.0)),
-                       jitter(rng, pick(rng, style.car_colours), 12), glass, facing)
+        return Vehicle(
+            kind,
+            s,
+            u,
+            speed,
+            length or float(rng.uniform(3.9, 4.9)),
+            float(rng.uniform(1.65, 1.9)),
+            float(rng.uniform(1.4, 1.7)),
+            float(rng.uniform(0.85, 1.0)),
+            jitter(rng, pick(rng, style.car_colours), 12),
+            glass,
+            facing,
+        )
     if kind == "truck":
-        return Vehicle(kind, s, u, speed, float(rng.uniform(6.5, 10.0)), 2.45, float(rng.uniform(3.0, 3.8)),
-                       float(rng.uniform(2.6, 3.2)),
-                       jitter(rng, pick(rng, ((235, 235, 235), (200, 60, 40), (60, 90, 150), (210, 200, 180))), 15),
-                       glass, facing)
+        return Vehicle(
+            kind,
+            s,
+            u,
+            speed,
+            float(rng.uniform(6.5, 10.0)),
+            2.45,
+            float(rng.uniform(3.0, 3.8)),
+            float(rng.uniform(2.6, 3.2)),
+            jitter(rng, pick(rng, ((235, 235, 235), (200, 60, 40), (60, 90, 150), (210, 200, 180))), 15),
+            glass,
+            facing,
+        )
     if kind == "bus":
-        return Vehicle(kind, s, u, speed, float(rng.uniform(11.0, 13.0)), 2.55, 3.1, 1.1,
-                       jitter(rng, pick(rng, style.bus_colours), 12), glass, facing)
-    return Vehicle("train", s, u, speed, float(rng.uniform(25.0, 36.0)), 2.6, 3.5, 1.0,
-                   jitter(rng, pick(rng, style.train_colours), 12), glass, facing)
+        return Vehicle(
+            kind,
+            s,
+            u,
+            speed,
+            float(rng.uniform(11.0, 13.0)),
+            2.55,
+            3.1,
+            1.1,
+            jitter(rng, pick(rng, style.bus_colours), 12),
+            glass,
+            facing,
+        )
+    return Vehicle(
+        "train",
+        s,
+        u,
+        speed,
+        float(rng.uniform(25.0, 36.0)),
+        2.6,
+        3.5,
+        1.0,
+        jitter(rng, pick(rng, style.train_colours), 12),
+        glass,
+        facing,
+    )
 
 
 def _two_wheeler(rng, kind: str, s: float, u: float, speed: float, view: str, rider: Person | None) -> TwoWheeler:
-    colours = ((30, 30, 30), (180, 30, 30), (40, 60, 140), (200, 200, 200), (60, 110, 60)) if kind == "bicycle" \
+    colours = (
+        ((30, 30, 30), (180, 30, 30), (40, 60, 140), (200, 200, 200), (60, 110, 60))
+        if kind == "bicycle"
         else ((20, 20, 20), (200, 40, 30), (230, 230, 230), (40, 40, 120), (240, 170, 20))
-    return TwoWheeler(kind=kind, s=s, u=u, speed=speed, view=view, facing=int(rng.choice([-1, 1])),
-                      colour=jitter(rng, pick(rng, colours)), rider=rider)
-
+    )
+    return TwoWheeler(
+        kind=kind,
+        s=s,
+        u=u,
+        speed=speed,
+        view=view,
+        facing=int(rng.choice([-1, 1])),
+        colour=jitter(rng, pick(rng, colours)),
+        rider=rider,
+    )

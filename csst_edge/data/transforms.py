@@ -5,12 +5,13 @@ must end up inside the final crop (the centroid that centroid sampling chose); g
 along with the pixels. Randomness comes from the `rng` argument so a sample is reproducible from
 (seed, epoch, index) regardless of which DataLoader worker decodes it. Labels are always resized with
 nearest-neighbour. A label may carry extra per-pixel channels (HxWxC uint8, e.g. top-k soft-label ids and
-probabilities): they get exactly the label's geometry. Torch-free on purpose: the same code serves the trainer and numpy-only tools.
+probabilities): they get exactly the label's geometry. Torch-free on purpose: the same code serves the trainer and
+numpy-only tools.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import cv2
 import numpy as np

@@ -27,8 +27,13 @@ class PredictionWriter:
     images are queued, which bounds memory when the disk is slower than the model.
     """
 
-    def __init__(self, folder: str | os.PathLike, palette: Sequence[Sequence[int]] | None, workers: int = 2,
-                 max_pending: int = 16):
+    def __init__(
+        self,
+        folder: str | os.PathLike,
+        palette: Sequence[Sequence[int]] | None,
+        workers: int = 2,
+        max_pending: int = 16,
+    ):
         self.folder = Path(folder).resolve()
         self.lut = None if palette is None else np.asarray(palette, dtype=np.uint8).reshape(-1, 3)
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="eval-png")
@@ -125,8 +130,16 @@ def evaluate(
                 images = images.to(device, non_blocking=True)
                 labels = labels.to(device, non_blocking=True)
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
-                    logits = predict_logits(model, images, mode=mode, scales=scales, flip=flip,
-                                            num_classes=num_classes, crop=crop, stride=stride)
+                    logits = predict_logits(
+                        model,
+                        images,
+                        mode=mode,
+                        scales=scales,
+                        flip=flip,
+                        num_classes=num_classes,
+                        crop=crop,
+                        stride=stride,
+                    )
                 pred = logits.argmax(1)
                 confmat.update(pred, labels)
                 if writer is not None:

@@ -106,8 +106,13 @@ def predict_logits(
 
     views = []
     for s in scales:
-        xs = x if s == 1.0 else F.interpolate(
-            x, size=(max(1, round(h * s)), max(1, round(w * s))), mode="bilinear", align_corners=False)
+        xs = (
+            x
+            if s == 1.0
+            else F.interpolate(
+                x, size=(max(1, round(h * s)), max(1, round(w * s))), mode="bilinear", align_corners=False
+            )
+        )
         for flipped in (False, True) if flip else (False,):
             logits = view(xs.flip(-1)).flip(-1) if flipped else view(xs)
             if logits.shape[-2:] != (h, w):

@@ -42,8 +42,9 @@ def _json_safe(value):
     return value
 
 
-def write_eval_json(path: str | os.PathLike, metrics: dict, class_names: Sequence[str],
-                    extra: dict | None = None) -> dict:
+def write_eval_json(
+    path: str | os.PathLike, metrics: dict, class_names: Sequence[str], extra: dict | None = None
+) -> dict:
     """Write metrics (IoU per class keyed by name, confusion rows = ground truth) atomically; returns the record."""
     record = {
         "miou": metrics["miou"],

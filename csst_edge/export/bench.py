@@ -28,8 +28,11 @@ from csst_edge.export.errors import ExportError
 
 BACKENDS = ("torch", "torch-compile", "ort-cpu", "ort-cuda", "ort-trt", "trt")
 TORCH_BACKENDS = ("torch", "torch-compile")
-ORT_PROVIDERS = {"ort-cpu": "CPUExecutionProvider", "ort-cuda": "CUDAExecutionProvider",
-                 "ort-trt": "TensorrtExecutionProvider"}
+ORT_PROVIDERS = {
+    "ort-cpu": "CPUExecutionProvider",
+    "ort-cuda": "CUDAExecutionProvider",
+    "ort-trt": "TensorrtExecutionProvider",
+}
 RANDOM_NUM_CLASSES = 19
 
 
@@ -258,7 +261,7 @@ def _onnx_for(source: ModelSource, size, batch: int, out_dir: Path) -> Path:
         raise _Skip("a TensorRT engine runs only on the trt backend")
     from csst_edge.export.onnx_export import export_model_onnx, meta_from_checkpoint
 
-    stem = (source.path.stem if source.path else source.arch)
+    stem = source.path.stem if source.path else source.arch
     path = out_dir / "onnx" / f"{stem}_{size[0]}x{size[1]}_b{batch}.onnx"
     if not path.is_file():
         meta = meta_from_checkpoint(source.state, size[0], size[1], batch, False, "nhwc", "logits", 17, source.path)
@@ -266,20 +269,28 @@ def _onnx_for(source: ModelSource, size, batch: int, out_dir: Path) -> Path:
     return path
 
 
-def _ort_runner(source: ModelSource, backend: str, size, batch: int, threads: int, fp16: bool, row: BenchRow,
-                out_dir: Path):
+def _ort_runner(
+    source: ModelSource, backend: str, size, batch: int, threads: int, fp16: bool, row: BenchRow, out_dir: Path
+):
     from csst_edge.runtime.backends import OnnxRuntimeBackend, available_providers, predict_labels
 
     provider = ORT_PROVIDERS[backend]
     if provider not in available_providers():
         hint = "onnxruntime-gpu" if backend != "ort-cpu" else "onnxruntime"
-        raise _Skip(f"onnxruntime has no {provider} here (available: {', '.join(available_providers())}; "
-                    f"install {hint} on a machine with the GPU stack)")
+        raise _Skip(
+            f"onnxruntime has no {provider} here (available: {', '.join(available_providers())}; "
+            f"install {hint} on a machine with the GPU stack)"
+        )
     path = _onnx_for(source, size, batch, out_dir)
     options = {}
     if backend == "ort-trt":
-        options = {"tensorrt": {"trt_fp16_enable": bool(fp16), "trt_engine_cache_enable": True,
-                                "trt_engine_cache_path": str(out_dir / "ort_trt_cache")}}
+        options = {
+            "tensorrt": {
+                "trt_fp16_enable": bool(fp16),
+                "trt_engine_cache_enable": True,
+                "trt_engine_cache_path": str(out_dir / "ort_trt_cache"),
+            }
+        }
     if fp16 and backend != "ort-trt":
         row.notes.append("fp16 applies to ort-trt / trt only: ran the fp32 model")
     be = OnnxRuntimeBackend(path, providers=[provider], threads=threads, provider_options=options)
@@ -314,8 +325,14 @@ def _trt_runner(source: ModelSource, size, batch: int, fp16: bool, row: BenchRow
             if source.kind == "onnx" and source.meta.dynamic:
                 s = source.meta.input_shape(batch, *size)
                 shapes = {"min_shape": s, "opt_shape": s, "max_shape": s}
-            build_engine(onnx_path, path, fp16=fp16, int8=source.meta is not None and source.meta.precision == "int8",
-                         timing_cache=out_dir / "engines" / "timing.cache", **shapes)
+            build_engine(
+                onnx_path,
+                path,
+                fp16=fp16,
+                int8=source.meta is not None and source.meta.precision == "int8",
+                timing_cache=out_dir / "engines" / "timing.cache",
+                **shapes,
+            )
     be = TensorRTBackend(path)
     row.precision = be.meta.precision
     row.file_mb = path.stat().st_size / 2**20
@@ -347,9 +364,20 @@ def _frames(batch: int, h: int, w: int) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------------- run
-def bench_one(source: ModelSource, backend: str, size, batch: int = 1, threads: int = 2, warmup: int = 5,
-              iters: int = 50, fp16: bool = False, out_dir: Path | None = None, data=None, limit: int | None = None,
-              split: str = "val") -> BenchRow:
+def bench_one(
+    source: ModelSource,
+    backend: str,
+    size,
+    batch: int = 1,
+    threads: int = 2,
+    warmup: int = 5,
+    iters: int = 50,
+    fp16: bool = False,
+    out_dir: Path | None = None,
+    data=None,
+    limit: int | None = None,
+    split: str = "val",
+) -> BenchRow:
     """One row. Never raises for an unavailable backend: the row's status says what happened."""
     out_dir = Path(out_dir or "bench")
     row = BenchRow(source.label, backend, f"{size[0]}x{size[1]}", batch, arch=source.arch, file_mb=source.file_mb)
@@ -412,10 +440,21 @@ def _row_miou(source: ModelSource, predict, size, data, limit, split, row: Bench
     return evaluate_predictor(predict, data, split, limit, tuple(size))["miou"]
 
 
-def run_bench(models: Sequence[str | os.PathLike], sizes: Sequence[tuple[int, int]], batch: int = 1, threads: int = 2,
-              warmup: int = 5, iters: int = 50, backends: Sequence[str] = BACKENDS, fp16: bool = False,
-              data=None, limit: int | None = None, split: str = "val", out_dir: str | os.PathLike = "bench",
-              on_row: Callable[[BenchRow], None] | None = None) -> list[BenchRow]:
+def run_bench(
+    models: Sequence[str | os.PathLike],
+    sizes: Sequence[tuple[int, int]],
+    batch: int = 1,
+    threads: int = 2,
+    warmup: int = 5,
+    iters: int = 50,
+    backends: Sequence[str] = BACKENDS,
+    fp16: bool = False,
+    data=None,
+    limit: int | None = None,
+    split: str = "val",
+    out_dir: str | os.PathLike = "bench",
+    on_row: Callable[[BenchRow], None] | None = None,
+) -> list[BenchRow]:
     if not models:
         raise ExportError("no models given")
     if batch < 1 or iters < 1 or warmup < 0 or threads < 1:
@@ -435,8 +474,13 @@ def run_bench(models: Sequence[str | os.PathLike], sizes: Sequence[tuple[int, in
 
 # ----------------------------------------------------------------------------------------------- report
 def environment(threads: int) -> dict:
-    env = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-           "cpu_count": os.cpu_count(), "threads": threads, "python": platform.python_version()}
+    env = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "threads": threads,
+        "python": platform.python_version(),
+    }
     for name in ("torch", "onnxruntime", "onnx", "tensorrt"):
         try:
             module = __import__(name)
@@ -456,14 +500,41 @@ def _fmt(value, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-COLUMNS = ("model", "backend", "size", "batch", "precision", "file MB", "mean ms", "p50 ms", "p90 ms", "p99 ms",
-           "FPS", "peak MB", "mIoU", "status")
+COLUMNS = (
+    "model",
+    "backend",
+    "size",
+    "batch",
+    "precision",
+    "file MB",
+    "mean ms",
+    "p50 ms",
+    "p90 ms",
+    "p99 ms",
+    "FPS",
+    "peak MB",
+    "mIoU",
+    "status",
+)
 
 
 def row_cells(row: BenchRow) -> list[str]:
-    return [row.model, row.backend, row.size, str(row.batch), row.precision, _fmt(row.file_mb, 1), _fmt(row.mean_ms),
-            _fmt(row.p50_ms), _fmt(row.p90_ms), _fmt(row.p99_ms), _fmt(row.fps, 1), _fmt(row.peak_mem_mb, 0),
-            "-" if row.miou is None else f"{100 * row.miou:.2f}", row.status]
+    return [
+        row.model,
+        row.backend,
+        row.size,
+        str(row.batch),
+        row.precision,
+        _fmt(row.file_mb, 1),
+        _fmt(row.mean_ms),
+        _fmt(row.p50_ms),
+        _fmt(row.p90_ms),
+        _fmt(row.p99_ms),
+        _fmt(row.fps, 1),
+        _fmt(row.peak_mem_mb, 0),
+        "-" if row.miou is None else f"{100 * row.miou:.2f}",
+        row.status,
+    ]
 
 
 def markdown_table(rows: Sequence[BenchRow]) -> str:
@@ -477,8 +548,12 @@ def rich_table(rows: Sequence[BenchRow], title: str = "benchmark"):
 
     table = Table(title=title)
     for c in COLUMNS:
-        table.add_column(c, justify="left" if c in ("model", "backend", "size", "precision", "status") else "right",
-                         overflow="fold", no_wrap=c != "status" and c != "model")
+        table.add_column(
+            c,
+            justify="left" if c in ("model", "backend", "size", "precision", "status") else "right",
+            overflow="fold",
+            no_wrap=c != "status" and c != "model",
+        )
     for r in rows:
         cells = row_cells(r)
         style = None if r.ok else ("yellow" if r.status.startswith("skipped") else "red")
@@ -486,15 +561,28 @@ def rich_table(rows: Sequence[BenchRow], title: str = "benchmark"):
     return table
 
 
-def write_report(rows: Sequence[BenchRow], out_dir: str | os.PathLike, settings: dict, name: str = "bench") -> tuple[Path, Path]:
+def write_report(
+    rows: Sequence[BenchRow], out_dir: str | os.PathLike, settings: dict, name: str = "bench"
+) -> tuple[Path, Path]:
     from csst_edge.fileio import atomic_write_json, atomic_write_text
 
     out_dir = Path(out_dir)
     json_path, md_path = out_dir / f"{name}.json", out_dir / f"{name}.md"
-    atomic_write_json(json_path, {"settings": settings, "environment": environment(settings.get("threads", 0)),
-                                  "rows": [r.to_dict() for r in rows]})
+    atomic_write_json(
+        json_path,
+        {
+            "settings": settings,
+            "environment": environment(settings.get("threads", 0)),
+            "rows": [r.to_dict() for r in rows],
+        },
+    )
     notes = [f"- {r.model} / {r.backend} / {r.size}: {'; '.join(r.notes)}" for r in rows if r.notes]
-    text = (f"# {name}\n\n" + ", ".join(f"{k}: {v}" for k, v in settings.items()) + "\n\n" + markdown_table(rows)
-            + ("\n" + "\n".join(notes) + "\n" if notes else ""))
+    text = (
+        f"# {name}\n\n"
+        + ", ".join(f"{k}: {v}" for k, v in settings.items())
+        + "\n\n"
+        + markdown_table(rows)
+        + ("\n" + "\n".join(notes) + "\n" if notes else "")
+    )
     atomic_write_text(md_path, text)
     return json_path, md_path

@@ -41,8 +41,14 @@ class NumpyConfusion:
         }
 
 
-def evaluate_predictor(predict: Callable[[np.ndarray], np.ndarray], data: str | os.PathLike, split: str = "val",
-                       limit: int | None = None, size: tuple[int, int] | None = None, progress=None) -> dict:
+def evaluate_predictor(
+    predict: Callable[[np.ndarray], np.ndarray],
+    data: str | os.PathLike,
+    split: str = "val",
+    limit: int | None = None,
+    size: tuple[int, int] | None = None,
+    progress=None,
+) -> dict:
     """mIoU of `predict(frame uint8 HxWx3 at `size`) -> labels HxW` over a dataset split.
 
     `progress`: an optional callable(advance) invoked once per image (e.g. a rich task update)."""
@@ -61,8 +67,15 @@ def evaluate_predictor(predict: Callable[[np.ndarray], np.ndarray], data: str | 
     return {**cm.compute(), "images": images, "split": split, "data": str(data)}
 
 
-def evaluate_onnx(model_path: str | os.PathLike, data: str | os.PathLike, split: str = "val", limit: int | None = None,
-                  threads: int | None = None, providers=("cpu",), progress=None) -> dict:
+def evaluate_onnx(
+    model_path: str | os.PathLike,
+    data: str | os.PathLike,
+    split: str = "val",
+    limit: int | None = None,
+    threads: int | None = None,
+    providers=("cpu",),
+    progress=None,
+) -> dict:
     """mIoU of an exported model (ONNX or engine) on a split; a dynamic model runs at its export size."""
     from csst_edge.runtime.backends import load_backend, predict_labels
 
@@ -81,9 +94,11 @@ def evaluate_onnx(model_path: str | os.PathLike, data: str | os.PathLike, split:
         backend.close()
 
 
-def onnx_eval_fn(data: str | os.PathLike, split: str = "val", limit: int | None = None, threads: int | None = None
-                 ) -> Callable[[Path], float]:
+def onnx_eval_fn(
+    data: str | os.PathLike, split: str = "val", limit: int | None = None, threads: int | None = None
+) -> Callable[[Path], float]:
     """An `eval_fn(model_path) -> mIoU` for `quantize_int8`'s automatic float fallback."""
+
     def eval_fn(model_path: Path) -> float:
         return evaluate_onnx(model_path, data, split, limit, threads)["miou"]
 

@@ -40,8 +40,9 @@ def resize_label(label: np.ndarray, height: int, width: int) -> np.ndarray:
     return cv2.resize(label, (width, height), interpolation=cv2.INTER_NEAREST)
 
 
-def iter_dataset(data: str | os.PathLike, split: str = "val", limit: int | None = None
-                 ) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+def iter_dataset(
+    data: str | os.PathLike, split: str = "val", limit: int | None = None
+) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
     """(name, RGB image, label ids after the dataset's remap) for each sample of a split, sorted by name."""
     from csst_edge.data.dataset import list_samples, load_dataset_config
     from csst_edge.data.imageio import read_image, read_label
@@ -66,8 +67,9 @@ def count_samples(data: str | os.PathLike, split: str = "val", limit: int | None
     return min(n, limit) if limit else n
 
 
-def load_frames(source: str | os.PathLike | list | None, count: int, height: int, width: int,
-                split: str = "val", seed: int = 0) -> list[np.ndarray]:
+def load_frames(
+    source: str | os.PathLike | list | None, count: int, height: int, width: int, split: str = "val", seed: int = 0
+) -> list[np.ndarray]:
     """`count` frames at height x width from a dataset YAML (its `split`), an image folder, a list of image
     paths / arrays, or synthetic ones when `source` is None."""
     from csst_edge.data.imageio import IMAGE_EXTENSIONS, read_image

@@ -39,8 +39,14 @@ class DeployWrapper(nn.Module):
     boundary and in casts.
     """
 
-    def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float], input_layout: str = "nhwc",
-                 output: str = "logits"):
+    def __init__(
+        self,
+        model: nn.Module,
+        mean: Sequence[float],
+        std: Sequence[float],
+        input_layout: str = "nhwc",
+        output: str = "logits",
+    ):
         super().__init__()
         if input_layout not in INPUT_LAYOUTS:
             raise ExportError(f"input_layout must be one of {', '.join(INPUT_LAYOUTS)}, got {input_layout!r}")
@@ -87,16 +93,30 @@ class ExportResult:
     notes: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        s = f"{self.path} ({self.size_bytes / 2**20:.1f} MiB, {self.meta.arch}, {self.meta.input_layout} uint8 → {self.meta.output_kind}"
-        s += ", dynamic" if self.meta.dynamic else f", {self.meta.batch}x{self.meta.input_height}x{self.meta.input_width}"
+        s = f"{self.path} ({self.size_bytes / 2**20:.1f} MiB, {self.meta.arch}, "
+        s += f"{self.meta.input_layout} uint8 → {self.meta.output_kind}"
+        s += (
+            ", dynamic"
+            if self.meta.dynamic
+            else f", {self.meta.batch}x{self.meta.input_height}x{self.meta.input_width}"
+        )
         s += f") in {self.seconds:.1f}s"
         if self.verification is not None:
             s += "; " + self.verification.summary()
         return s
 
 
-def meta_from_checkpoint(state: dict, height: int, width: int, batch: int, dynamic: bool, input_layout: str,
-                         output: str, opset: int, checkpoint_path: str | os.PathLike | None) -> ModelMeta:
+def meta_from_checkpoint(
+    state: dict,
+    height: int,
+    width: int,
+    batch: int,
+    dynamic: bool,
+    input_layout: str,
+    output: str,
+    opset: int,
+    checkpoint_path: str | os.PathLike | None,
+) -> ModelMeta:
     from csst_edge.train.checkpoint import normalization
 
     mean, std = normalization(state)
@@ -106,17 +126,33 @@ def meta_from_checkpoint(state: dict, height: int, width: int, batch: int, dynam
     config = state.get("config") or {}
     ignore = config.get("ignore_index", 255) if isinstance(config, dict) else 255
     return ModelMeta(
-        arch=str(state["arch"]), num_classes=n, class_names=names, palette=palette,
-        mean=[float(v) for v in mean], std=[float(v) for v in std],
-        input_height=None if dynamic else int(height), input_width=None if dynamic else int(width),
-        batch=None if dynamic else int(batch), dynamic=bool(dynamic), input_layout=input_layout,
-        input_name=INPUT_NAME, output_kind=output, output_name=output, precision="fp32",
+        arch=str(state["arch"]),
+        num_classes=n,
+        class_names=names,
+        palette=palette,
+        mean=[float(v) for v in mean],
+        std=[float(v) for v in std],
+        input_height=None if dynamic else int(height),
+        input_width=None if dynamic else int(width),
+        batch=None if dynamic else int(batch),
+        dynamic=bool(dynamic),
+        input_layout=input_layout,
+        input_name=INPUT_NAME,
+        output_kind=output,
+        output_name=output,
+        precision="fp32",
         checkpoint_sha256=file_sha256(checkpoint_path, 64) if checkpoint_path else None,
         checkpoint=Path(checkpoint_path).name if checkpoint_path else None,
-        version=__version__, opset=int(opset), export_height=int(height), export_width=int(width),
+        version=__version__,
+        opset=int(opset),
+        export_height=int(height),
+        export_width=int(width),
         ignore_index=int(ignore) if isinstance(ignore, int) else 255,
-        extra={"checkpoint_version": state.get("version"), "epoch": state.get("epoch"),
-               "model_kwargs": dict(state.get("model_kwargs") or {})},
+        extra={
+            "checkpoint_version": state.get("version"),
+            "epoch": state.get("epoch"),
+            "model_kwargs": dict(state.get("model_kwargs") or {}),
+        },
     )
 
 
@@ -153,13 +189,30 @@ def export_onnx(
     model, state = model_from_checkpoint(state)
     ckpt_path = None if isinstance(checkpoint, dict) else checkpoint
     meta = meta_from_checkpoint(state, height, width, batch, dynamic, input_layout, output, opset, ckpt_path)
-    return export_model_onnx(model, meta, out_path, simplify=simplify, verify=verify, verify_images=verify_images,
-                             verify_count=verify_count, atol=atol, min_agreement=min_agreement)
+    return export_model_onnx(
+        model,
+        meta,
+        out_path,
+        simplify=simplify,
+        verify=verify,
+        verify_images=verify_images,
+        verify_count=verify_count,
+        atol=atol,
+        min_agreement=min_agreement,
+    )
 
 
-def export_model_onnx(model: nn.Module, meta: ModelMeta, out_path: str | os.PathLike, simplify: bool = True,
-                      verify: bool = True, verify_images=None, verify_count: int = 4, atol: float | None = None,
-                      min_agreement: float | None = None) -> ExportResult:
+def export_model_onnx(
+    model: nn.Module,
+    meta: ModelMeta,
+    out_path: str | os.PathLike,
+    simplify: bool = True,
+    verify: bool = True,
+    verify_images=None,
+    verify_count: int = 4,
+    atol: float | None = None,
+    min_agreement: float | None = None,
+) -> ExportResult:
     """Export an in-memory model described by `meta` (the checkpoint-free path used by benchmarks and tests)."""
     t0 = time.perf_counter()
     out_path = Path(out_path)
@@ -211,21 +264,37 @@ def _trace_to_onnx(wrapper: nn.Module, dummy: torch.Tensor, meta: ModelMeta):
 
     dynamic_axes = None
     if meta.dynamic:
-        in_axes = {0: "batch", 1: "height", 2: "width"} if meta.input_layout == "nhwc" else {0: "batch", 2: "height", 3: "width"}
-        out_axes = {0: "batch", 1: "height", 2: "width"} if meta.output_kind == "labels" else {0: "batch", 2: "height", 3: "width"}
+        in_axes = (
+            {0: "batch", 1: "height", 2: "width"}
+            if meta.input_layout == "nhwc"
+            else {0: "batch", 2: "height", 3: "width"}
+        )
+        out_axes = (
+            {0: "batch", 1: "height", 2: "width"}
+            if meta.output_kind == "labels"
+            else {0: "batch", 2: "height", 3: "width"}
+        )
         dynamic_axes = {meta.input_name: in_axes, meta.output_name: out_axes}
     buffer = io.BytesIO()
     try:
         with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation + tracer warnings
             torch.onnx.export(
-                wrapper, (dummy,), buffer, dynamo=False, opset_version=int(meta.opset or 17),
-                input_names=[meta.input_name], output_names=[meta.output_name], dynamic_axes=dynamic_axes,
+                wrapper,
+                (dummy,),
+                buffer,
+                dynamo=False,
+                opset_version=int(meta.opset or 17),
+                input_names=[meta.input_name],
+                output_names=[meta.output_name],
+                dynamic_axes=dynamic_axes,
                 do_constant_folding=True,
             )
     except Exception as e:
         first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
-        raise ExportError(f"torch.onnx.export failed for arch '{meta.arch}' at {dummy.shape[1:]}: {type(e).__name__}: {first}") from e
+        raise ExportError(
+            f"torch.onnx.export failed for arch '{meta.arch}' at {dummy.shape[1:]}: {type(e).__name__}: {first}"
+        ) from e
     return onnx.load_from_string(buffer.getvalue())
 
 
@@ -253,4 +322,6 @@ def _check_proto(proto, out_path: Path) -> None:
     try:
         onnx.checker.check_model(proto)
     except Exception as e:
-        raise ExportError(f"{out_path}: the exported graph fails onnx.checker: {str(e).splitlines()[0][:300]}") from None
+        raise ExportError(
+            f"{out_path}: the exported graph fails onnx.checker: {str(e).splitlines()[0][:300]}"
+        ) from None

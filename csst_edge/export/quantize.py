@@ -75,14 +75,18 @@ class QuantizeResult:
         if self.agreement is not None:
             s += f"; argmax agreement with FP32 {100 * self.agreement:.2f}%"
         if self.drop is not None:
-            s += f"; mIoU FP32 {100 * self.fp32_miou:.2f} → INT8 {100 * self.int8_miou:.2f} (drop {100 * self.drop:.2f})"
+            s += (
+                f"; mIoU FP32 {100 * self.fp32_miou:.2f} → INT8 {100 * self.int8_miou:.2f} (drop {100 * self.drop:.2f})"
+            )
         if self.target_met is False:
             s += f"; drop limit {100 * self.max_drop:.2f} NOT met even with every ranked node in float"
         return s
 
     def to_dict(self) -> dict:
-        return {k: (str(v) if isinstance(v, Path) else v.to_dict() if isinstance(v, ModelMeta) else v)
-                for k, v in self.__dict__.items()} | {"drop": self.drop}
+        return {
+            k: (str(v) if isinstance(v, Path) else v.to_dict() if isinstance(v, ModelMeta) else v)
+            for k, v in self.__dict__.items()
+        } | {"drop": self.drop}
 
 
 class FrameCalibrationReader:
@@ -217,8 +221,14 @@ def _session(model_or_path, threads: int | None = None, optimize: bool = True):
     return ort.InferenceSession(data, sess_options=so, providers=["CPUExecutionProvider"])
 
 
-def node_sensitivity(fp32_proto, int8_path: Path, batches: list[np.ndarray], input_name: str,
-                     candidates: list[str], threads: int | None = None) -> list[tuple[str, float]]:
+def node_sensitivity(
+    fp32_proto,
+    int8_path: Path,
+    batches: list[np.ndarray],
+    input_name: str,
+    candidates: list[str],
+    threads: int | None = None,
+) -> list[tuple[str, float]]:
     """(node, added relative squared error) for each candidate, most sensitive first."""
     import onnx
 
@@ -241,10 +251,17 @@ def node_sensitivity(fp32_proto, int8_path: Path, batches: list[np.ndarray], inp
         return tensor
 
     fp32_tensors = {o for n in fp32_proto.graph.node for o in n.output}
-    pairs = {name: (int8_nodes[name].output[0], dequantized(int8_nodes[name].output[0])) for name in candidates
-             if name in int8_nodes and int8_nodes[name].output[0] in fp32_tensors}
-    fp32 = _session(_with_outputs(fp32_proto, list(dict.fromkeys(a for a, _ in pairs.values()))), threads, optimize=False)
-    int8 = _session(_with_outputs(int8_proto, list(dict.fromkeys(b for _, b in pairs.values()))), threads, optimize=False)
+    pairs = {
+        name: (int8_nodes[name].output[0], dequantized(int8_nodes[name].output[0]))
+        for name in candidates
+        if name in int8_nodes and int8_nodes[name].output[0] in fp32_tensors
+    }
+    fp32 = _session(
+        _with_outputs(fp32_proto, list(dict.fromkeys(a for a, _ in pairs.values()))), threads, optimize=False
+    )
+    int8 = _session(
+        _with_outputs(int8_proto, list(dict.fromkeys(b for _, b in pairs.values()))), threads, optimize=False
+    )
     err = {name: 0.0 for name in pairs}
     ref = {name: 0.0 for name in pairs}
     for x in batches:
@@ -253,16 +270,19 @@ def node_sensitivity(fp32_proto, int8_path: Path, batches: list[np.ndarray], inp
         for name, (ta, tb) in pairs.items():
             fa, fb = a[ta].astype(np.float64), b[tb].astype(np.float64)
             err[name] += float(((fa - fb) ** 2).sum())
-            ref[name] += float((fa ** 2).sum())
+            ref[name] += float((fa**2).sum())
     rel = {name: err[name] / (ref[name] + 1e-12) for name in pairs}
     ancestors = candidate_ancestors(fp32_proto, set(rel))
-    added = {name: max(0.0, e - max((rel[a] for a in ancestors.get(name, ()) if a in rel), default=0.0))
-             for name, e in rel.items()}
+    added = {
+        name: max(0.0, e - max((rel[a] for a in ancestors.get(name, ()) if a in rel), default=0.0))
+        for name, e in rel.items()
+    }
     return sorted(added.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
-def argmax_agreement(fp32_path, int8_path, batches: list[np.ndarray], input_name: str, meta: ModelMeta,
-                     threads: int | None = None) -> float:
+def argmax_agreement(
+    fp32_path, int8_path, batches: list[np.ndarray], input_name: str, meta: ModelMeta, threads: int | None = None
+) -> float:
     a, b = _session(fp32_path, threads), _session(int8_path, threads)
     agree = total = 0
     for x in batches:
@@ -328,8 +348,11 @@ def quantize_int8(
     unknown = [n for n in nodes_to_exclude if n not in known]
     if unknown:
         raise ExportError(f"{src}: nodes_to_exclude names unknown node(s): {', '.join(unknown[:5])}")
-    candidates = [n.name for n in proto.graph.node
-                  if n.op_type in SENSITIVE_OPS and n.name not in boundary and n.name not in nodes_to_exclude]
+    candidates = [
+        n.name
+        for n in proto.graph.node
+        if n.op_type in SENSITIVE_OPS and n.name not in boundary and n.name not in nodes_to_exclude
+    ]
     notes = []
 
     with tempfile.TemporaryDirectory(prefix="csst-int8-") as tmp:
@@ -345,12 +368,17 @@ def quantize_int8(
             path = tmp / f"int8_{trial[0]}.onnx"
             try:
                 quantize_static(
-                    str(fp32_named), str(path), FrameCalibrationReader(meta.input_name, batches),
+                    str(fp32_named),
+                    str(path),
+                    FrameCalibrationReader(meta.input_name, batches),
                     quant_format=QuantFormat.QDQ if fmt == "QDQ" else QuantFormat.QOperator,
-                    per_channel=per_channel, activation_type=getattr(QuantType, act_name),
-                    weight_type=getattr(QuantType, weight_name), nodes_to_exclude=boundary + list(exclude),
+                    per_channel=per_channel,
+                    activation_type=getattr(QuantType, act_name),
+                    weight_type=getattr(QuantType, weight_name),
+                    nodes_to_exclude=boundary + list(exclude),
                     calibrate_method=getattr(CalibrationMethod, CALIBRATION_METHODS[calibrate_method.lower()]),
-                    extra_options=extra, calibration_cache_path=str(cache),
+                    extra_options=extra,
+                    calibration_cache_path=str(cache),
                 )
             except Exception as e:
                 raise ExportError(f"{src}: onnxruntime quantisation failed: {type(e).__name__}: {str(e)[:300]}") from e
@@ -407,8 +435,10 @@ def quantize_int8(
                 else:  # limit not reachable: keep the best model seen
                     target_met = False
                     chosen = max(results, key=lambda kk: (results[kk][0], -kk))
-                    notes.append(f"mIoU drop limit {100 * limit:.2f} not reached with up to {lo} node(s) in float; "
-                                 f"kept the best trial ({chosen} node(s) in float)")
+                    notes.append(
+                        f"mIoU drop limit {100 * limit:.2f} not reached with up to {lo} node(s) in float; "
+                        f"kept the best trial ({chosen} node(s) in float)"
+                    )
                 int8_miou, best_path = results[chosen]
                 auto = ranked[:chosen]
             elif not candidates:
@@ -418,17 +448,41 @@ def quantize_int8(
 
     excluded = user_excluded + auto
     meta.precision = "int8"
-    meta.extra = {**meta.extra, "quantization": {
-        "format": fmt, "types": types.upper(), "per_channel": bool(per_channel), "calibrate_method": calibrate_method,
-        "symmetric_activations": bool(symmetric_activations), "calibration_frames": len(calibration_frames),
-        "float_nodes": excluded, "fp32_miou": fp32_miou, "int8_miou": int8_miou,
-    }}
+    meta.extra = {
+        **meta.extra,
+        "quantization": {
+            "format": fmt,
+            "types": types.upper(),
+            "per_channel": bool(per_channel),
+            "calibrate_method": calibrate_method,
+            "symmetric_activations": bool(symmetric_activations),
+            "calibration_frames": len(calibration_frames),
+            "float_nodes": excluded,
+            "fp32_miou": fp32_miou,
+            "int8_miou": int8_miou,
+        },
+    }
     set_onnx_metadata(qproto, meta)
     data = qproto.SerializeToString()
     atomic_write_bytes(out_path, data)
     return QuantizeResult(
-        out_path, meta, time.perf_counter() - t0, fmt, types.upper(), bool(per_channel), len(calibration_frames),
-        boundary, excluded, auto, fp32_miou, int8_miou, auto_fallback_max_drop, target_met, agreement, history,
-        [(n, float(s)) for n, s in sensitivity[:20]], len(data), notes,
+        out_path,
+        meta,
+        time.perf_counter() - t0,
+        fmt,
+        types.upper(),
+        bool(per_channel),
+        len(calibration_frames),
+        boundary,
+        excluded,
+        auto,
+        fp32_miou,
+        int8_miou,
+        auto_fallback_max_drop,
+        target_met,
+        agreement,
+        history,
+        [(n, float(s)) for n, s in sensitivity[:20]],
+        len(data),
+        notes,
     )
-

@@ -47,8 +47,10 @@ class EngineResult:
     trt_version: str = ""
 
     def summary(self) -> str:
-        return (f"{self.path} ({self.size_bytes / 2**20:.1f} MiB, {self.precision}, TensorRT {self.trt_version}) "
-                f"in {self.seconds:.0f}s; metadata in {self.sidecar.name}")
+        return (
+            f"{self.path} ({self.size_bytes / 2**20:.1f} MiB, {self.precision}, TensorRT {self.trt_version}) "
+            f"in {self.seconds:.0f}s; metadata in {self.sidecar.name}"
+        )
 
 
 def _shape(value: Sequence[int] | str | None) -> tuple[int, ...] | None:
@@ -85,8 +87,10 @@ def build_engine(
 
     ok, reason = tensorrt_available()
     if not ok:
-        raise ExportError(f"cannot build a TensorRT engine: {reason}. Build on the target device (Jetson: "
-                          "JetPack ships TensorRT), or run the ONNX model with onnxruntime")
+        raise ExportError(
+            f"cannot build a TensorRT engine: {reason}. Build on the target device (Jetson: "
+            "JetPack ships TensorRT), or run the ONNX model with onnxruntime"
+        )
     import tensorrt as trt
 
     t0 = time.perf_counter()
@@ -99,8 +103,10 @@ def build_engine(
     except Exception as e:
         raise ExportError(f"{onnx_path}: not an exported csst-edge ONNX model ({e})") from None
     if int8 and meta.precision != "int8":
-        raise ExportError(f"{onnx_path}: --int8 needs a QDQ model from `csst-edge export int8 --for-tensorrt` "
-                          f"(this one is {meta.precision})")
+        raise ExportError(
+            f"{onnx_path}: --int8 needs a QDQ model from `csst-edge export int8 --for-tensorrt` "
+            f"(this one is {meta.precision})"
+        )
 
     logger = trt.Logger(trt.Logger.VERBOSE if verbose else trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -137,7 +143,9 @@ def build_engine(
         config.add_optimization_profile(profile)
         shapes = {"min": list(lo), "opt": list(opt), "max": list(hi)}
     elif min_shape or opt_shape or max_shape:
-        raise ExportError(f"{onnx_path}: the model has a static input {dims}; min/opt/max shapes need a --dynamic export")
+        raise ExportError(
+            f"{onnx_path}: the model has a static input {dims}; min/opt/max shapes need a --dynamic export"
+        )
 
     cache = None
     cache_path = Path(timing_cache) if timing_cache else None
@@ -155,10 +163,18 @@ def build_engine(
         atomic_write_bytes(cache_path, bytes(config.get_timing_cache().serialize()))
 
     meta.precision = precision
-    meta.extra = {**meta.extra, "tensorrt": {"version": trt.__version__, "profile": shapes,
-                                             "source_onnx": onnx_path.name, "workspace_gib": workspace_gib}}
+    meta.extra = {
+        **meta.extra,
+        "tensorrt": {
+            "version": trt.__version__,
+            "profile": shapes,
+            "source_onnx": onnx_path.name,
+            "workspace_gib": workspace_gib,
+        },
+    }
     if shapes:
         meta.dynamic = True
     sidecar = write_sidecar(engine_path, meta)
-    return EngineResult(engine_path, sidecar, meta, time.perf_counter() - t0, len(data), precision, shapes,
-                        cache_path, trt.__version__)
+    return EngineResult(
+        engine_path, sidecar, meta, time.perf_counter() - t0, len(data), precision, shapes, cache_path, trt.__version__
+    )

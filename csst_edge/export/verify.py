@@ -129,10 +129,18 @@ def verify_onnx(
             out = backend.infer(batch)
         except Exception as e:
             backend.close()
-            hint = (" (a dynamic export only works if no layer bakes the export size into the graph, e.g. the "
-                    "input size as a constant into the graph: export such a model at a fixed size)") if meta.dynamic else ""
+            hint = (
+                (
+                    " (a dynamic export only works if no layer bakes the export size into the graph, e.g. the "
+                    "input size as a constant into the graph: export such a model at a fixed size)"
+                )
+                if meta.dynamic
+                else ""
+            )
             first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
-            raise ExportError(f"{name}: onnxruntime fails on a {frame.shape[0]}x{frame.shape[1]} frame: {first}{hint}") from None
+            raise ExportError(
+                f"{name}: onnxruntime fails on a {frame.shape[0]}x{frame.shape[1]} frame: {first}{hint}"
+            ) from None
         with torch.no_grad():
             ref_logits = reference(torch.from_numpy(batch)).float()
         ref_labels = ref_logits.argmax(1).numpy()
@@ -163,8 +171,19 @@ def verify_onnx(
         threshold = atol * max(1.0, scale) if meta.output_kind == "logits" else atol
         max_abs, mean_abs = max_diff, sum_diff / max(1, count)
         passed = max_abs <= threshold and agreement >= min_agreement
-    report = VerifyReport(name, len(frames), meta.output_kind, max_abs, mean_abs, threshold, agreement, min_agreement,
-                          passed, list(backend.providers), sizes)
+    report = VerifyReport(
+        name,
+        len(frames),
+        meta.output_kind,
+        max_abs,
+        mean_abs,
+        threshold,
+        agreement,
+        min_agreement,
+        passed,
+        list(backend.providers),
+        sizes,
+    )
     if not passed and raise_on_failure:
         raise ExportError(f"{name}: ONNX Runtime disagrees with PyTorch: {report.summary()}")
     return report

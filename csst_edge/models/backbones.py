@@ -50,8 +50,11 @@ class ResNetBackbone(nn.Module):
         return [c1, c2, c3, self.layer4(c3)]
 
 
-def build_backbone(arch: str, pretrained: str | Path | None = None,
-                   replace_stride_with_dilation: Sequence[bool] = (False, False, False)) -> ResNetBackbone:
+def build_backbone(
+    arch: str,
+    pretrained: str | Path | None = None,
+    replace_stride_with_dilation: Sequence[bool] = (False, False, False),
+) -> ResNetBackbone:
     backbone = ResNetBackbone(arch, replace_stride_with_dilation)
     if pretrained is not None:
         load_backbone_weights(backbone, pretrained)
@@ -106,8 +109,9 @@ def load_backbone_weights(backbone: ResNetBackbone, pretrained: str | Path) -> N
             if keys:
                 more = f" (+{len(keys) - 3} more)" if len(keys) > 3 else ""
                 problems.append(f"{len(keys)} {label}: {', '.join(keys[:3])}{more}")
-        raise ConfigError(f"pretrained weights '{source}' do not fit the {backbone.arch} backbone: "
-                          + "; ".join(problems))
+        raise ConfigError(
+            f"pretrained weights '{source}' do not fit the {backbone.arch} backbone: " + "; ".join(problems)
+        )
     backbone.load_state_dict(state)
 
 
@@ -136,14 +140,17 @@ def _torchvision_state_dict(arch: str, weights_name: str) -> dict[str, torch.Ten
     if name not in names and name != "DEFAULT":
         looks_like_path = any(c in weights_name for c in "/\\") or weights_name.endswith((".pt", ".pth", ".bin"))
         what = "file not found" if looks_like_path else "neither a file nor a torchvision weights name"
-        raise ConfigError(f"pretrained '{weights_name}': {what} (torchvision weights for {arch}: "
-                          f"{', '.join(names)}, DEFAULT)")
+        raise ConfigError(
+            f"pretrained '{weights_name}': {what} (torchvision weights for {arch}: {', '.join(names)}, DEFAULT)"
+        )
     weights = weights_enum[name]
     try:
         return weights.get_state_dict(progress=False)
     except Exception as e:  # noqa: BLE001 - offline machines end up here
-        raise ConfigError(f"cannot download torchvision weights {weights} from {weights.url} ({e}); "
-                          "download the file elsewhere and pass its path instead") from None
+        raise ConfigError(
+            f"cannot download torchvision weights {weights} from {weights.url} ({e}); "
+            "download the file elsewhere and pass its path instead"
+        ) from None
 
 
 def _uses_basic_blocks(arch: str) -> bool:

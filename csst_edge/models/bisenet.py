@@ -94,8 +94,16 @@ class BiSeNetV1(SegmentationModel):
         self.context_path = ContextPath(pretrained, 128)
         self.fusion = FeatureFusion(256, 256)
         self.head = SegmentationHead(256, 256, num_classes)
-        self.aux_heads = nn.ModuleList([SegmentationHead(128, 64, num_classes),   # on the 1/8 context
-                                        SegmentationHead(128, 64, num_classes)]) if aux else None  # on 1/16
+        self.aux_heads = (
+            nn.ModuleList(
+                [
+                    SegmentationHead(128, 64, num_classes),  # on the 1/8 context
+                    SegmentationHead(128, 64, num_classes),
+                ]
+            )
+            if aux
+            else None
+        )  # on 1/16
 
     def forward(self, x: torch.Tensor):
         size = x.shape[-2:]

@@ -40,16 +40,18 @@ class ImagePooling(nn.Module):
 class ASPP(nn.Module):
     """Atrous spatial pyramid pooling: 1x1, three dilated 3x3 convs and image pooling, concatenated, 1x1."""
 
-    def __init__(self, in_channels: int, out_channels: int = 256, rates: Sequence[int] = (6, 12, 18),
-                 dropout: float = 0.1):
+    def __init__(
+        self, in_channels: int, out_channels: int = 256, rates: Sequence[int] = (6, 12, 18), dropout: float = 0.1
+    ):
         super().__init__()
         self.branches = nn.ModuleList(
             [ConvBNReLU(in_channels, out_channels, 1)]
             + [ConvBNReLU(in_channels, out_channels, 3, dilation=r) for r in rates]
             + [ImagePooling(in_channels, out_channels)]
         )
-        self.project = nn.Sequential(ConvBNReLU(out_channels * len(self.branches), out_channels, 1),
-                                     nn.Dropout2d(dropout))
+        self.project = nn.Sequential(
+            ConvBNReLU(out_channels * len(self.branches), out_channels, 1), nn.Dropout2d(dropout)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.project(torch.cat([branch(x) for branch in self.branches], dim=1))
@@ -61,8 +63,9 @@ class Decoder(nn.Module):
     def __init__(self, low_level_channels: int, aspp_channels: int, num_classes: int, channels: int = 256):
         super().__init__()
         self.low_level = ConvBNReLU(low_level_channels, 48, 1)
-        self.refine = nn.Sequential(ConvBNReLU(aspp_channels + 48, channels, 3), ConvBNReLU(channels, channels, 3),
-                                    nn.Dropout2d(0.1))
+        self.refine = nn.Sequential(
+            ConvBNReLU(aspp_channels + 48, channels, 3), ConvBNReLU(channels, channels, 3), nn.Dropout2d(0.1)
+        )
         self.classifier = nn.Conv2d(channels, num_classes, 1)
 
     def forward(self, aspp: torch.Tensor, low_level: torch.Tensor) -> torch.Tensor:
@@ -71,8 +74,15 @@ class Decoder(nn.Module):
 
 
 class DeepLabV3Plus(SegmentationModel):
-    def __init__(self, num_classes: int, backbone: str, pretrained: str | None = None, output_stride: int = 16,
-                 aux: bool = True, aux_weight: float = 0.4):
+    def __init__(
+        self,
+        num_classes: int,
+        backbone: str,
+        pretrained: str | None = None,
+        output_stride: int = 16,
+        aux: bool = True,
+        aux_weight: float = 0.4,
+    ):
         super().__init__(num_classes, [aux_weight] if aux else [])
         if output_stride not in (8, 16):
             raise ConfigError(f"deeplabv3plus output_stride must be 8 or 16, got {output_stride!r}")
@@ -94,28 +104,32 @@ class DeepLabV3Plus(SegmentationModel):
 
 
 @register_model("teacher")
-def deeplabv3plus_r18(num_classes: int, pretrained: str | None = None, output_stride: int = 16,
-                      aux: bool = True) -> DeepLabV3Plus:
+def deeplabv3plus_r18(
+    num_classes: int, pretrained: str | None = None, output_stride: int = 16, aux: bool = True
+) -> DeepLabV3Plus:
     """DeepLabV3+ on ResNet-18; `pretrained` loads the ResNet-18 only."""
     return DeepLabV3Plus(num_classes, "resnet18", pretrained, output_stride, aux)
 
 
 @register_model("teacher")
-def deeplabv3plus_r50(num_classes: int, pretrained: str | None = None, output_stride: int = 16,
-                      aux: bool = True) -> DeepLabV3Plus:
+def deeplabv3plus_r50(
+    num_classes: int, pretrained: str | None = None, output_stride: int = 16, aux: bool = True
+) -> DeepLabV3Plus:
     """DeepLabV3+ on ResNet-50; `pretrained` loads the ResNet-50 only."""
     return DeepLabV3Plus(num_classes, "resnet50", pretrained, output_stride, aux)
 
 
 @register_model("teacher")
-def deeplabv3plus_x50(num_classes: int, pretrained: str | None = None, output_stride: int = 16,
-                      aux: bool = True) -> DeepLabV3Plus:
+def deeplabv3plus_x50(
+    num_classes: int, pretrained: str | None = None, output_stride: int = 16, aux: bool = True
+) -> DeepLabV3Plus:
     """DeepLabV3+ on ResNeXt-50 (32x4d); `pretrained` loads the ResNeXt-50 only."""
     return DeepLabV3Plus(num_classes, "resnext50_32x4d", pretrained, output_stride, aux)
 
 
 @register_model("teacher")
-def deeplabv3plus_r101(num_classes: int, pretrained: str | None = None, output_stride: int = 16,
-                       aux: bool = True) -> DeepLabV3Plus:
+def deeplabv3plus_r101(
+    num_classes: int, pretrained: str | None = None, output_stride: int = 16, aux: bool = True
+) -> DeepLabV3Plus:
     """DeepLabV3+ on ResNet-101; `pretrained` loads the ResNet-101 only."""
     return DeepLabV3Plus(num_classes, "resnet101", pretrained, output_stride, aux)

@@ -36,8 +36,14 @@ class LearningToDownsample(nn.Sequential):
 class GlobalFeatureExtractor(nn.Sequential):
     """Three groups of three inverted residuals (strides 2, 2, 1) then pyramid pooling, from 1/8 to 1/32."""
 
-    def __init__(self, in_channels: int = 64, stage_channels: tuple[int, ...] = (64, 96, 128),
-                 stage_strides: tuple[int, ...] = (2, 2, 1), blocks_per_stage: int = 3, out_channels: int = 128):
+    def __init__(
+        self,
+        in_channels: int = 64,
+        stage_channels: tuple[int, ...] = (64, 96, 128),
+        stage_strides: tuple[int, ...] = (2, 2, 1),
+        blocks_per_stage: int = 3,
+        out_channels: int = 128,
+    ):
         blocks: list[nn.Module] = []
         channels = in_channels
         for out, stride in zip(stage_channels, stage_strides, strict=True):
@@ -98,6 +104,8 @@ class FastSCNN(SegmentationModel):
 def fastscnn(num_classes: int, pretrained: str | None = None, aux: bool = True) -> FastSCNN:
     """Fast-SCNN (~1.1 M parameters); always trained from scratch (it has no ImageNet backbone)."""
     if pretrained is not None:
-        raise ConfigError(f"fastscnn has no pretrained backbone, so pretrained='{pretrained}' cannot be used; "
-                          "train it from scratch or start from a checkpoint")
+        raise ConfigError(
+            f"fastscnn has no pretrained backbone, so pretrained='{pretrained}' cannot be used; "
+            "train it from scratch or start from a checkpoint"
+        )
     return FastSCNN(num_classes, aux=aux)

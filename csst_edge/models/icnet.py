@@ -44,12 +44,19 @@ class CascadeFeatureFusion(nn.Module):
 
 
 class ICNet(SegmentationModel):
-    def __init__(self, num_classes: int, backbone: str, pretrained: str | None = None, aux: bool = True,
-                 aux_weights: tuple[float, float] = (0.4, 0.4)):
+    def __init__(
+        self,
+        num_classes: int,
+        backbone: str,
+        pretrained: str | None = None,
+        aux: bool = True,
+        aux_weights: tuple[float, float] = (0.4, 0.4),
+    ):
         super().__init__(num_classes, list(aux_weights) if aux else [])
         self.aux = aux
-        self.full_res_branch = nn.Sequential(ConvBNReLU(3, 32, 3, stride=2), ConvBNReLU(32, 32, 3, stride=2),
-                                             ConvBNReLU(32, 64, 3, stride=2))
+        self.full_res_branch = nn.Sequential(
+            ConvBNReLU(3, 32, 3, stride=2), ConvBNReLU(32, 32, 3, stride=2), ConvBNReLU(32, 64, 3, stride=2)
+        )
         # layer3/4 keep the 1/32 resolution of the quarter branch: dilated instead of strided
         self.backbone = build_backbone(backbone, pretrained, replace_stride_with_dilation=(False, True, True))
         c2, c4 = self.backbone.channels[1], self.backbone.channels[3]
@@ -62,11 +69,11 @@ class ICNet(SegmentationModel):
 
     def forward(self, x: torch.Tensor):
         size = x.shape[-2:]
-        full = self.full_res_branch(x)                                             # 1/8
+        full = self.full_res_branch(x)  # 1/8
         half = resize(x, (size[0] // 2, size[1] // 2))
         half = self.backbone.layer2(self.backbone.layer1(self.backbone.stem(half)))  # 1/16
         quarter = resize(half, (half.shape[-2] // 2, half.shape[-1] // 2))
-        quarter = self.backbone.layer4(self.backbone.layer3(quarter))              # 1/32
+        quarter = self.backbone.layer4(self.backbone.layer3(quarter))  # 1/32
         quarter = self.reduce(self.pyramid_pooling(quarter))
         fused16, up_quarter = self.cff_quarter_half(quarter, half)
         fused8, up_fused16 = self.cff_half_full(fused16, full)
@@ -75,8 +82,10 @@ class ICNet(SegmentationModel):
         main = resize(self.classifier(fused8), (size[0] // 4, size[1] // 4))
         aux = []
         if self.training and self.aux:
-            aux = [self.cff_half_full.guidance_logits(up_fused16),        # guidance at 1/8
-                   self.cff_quarter_half.guidance_logits(up_quarter)]     # guidance at 1/16
+            aux = [
+                self.cff_half_full.guidance_logits(up_fused16),  # guidance at 1/8
+                self.cff_quarter_half.guidance_logits(up_quarter),
+            ]  # guidance at 1/16
         return self.format_output(main, aux, size)
 
 

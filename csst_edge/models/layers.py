@@ -22,8 +22,16 @@ def resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
 class ConvBNReLU(nn.Sequential):
     """Conv (no bias: BN has one) + BatchNorm + optional ReLU, with 'same' padding for odd kernels."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
-                 dilation: int = 1, groups: int = 1, relu: bool = True):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        dilation: int = 1,
+        groups: int = 1,
+        relu: bool = True,
+    ):
         padding = dilation * (kernel_size - 1) // 2
         layers: list[nn.Module] = [
             nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias=False),
@@ -74,8 +82,13 @@ class SegmentationHead(nn.Sequential):
 
 # --- exact, exportable adaptive average pooling -----------------------------------------------------------------
 
-def averaging_matrix(in_size: int | torch.Tensor, out_size: int, dtype: torch.dtype = torch.float32,
-                     device: torch.device | str | None = None) -> torch.Tensor:
+
+def averaging_matrix(
+    in_size: int | torch.Tensor,
+    out_size: int,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
     """The (out_size, in_size) matrix whose row i averages the window adaptive_avg_pool uses for output i.
 
     PyTorch's bins are [floor(i * in / out), ceil((i + 1) * in / out)); they overlap when out does not divide in,
@@ -119,8 +132,10 @@ class PyramidPooling(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]
-        pooled = [resize(branch(adaptive_avg_pool2d_exact(x, b)), size)
-                  for b, branch in zip(self.bins, self.branches, strict=True)]
+        pooled = [
+            resize(branch(adaptive_avg_pool2d_exact(x, b)), size)
+            for b, branch in zip(self.bins, self.branches, strict=True)
+        ]
         return self.fuse(torch.cat([x, *pooled], dim=1))
 
 

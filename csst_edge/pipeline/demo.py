@@ -39,12 +39,17 @@ class DemoSettings:
     video_frames: int = 150
     round_epochs: int = 4
 
-    def scaled(self, factor: float) -> "DemoSettings":
+    def scaled(self, factor: float) -> DemoSettings:
         """A longer, better run: more data and more epochs."""
-        return DemoSettings(**{**asdict(self), "labelled": int(self.labelled * factor),
-                               "unlabelled": int(self.unlabelled * factor),
-                               "teacher_epochs": int(self.teacher_epochs * factor),
-                               "student_epochs": int(self.student_epochs * factor)})
+        return DemoSettings(
+            **{
+                **asdict(self),
+                "labelled": int(self.labelled * factor),
+                "unlabelled": int(self.unlabelled * factor),
+                "teacher_epochs": int(self.teacher_epochs * factor),
+                "student_epochs": int(self.student_epochs * factor),
+            }
+        )
 
 
 def run_demo(s: DemoSettings, console, progress: bool = True) -> dict:
@@ -56,74 +61,148 @@ def run_demo(s: DemoSettings, console, progress: bool = True) -> dict:
     out = Path(s.out)
     timings: dict[str, float] = {}
 
-
     t = stage_rule(console, "1/8 synthetic data: city A (labelled) and city B (unlabelled + val)")
     data = out / "data"
     city_a, city_b = data / "cityA.yaml", data / "cityB.yaml"
     if not (city_a.is_file() and city_b.is_file()):
-        write_dataset(data, cities=("A",), train=s.labelled, val=8, height=s.height, width=s.width, seed=s.seed,
-                      workers=s.workers)
-        write_dataset(data, cities=("B",), train=s.unlabelled, val=s.val, height=s.height, width=s.width,
-                      seed=s.seed, workers=s.workers)
+        write_dataset(
+            data, cities=("A",), train=s.labelled, val=8, height=s.height, width=s.width, seed=s.seed, workers=s.workers
+        )
+        write_dataset(
+            data,
+            cities=("B",),
+            train=s.unlabelled,
+            val=s.val,
+            height=s.height,
+            width=s.width,
+            seed=s.seed,
+            workers=s.workers,
+        )
     timings["data"] = time.perf_counter() - t
 
     crop = f"[{s.height},{s.height}]"
-    common = [f"batch_size={s.batch_size}", f"crop={crop}", f"workers={s.workers}", f"seed={s.seed}",
-              f"device={s.device}", "val=null", "eval_every=1000", "augment.scale=[0.75,1.5]",
-              "augment.jitter=0.4"]  # strong colour jitter: the teacher must carry over to another city
+    common = [
+        f"batch_size={s.batch_size}",
+        f"crop={crop}",
+        f"workers={s.workers}",
+        f"seed={s.seed}",
+        f"device={s.device}",
+        "val=null",
+        "eval_every=1000",
+        "augment.scale=[0.75,1.5]",
+        "augment.jitter=0.4",
+    ]  # strong colour jitter: the teacher must carry over to another city
     real = f"{{data: '{city_a}', split: train}}"
 
     t = stage_rule(console, f"2/8 teacher ({s.teacher}) on {s.labelled} labelled city-A frames")
     teacher_dir = out / "teacher"
-    train(load_train_config(None, common + [
-        f"model={s.teacher}", f"train=[{real}]", f"epochs={s.teacher_epochs}", f"out={teacher_dir}",
-        f"samples_per_epoch={max(s.labelled, 96)}", "optim.lr=0.02", "loss.name=ohem", "loss.ohem_min_kept=20000"]),
-        progress=progress, console=console)
+    train(
+        load_train_config(
+            None,
+            common
+            + [
+                f"model={s.teacher}",
+                f"train=[{real}]",
+                f"epochs={s.teacher_epochs}",
+                f"out={teacher_dir}",
+                f"samples_per_epoch={max(s.labelled, 96)}",
+                "optim.lr=0.02",
+                "loss.name=ohem",
+                "loss.ohem_min_kept=20000",
+            ],
+        ),
+        progress=progress,
+        console=console,
+    )
     timings["teacher"] = time.perf_counter() - t
 
     t = stage_rule(console, f"3/8 pseudo labels for {s.unlabelled} unlabelled city-B frames")
     pseudo = out / "pseudo"
     # multi-scale + flip: the teacher's best labels are worth their cost (the paper's pseudo labels use it too)
-    pseudo_settings = PseudoLabelSettings(mode="multiscale", scales=(0.75, 1.0, 1.25, 1.5), flip=True,
-                                          workers=s.workers, device=s.device)
-    generate_pseudo_labels(teacher_dir / "last.pt", [str(data / "cityB" / "images" / "train")], pseudo,
-                           pseudo_settings, progress=progress, console=console)
+    pseudo_settings = PseudoLabelSettings(
+        mode="multiscale", scales=(0.75, 1.0, 1.25, 1.5), flip=True, workers=s.workers, device=s.device
+    )
+    generate_pseudo_labels(
+        teacher_dir / "last.pt",
+        [str(data / "cityB" / "images" / "train")],
+        pseudo,
+        pseudo_settings,
+        progress=progress,
+        console=console,
+    )
     timings["pseudo"] = time.perf_counter() - t
 
     samples = s.labelled + s.unlabelled
-    student_common = common + [f"model={s.student}", f"epochs={s.student_epochs}", f"samples_per_epoch={samples}",
-                               "crop_schedule=coarse2fine+", "max_batch=32", "optim.lr=0.045"]
+    student_common = common + [
+        f"model={s.student}",
+        f"epochs={s.student_epochs}",
+        f"samples_per_epoch={samples}",
+        "crop_schedule=coarse2fine+",
+        "max_batch=32",
+        "optim.lr=0.045",
+    ]
     t = stage_rule(console, f"4/8 CSST student ({s.student}): real + pseudo, centroid sampling, coarse2fine+")
-    train(load_train_config(None, student_common + [
-        f"train=[{real}, {{pseudo: '{pseudo}'}}]", "sampling=centroid", "real_fraction=0.5",
-        f"out={out / 'student_csst'}"]), progress=progress, console=console)
+    train(
+        load_train_config(
+            None,
+            student_common
+            + [
+                f"train=[{real}, {{pseudo: '{pseudo}'}}]",
+                "sampling=centroid",
+                "real_fraction=0.5",
+                f"out={out / 'student_csst'}",
+            ],
+        ),
+        progress=progress,
+        console=console,
+    )
     timings["student_csst"] = time.perf_counter() - t
 
     t = stage_rule(console, f"5/8 baseline student ({s.student}): labelled city-A frames only, same iterations")
-    train(load_train_config(None, student_common + [f"train=[{real}]", "sampling=random",
-                                                    f"out={out / 'student_baseline'}"]),
-          progress=progress, console=console)
+    train(
+        load_train_config(
+            None, student_common + [f"train=[{real}]", "sampling=random", f"out={out / 'student_baseline'}"]
+        ),
+        progress=progress,
+        console=console,
+    )
     timings["student_baseline"] = time.perf_counter() - t
 
     console.rule("[bold]evaluation on city-B val")
     results, class_names = {}, None
-    for label, run in (("teacher", "teacher"), ("baseline student", "student_baseline"), ("CSST student", "student_csst")):
+    for label, run in (
+        ("teacher", "teacher"),
+        ("baseline student", "student_baseline"),
+        ("CSST student", "student_csst"),
+    ):
         metrics, class_names = evaluate_checkpoint(out / run / "last.pt", city_b, "val", s.device, s.workers)
         results[label] = metrics
     console.print(comparison_table(results, class_names, "mIoU (%) on city-B val"))
     chart = per_class_bar_chart(results, class_names, out / "per_class_iou.png", "Synthetic city B val: per-class IoU")
     gain = 100 * (results["CSST student"]["miou"] - results["baseline student"]["miou"])
-    summary = {"settings": {k: str(v) for k, v in asdict(s).items()}, "results": results,
-               "class_names": class_names, "csst_gain_miou": gain, "timings_s": timings}
+    summary = {
+        "settings": {k: str(v) for k, v in asdict(s).items()},
+        "results": results,
+        "class_names": class_names,
+        "csst_gain_miou": gain,
+        "timings_s": timings,
+    }
     atomic_write_json(out / "demo.json", summary)
-    write_markdown(out / "report.md", "csst-edge demo: self-training across cities", [
-        ("Setup", f"Teacher `{s.teacher}` trained on {s.labelled} labelled city-A frames ({s.height}x{s.width}); "
-                  f"{s.unlabelled} unlabelled city-B frames pseudo-labelled (multi-scale + flip); "
-                  f"student `{s.student}` trained from scratch on real + pseudo labels with centroid sampling and "
-                  f"coarse2fine+; baseline student trained on the labelled frames only with the same iterations."),
-        ("mIoU (%) on city-B val", markdown_table(results, class_names) + f"\n![per-class IoU]({chart.name})\n"),
-        ("Wall time (s)", "\n".join(f"- {k}: {v:.0f}" for k, v in timings.items())),
-    ])
+    write_markdown(
+        out / "report.md",
+        "csst-edge demo: self-training across cities",
+        [
+            (
+                "Setup",
+                f"Teacher `{s.teacher}` trained on {s.labelled} labelled city-A frames ({s.height}x{s.width}); "
+                f"{s.unlabelled} unlabelled city-B frames pseudo-labelled (multi-scale + flip); "
+                f"student `{s.student}` trained from scratch on real + pseudo labels with centroid sampling and "
+                f"coarse2fine+; baseline student trained on the labelled frames only with the same iterations.",
+            ),
+            ("mIoU (%) on city-B val", markdown_table(results, class_names) + f"\n![per-class IoU]({chart.name})\n"),
+            ("Wall time (s)", "\n".join(f"- {k}: {v:.0f}" for k, v in timings.items())),
+        ],
+    )
     console.print(f"CSST student vs baseline: [bold]{gain:+.1f}[/] mIoU; report: {out / 'report.md'}")
     if s.vehicle_loop:
         summary["vehicle_loop"] = run_vehicle_loop(s, out, data, city_a, city_b, console, progress, timings)
@@ -131,8 +210,9 @@ def run_demo(s: DemoSettings, console, progress: bool = True) -> dict:
     return summary
 
 
-def run_vehicle_loop(s: DemoSettings, out: Path, data: Path, city_a: Path, city_b: Path, console, progress: bool,
-                     timings: dict) -> dict:
+def run_vehicle_loop(
+    s: DemoSettings, out: Path, data: Path, city_a: Path, city_b: Path, console, progress: bool, timings: dict
+) -> dict:
     """The deployment half of the loop: export the CSST student, drive it over city B's dashcam video with
     harvesting (as the vehicle would), then run one self-training round on the harvest."""
     from csst_edge.data.synth import write_video
@@ -152,25 +232,51 @@ def run_vehicle_loop(s: DemoSettings, out: Path, data: Path, city_a: Path, city_
     if not video.is_file():
         write_video(video, city="B", frames=s.video_frames, height=s.height, width=s.width, seed=s.seed + 1)
     harvest = out / "vehicle" / "harvest"
-    run = run_runtime(onnx_path, str(video), RuntimeSettings(
-        threads=s.workers, harvest=harvest, log=out / "vehicle" / "run.jsonl", class_stats=None,
-        harvest_settings=HarvestSettings(rate_per_min=120, min_score=0.1, vehicle="demo-car")))
+    run = run_runtime(
+        onnx_path,
+        str(video),
+        RuntimeSettings(
+            threads=s.workers,
+            harvest=harvest,
+            log=out / "vehicle" / "run.jsonl",
+            class_stats=None,
+            harvest_settings=HarvestSettings(rate_per_min=120, min_score=0.1, vehicle="demo-car"),
+        ),
+    )
     console.print(f"{run.frames} frames at {run.fps:.1f} FPS, harvested {(run.harvest or {}).get('frames', 0)} frames")
     timings["runtime"] = time.perf_counter() - t
 
     t = stage_rule(console, "8/8 next round: pseudo-label the harvest, retrain, gate on city-B val")
-    report = run_round(RoundSettings(
-        harvests=[harvest], teacher=out / "teacher" / "last.pt", student=out / "student_csst" / "last.pt",
-        data=str(city_a), val=str(city_b), out=out / "round1", init="student", epochs=s.round_epochs,
-        overrides=[f"workers={s.workers}", f"device={s.device}"], device=s.device, workers=s.workers),
-        console=console, progress=progress)
+    report = run_round(
+        RoundSettings(
+            harvests=[harvest],
+            teacher=out / "teacher" / "last.pt",
+            student=out / "student_csst" / "last.pt",
+            data=str(city_a),
+            val=str(city_b),
+            out=out / "round1",
+            init="student",
+            epochs=s.round_epochs,
+            overrides=[f"workers={s.workers}", f"device={s.device}"],
+            device=s.device,
+            workers=s.workers,
+        ),
+        console=console,
+        progress=progress,
+    )
     timings["round"] = time.perf_counter() - t
     before, after = 100 * report["before"]["miou"], 100 * report["after"]["miou"]
     verdict = "promoted" if report["decision"]["promote"] else "rejected"
-    console.print(f"round 1: city-B val mIoU {before:.1f} → {after:.1f}, new student [bold]{verdict}[/] "
-                  f"({report['decision']['reason']}); report: {out / 'round1' / 'round.md'}")
-    return {"runtime": run.to_dict(), "round_before_miou": report["before"]["miou"],
-            "round_after_miou": report["after"]["miou"], "round_decision": report["decision"]}
+    console.print(
+        f"round 1: city-B val mIoU {before:.1f} → {after:.1f}, new student [bold]{verdict}[/] "
+        f"({report['decision']['reason']}); report: {out / 'round1' / 'round.md'}"
+    )
+    return {
+        "runtime": run.to_dict(),
+        "round_before_miou": report["before"]["miou"],
+        "round_after_miou": report["after"]["miou"],
+        "round_decision": report["decision"],
+    }
 
 
 def stage_rule(console, name: str) -> float:
@@ -185,11 +291,16 @@ def evaluate_checkpoint(checkpoint: Path, data, split: str, device: str = "auto"
     from csst_edge.train.config import SourceConfig
     from csst_edge.train.data import collate_eval, eval_dataset
 
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+    dev = torch.device(
+        "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
+    )
     model, state = model_from_checkpoint(checkpoint)
     mean, std = normalization(state)
     dataset, ds = eval_dataset(SourceConfig(data=str(data), split=split), mean, std)
     loader = DataLoader(dataset, batch_size=1, num_workers=workers, collate_fn=collate_eval)
     metrics = evaluate(model.to(dev), loader, ds.num_classes, dev, ignore_index=ds.ignore_index, progress=False)
-    return {"miou": metrics["miou"], "per_class_iou": [None if v != v else v for v in metrics["per_class_iou"]],
-            "pixel_accuracy": metrics["pixel_accuracy"]}, ds.class_names
+    return {
+        "miou": metrics["miou"],
+        "per_class_iou": [None if v != v else v for v in metrics["per_class_iou"]],
+        "pixel_accuracy": metrics["pixel_accuracy"],
+    }, ds.class_names

@@ -92,24 +92,38 @@ class GateDecision:
     regressed_classes: list[str]
 
 
-def gate_decision(before: dict, after: dict, class_names: list[str], gate: str = "miou", margin: float = 0.0,
-                  class_margin: float = 0.05) -> GateDecision:
+def gate_decision(
+    before: dict,
+    after: dict,
+    class_names: list[str],
+    gate: str = "miou",
+    margin: float = 0.0,
+    class_margin: float = 0.05,
+) -> GateDecision:
     """Promote `after` over `before` (metrics dicts: miou, per_class_iou) unless it regresses.
 
     Classes absent from the val set (IoU None) are not compared."""
     if gate not in GATES:
         raise ConfigError(f"--gate must be one of {', '.join(GATES)}, got {gate!r}")
     delta = float(after["miou"]) - float(before["miou"])
-    regressed = [name for name, b, a in zip(class_names, before["per_class_iou"], after["per_class_iou"], strict=False)
-                 if a is not None and b is not None and a < b - class_margin]
+    regressed = [
+        name
+        for name, b, a in zip(class_names, before["per_class_iou"], after["per_class_iou"], strict=False)
+        if a is not None and b is not None and a < b - class_margin
+    ]
     if gate == "always":
         return GateDecision(True, "gate 'always': promoted without comparison", delta, regressed)
     if delta < -margin:
-        return GateDecision(False, f"mIoU {100 * delta:+.2f} points is below the allowed -{100 * margin:.2f}",
-                            delta, regressed)
+        return GateDecision(
+            False, f"mIoU {100 * delta:+.2f} points is below the allowed -{100 * margin:.2f}", delta, regressed
+        )
     if gate == "per-class" and regressed:
-        return GateDecision(False, f"class IoU fell by more than {100 * class_margin:.1f} points: "
-                                   + ", ".join(regressed), delta, regressed)
+        return GateDecision(
+            False,
+            f"class IoU fell by more than {100 * class_margin:.1f} points: " + ", ".join(regressed),
+            delta,
+            regressed,
+        )
     return GateDecision(True, f"mIoU {100 * delta:+.2f} points (allowed drop {100 * margin:.2f})", delta, regressed)
 
 
@@ -150,8 +164,15 @@ def merge_harvests(harvests: list[Path], out: Path, duplicate_similarity: float 
                 shutil.copyfile(folder / record["image"], tmp)
             os.replace(tmp, target)
         stats["kept"] += 1
-        kept.append({"image": str(target), "harvest": str(folder), "score": score, "vehicle": record.get("vehicle"),
-                     "model_sha256": record.get("model_sha256")})
+        kept.append(
+            {
+                "image": str(target),
+                "harvest": str(folder),
+                "score": score,
+                "vehicle": record.get("vehicle"),
+                "model_sha256": record.get("model_sha256"),
+            }
+        )
     # a rerun with fewer frames (evicted since) must not train on the stale ones
     wanted = {k["image"] for k in kept}
     for stale in out.rglob("*.jpg"):
@@ -168,8 +189,11 @@ def _pseudo_composition(pseudo_dir: Path, class_names: list[str]) -> dict:
         hist += np.asarray(r.get("class_histogram", [0] * len(class_names)), np.int64)[: len(class_names)]
         conf.append(float(r.get("mean_confidence", 0.0)))
     total = max(1, int(hist.sum()))
-    return {"images": len(records), "mean_confidence": round(float(np.mean(conf)), 4) if conf else None,
-            "class_shares": {n: round(float(v) / total, 5) for n, v in zip(class_names, hist, strict=False)}}
+    return {
+        "images": len(records),
+        "mean_confidence": round(float(np.mean(conf)), 4) if conf else None,
+        "class_shares": {n: round(float(v) / total, 5) for n, v in zip(class_names, hist, strict=False)},
+    }
 
 
 def update_round_index(settings: RoundSettings, pseudo_dirs: list[Path], out_path: Path) -> dict:
@@ -186,25 +210,34 @@ def update_round_index(settings: RoundSettings, pseudo_dirs: list[Path], out_pat
         pairs, _ = read_pseudo_manifest(Path(folder))
         files += [str(label) for _, _, label, _ in pairs]
         luts += [None] * len(pairs)
-    previous = settings.index if settings.index and Path(settings.index).is_file() else (
-        out_path if out_path.is_file() else None)
+    previous = (
+        settings.index
+        if settings.index and Path(settings.index).is_file()
+        else (out_path if out_path.is_file() else None)
+    )
     if previous is not None:
         index, info = update_index(CentroidIndex.load(previous), files, luts=luts, workers=1, progress=False)
     else:
-        index = build_index(files, num_classes=len(ds.class_names), ignore_index=ds.ignore_index, luts=luts,
-                            workers=1, progress=False)
+        index = build_index(
+            files, num_classes=len(ds.class_names), ignore_index=ds.ignore_index, luts=luts, workers=1, progress=False
+        )
         info = {"reused": 0, "read": len(files), "dropped": 0}
     index.save(out_path)
     pixels = index.pixels_per_class()
     total = max(1, int(pixels.sum()))
-    return {"path": str(out_path), "images": index.num_images, "components": len(index), **info,
-            "class_pixel_shares": {n: round(float(v) / total, 5) for n, v in zip(ds.class_names, pixels, strict=False)},
-            "components_per_class": {n: int(v) for n, v in
-                                     zip(ds.class_names, index.components_per_class(), strict=False)}}
+    return {
+        "path": str(out_path),
+        "images": index.num_images,
+        "components": len(index),
+        **info,
+        "class_pixel_shares": {n: round(float(v) / total, 5) for n, v in zip(ds.class_names, pixels, strict=False)},
+        "components_per_class": {n: int(v) for n, v in zip(ds.class_names, index.components_per_class(), strict=False)},
+    }
 
 
-def student_train_config(settings: RoundSettings, pseudo_dirs: list[Path], run_dir: Path, arch: str,
-                         base_config: dict | None):
+def student_train_config(
+    settings: RoundSettings, pseudo_dirs: list[Path], run_dir: Path, arch: str, base_config: dict | None
+):
     """The next student's TrainConfig: the given config (or the current student's own), with real + pseudo
     sources, no val set, and --init's starting point."""
     import yaml
@@ -212,8 +245,14 @@ def student_train_config(settings: RoundSettings, pseudo_dirs: list[Path], run_d
     from csst_edge.train.config import load_train_config
 
     sources = [f"{{data: '{settings.data}', split: train}}"] + [f"{{pseudo: '{p}'}}" for p in pseudo_dirs]
-    overrides = [f"model={arch}", f"train=[{', '.join(sources)}]", "val=null", f"out={run_dir}",
-                 f"device={settings.device}", f"workers={settings.workers}"]
+    overrides = [
+        f"model={arch}",
+        f"train=[{', '.join(sources)}]",
+        "val=null",
+        f"out={run_dir}",
+        f"device={settings.device}",
+        f"workers={settings.workers}",
+    ]
     if settings.init == "student":
         overrides += ["method=finetune", f"pretrained={settings.student}"]
     else:
@@ -273,9 +312,14 @@ def run_round(settings: RoundSettings, console=None, progress: bool = True) -> d
 
     say(f"2/7 pseudo-label {merged['kept']} frames with the teacher")
     pseudo_dir = out / "pseudo"
-    generate_pseudo_labels(s.teacher, [out / "frames"], pseudo_dir,
-                           PseudoLabelSettings(flip=s.pseudo_flip, threshold=s.pseudo_threshold, workers=0,
-                                               device=s.device), progress=progress, console=console)
+    generate_pseudo_labels(
+        s.teacher,
+        [out / "frames"],
+        pseudo_dir,
+        PseudoLabelSettings(flip=s.pseudo_flip, threshold=s.pseudo_threshold, workers=0, device=s.device),
+        progress=progress,
+        console=console,
+    )
     current = load_checkpoint(s.student)
     class_names = list(current.get("class_names") or [])
     pseudo_dirs = [pseudo_dir, *map(Path, s.previous_pseudo)]
@@ -306,21 +350,40 @@ def run_round(settings: RoundSettings, console=None, progress: bool = True) -> d
         save_checkpoint(promoted / "student.pt", load_checkpoint(candidate))
         h, w = _export_size(s, merged["frames"])
         result = export_onnx(promoted / "student.pt", promoted / "student.onnx", h, w, output=s.export_output)
-        exported = {"checkpoint": str(promoted / "student.pt"), "onnx": str(result.path), "size": [h, w],
-                    "output": s.export_output, "summary": result.summary()}
+        exported = {
+            "checkpoint": str(promoted / "student.pt"),
+            "onnx": str(result.path),
+            "size": [h, w],
+            "output": s.export_output,
+            "summary": result.summary(),
+        }
 
     report = {
-        "round": str(out), "teacher": str(s.teacher), "current_student": str(s.student),
-        "new_student": str(candidate), "init": s.init,
-        "data_added": {"harvests": merged["per_harvest"], "frames_kept": merged["kept"],
-                       "pseudo_labels": _pseudo_composition(pseudo_dir, class_names),
-                       "previous_pseudo": [str(p) for p in s.previous_pseudo]},
+        "round": str(out),
+        "teacher": str(s.teacher),
+        "current_student": str(s.student),
+        "new_student": str(candidate),
+        "init": s.init,
+        "data_added": {
+            "harvests": merged["per_harvest"],
+            "frames_kept": merged["kept"],
+            "pseudo_labels": _pseudo_composition(pseudo_dir, class_names),
+            "previous_pseudo": [str(p) for p in s.previous_pseudo],
+        },
         "centroid_index": index_info,
         "val": {"data": s.val, "split": s.val_split},
-        "before": before, "after": after, "class_names": class_names,
-        "decision": {"promote": decision.promote, "reason": decision.reason, "gate": s.gate, "margin": s.margin,
-                     "class_margin": s.class_margin, "delta_miou": decision.delta_miou,
-                     "regressed_classes": decision.regressed_classes},
+        "before": before,
+        "after": after,
+        "class_names": class_names,
+        "decision": {
+            "promote": decision.promote,
+            "reason": decision.reason,
+            "gate": s.gate,
+            "margin": s.margin,
+            "class_margin": s.class_margin,
+            "delta_miou": decision.delta_miou,
+            "regressed_classes": decision.regressed_classes,
+        },
         "export": exported,
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(s).items()},
     }
@@ -345,18 +408,31 @@ def write_round_markdown(path: Path, report: dict) -> Path:
     verdict = "**promoted**" if d["promote"] else "**rejected** (the current student stays)"
     export = report["export"]
     sections = [
-        ("Decision", f"{verdict}: {d['reason']} (gate `{d['gate']}`, margin {100 * d['margin']:.2f} points"
-                     + (f", class margin {100 * d['class_margin']:.1f}" if d["gate"] == "per-class" else "") + ")."
-                     + (f"\n\nExported: `{export['onnx']}` ({export['size'][0]}x{export['size'][1]}, "
-                        f"{export['output']})." if export else "")),
-        ("Data added", "\n".join(rows) + f"\n\n{added['frames_kept']} frames pseudo-labelled "
-                       f"(mean teacher confidence {added['pseudo_labels']['mean_confidence']}); class pixel shares "
-                       f"of the new pseudo labels: {composition or 'none'}.\n\nCentroid index: "
-                       f"{report['centroid_index']['images']} label maps, {report['centroid_index']['components']} "
-                       f"components (`{report['centroid_index']['path']}`)."),
-        (f"IoU (%) on the fixed val set ({report['val']['data']}, split {report['val']['split']})",
-         markdown_table({"current student": report["before"], "new student": report["after"]},
-                        report["class_names"])),
+        (
+            "Decision",
+            f"{verdict}: {d['reason']} (gate `{d['gate']}`, margin {100 * d['margin']:.2f} points"
+            + (f", class margin {100 * d['class_margin']:.1f}" if d["gate"] == "per-class" else "")
+            + ")."
+            + (
+                f"\n\nExported: `{export['onnx']}` ({export['size'][0]}x{export['size'][1]}, {export['output']})."
+                if export
+                else ""
+            ),
+        ),
+        (
+            "Data added",
+            "\n".join(rows) + f"\n\n{added['frames_kept']} frames pseudo-labelled "
+            f"(mean teacher confidence {added['pseudo_labels']['mean_confidence']}); class pixel shares "
+            f"of the new pseudo labels: {composition or 'none'}.\n\nCentroid index: "
+            f"{report['centroid_index']['images']} label maps, {report['centroid_index']['components']} "
+            f"components (`{report['centroid_index']['path']}`).",
+        ),
+        (
+            f"IoU (%) on the fixed val set ({report['val']['data']}, split {report['val']['split']})",
+            markdown_table(
+                {"current student": report["before"], "new student": report["after"]}, report["class_names"]
+            ),
+        ),
     ]
     return write_markdown(path, "Self-training round", sections)
 

@@ -27,8 +27,15 @@ from torch.utils.data import DataLoader, Dataset
 from csst_edge.data.transforms import normalize
 from csst_edge.data.unlabelled import UnlabelledItem, expand_sources, load_item
 from csst_edge.errors import ConfigError, CsstError
+from csst_edge.fileio import (
+    append_jsonl,
+    atomic_write_bytes,
+    atomic_write_image,
+    atomic_write_json,
+    file_sha256,
+    read_jsonl,
+)
 from csst_edge.progress import progress_bar
-from csst_edge.fileio import append_jsonl, atomic_write_bytes, atomic_write_image, atomic_write_json, file_sha256, read_jsonl
 from csst_edge.train.checkpoint import model_from_checkpoint, normalization
 from csst_edge.train.distributed import barrier, setup_distributed
 
@@ -86,9 +93,14 @@ def finished_names(out_dir: Path) -> set[str]:
     return {r["name"] for f in manifest_files(out_dir) for r in read_jsonl(f) if r.get("status") == "ok"}
 
 
-def generate_pseudo_labels(checkpoint: str | Path, sources: list, out_dir: str | Path,
-                           settings: PseudoLabelSettings | None = None, progress: bool = True,
-                           console=None) -> PseudoLabelSummary:
+def generate_pseudo_labels(
+    checkpoint: str | Path,
+    sources: list,
+    out_dir: str | Path,
+    settings: PseudoLabelSettings | None = None,
+    progress: bool = True,
+    console=None,
+) -> PseudoLabelSummary:
     s = settings or PseudoLabelSettings()
     if s.mode not in ("single", "multiscale"):
         raise ConfigError(f"--mode must be 'single' or 'multiscale', got '{s.mode}'")
@@ -109,11 +121,18 @@ def generate_pseudo_labels(checkpoint: str | Path, sources: list, out_dir: str |
     todo = [it for it in items[dist.rank :: dist.world_size] if it.name not in done]
     barrier(dist)
     if dist.is_main:
-        atomic_write_json(out_dir / "meta.json", {
-            "class_names": state.get("class_names") or [str(i) for i in range(num_classes)],
-            "palette": state.get("palette"), "ignore_index": 255, "teacher": str(checkpoint),
-            "teacher_hash": teacher_hash, "settings": asdict(s), "sources": [str(x) for x in sources],
-        })
+        atomic_write_json(
+            out_dir / "meta.json",
+            {
+                "class_names": state.get("class_names") or [str(i) for i in range(num_classes)],
+                "palette": state.get("palette"),
+                "ignore_index": 255,
+                "teacher": str(checkpoint),
+                "teacher_hash": teacher_hash,
+                "settings": asdict(s),
+                "sources": [str(x) for x in sources],
+            },
+        )
     manifest = out_dir / ("manifest.jsonl" if dist.world_size == 1 else f"manifest-{dist.rank}.jsonl")
     lock = threading.Lock()
     counts = {"ok": 0, "error": 0, "conf": 0.0}
@@ -128,15 +147,22 @@ def generate_pseudo_labels(checkpoint: str | Path, sources: list, out_dir: str |
             soft_rel = Path("soft") / f"{item.name}.npz"
             atomic_write_bytes(out_dir / soft_rel, _encode_topk(probs, s.topk))
             record["soft"] = str(soft_rel)
-        record.update(name=item.name, image=str(item.path) if item.frame is None else _frame_path(item, out_dir),
-                      label=str(rel), frame=item.frame, teacher_hash=teacher_hash, status="ok")
+        record.update(
+            name=item.name,
+            image=str(item.path) if item.frame is None else _frame_path(item, out_dir),
+            label=str(rel),
+            frame=item.frame,
+            teacher_hash=teacher_hash,
+            status="ok",
+        )
         with lock:
             append_jsonl(manifest, record)
             counts["ok"] += 1
             counts["conf"] += record["mean_confidence"]
 
-    loader = DataLoader(_ItemDataset(todo, mean, std), batch_size=max(1, s.batch_size), num_workers=s.workers,
-                        collate_fn=_collate)
+    loader = DataLoader(
+        _ItemDataset(todo, mean, std), batch_size=max(1, s.batch_size), num_workers=s.workers, collate_fn=_collate
+    )
     from csst_edge.evaluate.inference import predict_logits
 
     pool = ThreadPoolExecutor(max_workers=2)
@@ -151,16 +177,19 @@ def generate_pseudo_labels(checkpoint: str | Path, sources: list, out_dir: str |
             for i, _, err in batch:
                 if err is not None:
                     with lock:
-                        append_jsonl(manifest, {"name": todo[i].name, "image": str(todo[i].path), "status": "error",
-                                                "error": err})
+                        append_jsonl(
+                            manifest,
+                            {"name": todo[i].name, "image": str(todo[i].path), "status": "error", "error": err},
+                        )
                         counts["error"] += 1
             for shape_group in _same_shape_groups(good):
                 x = torch.stack([t for _, (t, _) in shape_group]).to(device)
                 with torch.autocast(device.type, dtype=torch.float16, enabled=s.amp and device.type == "cuda"):
-                    probs = predict_logits(model, x, mode=s.mode, scales=s.scales, flip=s.flip,
-                                           num_classes=num_classes, output="probs")
+                    probs = predict_logits(
+                        model, x, mode=s.mode, scales=s.scales, flip=s.flip, num_classes=num_classes, output="probs"
+                    )
                 probs = probs.float().cpu().numpy()
-                for (i, (_, raw)), p in zip(shape_group, probs):
+                for (i, (_, raw)), p in zip(shape_group, probs, strict=False):
                     futures.append(pool.submit(write_outputs, todo[i], p, raw))
             futures = [f for f in futures if not _raise_if_failed(f)]
             if bar:
@@ -173,8 +202,9 @@ def generate_pseudo_labels(checkpoint: str | Path, sources: list, out_dir: str |
             bar.stop()
     barrier(dist)
     labelled = counts["ok"]
-    return PseudoLabelSummary(out_dir, len(items), len(done), labelled, counts["error"],
-                              counts["conf"] / labelled if labelled else None)
+    return PseudoLabelSummary(
+        out_dir, len(items), len(done), labelled, counts["error"], counts["conf"] / labelled if labelled else None
+    )
 
 
 def _raise_if_failed(future) -> bool:
@@ -199,8 +229,11 @@ def _labels_from_probs(probs: np.ndarray, threshold: float | None, num_classes: 
     if threshold is not None:
         label[confidence < threshold] = 255
     hist = np.bincount(label[label != 255].ravel(), minlength=num_classes)[:num_classes]
-    return label, {"mean_confidence": round(float(confidence.mean()), 5), "class_histogram": hist.tolist(),
-                   "ignored_share": round(float((label == 255).mean()), 5)}
+    return label, {
+        "mean_confidence": round(float(confidence.mean()), 5),
+        "class_histogram": hist.tolist(),
+        "ignored_share": round(float((label == 255).mean()), 5),
+    }
 
 
 def _encode_topk(probs: np.ndarray, k: int) -> bytes:
@@ -220,7 +253,3 @@ def read_soft_label(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
 def _frame_path(item: UnlabelledItem, out_dir: Path) -> str:
     return str(out_dir / "frames" / f"{item.name}.jpg")
-
-
-
-

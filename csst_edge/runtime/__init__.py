@@ -16,6 +16,14 @@ from csst_edge.runtime.backends import (
 from csst_edge.runtime.model_meta import ModelMeta, ModelMetaError, read_model_meta
 
 __all__ = [
-    "Backend", "BackendError", "ModelMeta", "ModelMetaError", "OnnxRuntimeBackend", "TensorRTBackend",
-    "available_providers", "load_backend", "predict_labels", "read_model_meta",
+    "Backend",
+    "BackendError",
+    "ModelMeta",
+    "ModelMetaError",
+    "OnnxRuntimeBackend",
+    "TensorRTBackend",
+    "available_providers",
+    "load_backend",
+    "predict_labels",
+    "read_model_meta",
 ]

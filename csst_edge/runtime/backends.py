@@ -67,8 +67,10 @@ class Backend:
         n, h, w = frames.shape[:3]
         if not m.dynamic:
             if (h, w) != (m.input_height, m.input_width):
-                raise BackendError(f"{self.path}: model input is {m.input_height}x{m.input_width}, frames are {h}x{w} "
-                                   "(resize them, or export with --dynamic)")
+                raise BackendError(
+                    f"{self.path}: model input is {m.input_height}x{m.input_width}, frames are {h}x{w} "
+                    "(resize them, or export with --dynamic)"
+                )
             if m.batch and n != m.batch:
                 raise BackendError(f"{self.path}: model batch is {m.batch}, got {n} frame(s)")
         if m.input_layout == "nchw":
@@ -100,8 +102,10 @@ def resolve_providers(providers: Sequence[str] | str | None) -> list[str]:
     for p in providers:
         full = PROVIDER_ALIASES.get(p.lower(), p)
         if full not in available:
-            raise BackendError(f"execution provider {p!r} is not available in this onnxruntime "
-                               f"(available: {', '.join(available) or 'none'})")
+            raise BackendError(
+                f"execution provider {p!r} is not available in this onnxruntime "
+                f"(available: {', '.join(available) or 'none'})"
+            )
         resolved.append(full)
     if "CPUExecutionProvider" not in resolved:
         resolved.append("CPUExecutionProvider")  # nodes the GPU providers reject fall back to CPU
@@ -119,9 +123,15 @@ class OnnxRuntimeBackend(Backend):
 
     name = "onnxruntime"
 
-    def __init__(self, model_path: str | os.PathLike, providers: Sequence[str] | str | None = None,
-                 threads: int | None = None, provider_options: dict[str, dict] | None = None,
-                 meta: ModelMeta | None = None, session_config: dict[str, str] | None = None):
+    def __init__(
+        self,
+        model_path: str | os.PathLike,
+        providers: Sequence[str] | str | None = None,
+        threads: int | None = None,
+        provider_options: dict[str, dict] | None = None,
+        meta: ModelMeta | None = None,
+        session_config: dict[str, str] | None = None,
+    ):
         try:
             import onnxruntime as ort
         except ImportError:
@@ -140,14 +150,23 @@ class OnnxRuntimeBackend(Backend):
         for key, value in (session_config or {}).items():
             so.add_session_config_entry(key, str(value))
         try:
-            self.session = ort.InferenceSession(str(self.path), sess_options=so, providers=self.providers,
-                                                provider_options=[options.get(p, {}) for p in self.providers])
+            self.session = ort.InferenceSession(
+                str(self.path),
+                sess_options=so,
+                providers=self.providers,
+                provider_options=[options.get(p, {}) for p in self.providers],
+            )
         except Exception as e:
-            raise BackendError(f"{self.path}: onnxruntime cannot load it ({type(e).__name__}: {str(e)[:300]})") from None
+            raise BackendError(
+                f"{self.path}: onnxruntime cannot load it ({type(e).__name__}: {str(e)[:300]})"
+            ) from None
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
-        self.name = "ort-" + {"CPUExecutionProvider": "cpu", "CUDAExecutionProvider": "cuda",
-                              "TensorrtExecutionProvider": "trt"}.get(self.session.get_providers()[0], "other")
+        self.name = "ort-" + {
+            "CPUExecutionProvider": "cpu",
+            "CUDAExecutionProvider": "cuda",
+            "TensorrtExecutionProvider": "trt",
+        }.get(self.session.get_providers()[0], "other")
 
     def infer(self, frames: np.ndarray) -> np.ndarray:
         return self.session.run([self.output_name], {self.input_name: self._prepare(frames)})[0]
@@ -201,12 +220,18 @@ class _CudaPython:
         self.rt.cudaFree(ptr)
 
     def h2d(self, dst: int, src: np.ndarray) -> None:
-        _check(self.rt.cudaMemcpyAsync(dst, src.ctypes.data, src.nbytes,
-                                       self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice, self.stream))
+        _check(
+            self.rt.cudaMemcpyAsync(
+                dst, src.ctypes.data, src.nbytes, self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice, self.stream
+            )
+        )
 
     def d2h(self, dst: np.ndarray, src: int) -> None:
-        _check(self.rt.cudaMemcpyAsync(dst.ctypes.data, src, dst.nbytes,
-                                       self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost, self.stream))
+        _check(
+            self.rt.cudaMemcpyAsync(
+                dst.ctypes.data, src, dst.nbytes, self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost, self.stream
+            )
+        )
 
     def stream_handle(self) -> int:
         return int(self.stream)
@@ -265,7 +290,9 @@ class TensorRTBackend(Backend):
         try:
             import tensorrt as trt
         except ImportError as e:
-            raise BackendError(f"TensorRT is not importable ({e}); install it (Jetson: it ships with JetPack)") from None
+            raise BackendError(
+                f"TensorRT is not importable ({e}); install it (Jetson: it ships with JetPack)"
+            ) from None
         self.trt = trt
         self.path = Path(engine_path)
         if not self.path.is_file():
@@ -277,14 +304,18 @@ class TensorRTBackend(Backend):
         self.runtime = trt.Runtime(self.logger)
         self.engine = self.runtime.deserialize_cuda_engine(self.path.read_bytes())
         if self.engine is None:
-            raise BackendError(f"{self.path}: TensorRT cannot deserialise it (built by another TensorRT version "
-                               "or for another GPU? rebuild it on this device)")
+            raise BackendError(
+                f"{self.path}: TensorRT cannot deserialise it (built by another TensorRT version "
+                "or for another GPU? rebuild it on this device)"
+            )
         self.context = self.engine.create_execution_context()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
         if len(self.inputs) != 1 or not self.outputs:
-            raise BackendError(f"{self.path}: expected one input and at least one output, got {self.inputs} / {self.outputs}")
+            raise BackendError(
+                f"{self.path}: expected one input and at least one output, got {self.inputs} / {self.outputs}"
+            )
         self.input_name, self.output_name = self.inputs[0], self.outputs[0]
         self._buffers: dict[str, tuple[int, int]] = {}  # name -> (device pointer, capacity in bytes)
 
@@ -329,8 +360,9 @@ class TensorRTBackend(Backend):
 
 
 # -------------------------------------------------------------------------------------------- factory
-def load_backend(model_path: str | os.PathLike, providers: Sequence[str] | str | None = None,
-                 threads: int | None = None, **kwargs) -> Backend:
+def load_backend(
+    model_path: str | os.PathLike, providers: Sequence[str] | str | None = None, threads: int | None = None, **kwargs
+) -> Backend:
     """`.onnx` → OnnxRuntimeBackend (providers by availability unless named); `.engine/.plan/.trt` → TensorRTBackend."""
     path = Path(model_path)
     suffix = path.suffix.lower()

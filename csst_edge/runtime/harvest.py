@@ -210,9 +210,16 @@ class Harvester:
     """Scores frames (`consider`) and writes the chosen ones into `folder`. Call `close()` at the end (it writes
     the frame still waiting for its rate-limit window to close)."""
 
-    def __init__(self, folder: str | os.PathLike, meta: ModelMeta, settings: HarvestSettings | None = None,
-                 model_file: str | None = None, model_hash: str | None = None, source_name: str = "",
-                 class_frequencies: np.ndarray | None = None):
+    def __init__(
+        self,
+        folder: str | os.PathLike,
+        meta: ModelMeta,
+        settings: HarvestSettings | None = None,
+        model_file: str | None = None,
+        model_hash: str | None = None,
+        source_name: str = "",
+        class_frequencies: np.ndarray | None = None,
+    ):
         self.folder = Path(folder)
         self.settings = s = settings or HarvestSettings()
         s.check()
@@ -227,8 +234,10 @@ class Harvester:
         self.recent_sharpness: deque[float] = deque(maxlen=s.sharpness_window)
         self.pending: _Candidate | None = None
         self.window_end: float | None = None
-        self.counts = {k: 0 for k in ("considered", "harvested", "duplicate", "blurred", "low-score", "superseded",
-                                      "quota", "evicted")}
+        self.counts = {
+            k: 0
+            for k in ("considered", "harvested", "duplicate", "blurred", "low-score", "superseded", "quota", "evicted")
+        }
         self.recovered = {"orphans_deleted": 0, "evictions_completed": 0}
         self._open_folder()
 
@@ -264,12 +273,21 @@ class Harvester:
             grey = cv2.imread(str(self.folder / entry.image), cv2.IMREAD_REDUCED_GRAYSCALE_4)
             if grey is not None:
                 self.history.append(frame_descriptor(grey))
-        atomic_write_json(self.folder / "meta.json", {
-            "class_names": self.meta.class_names, "palette": self.meta.palette, "num_classes": self.meta.num_classes,
-            "model": self.model_file, "model_sha256": self.model_hash,
-            "checkpoint_sha256": self.meta.checkpoint_sha256, "vehicle": self.settings.vehicle,
-            "source": self.source_name, "settings": asdict(self.settings), "updated": _utc(time.time()),
-        })
+        atomic_write_json(
+            self.folder / "meta.json",
+            {
+                "class_names": self.meta.class_names,
+                "palette": self.meta.palette,
+                "num_classes": self.meta.num_classes,
+                "model": self.model_file,
+                "model_sha256": self.model_hash,
+                "checkpoint_sha256": self.meta.checkpoint_sha256,
+                "vehicle": self.settings.vehicle,
+                "source": self.source_name,
+                "settings": asdict(self.settings),
+                "updated": _utc(time.time()),
+            },
+        )
 
     # ------------------------------------------------------------------ scoring
     def score(self, image: np.ndarray, prediction) -> tuple[FrameScores, np.ndarray, np.ndarray]:
@@ -279,8 +297,9 @@ class Harvester:
         probs = prediction.small_probs()
         uncertainty = None
         if probs is not None:
-            uncertainty = (entropy_uncertainty(probs) if s.uncertainty == "entropy"
-                           else low_confidence_share(probs, s.confidence))
+            uncertainty = (
+                entropy_uncertainty(probs) if s.uncertainty == "entropy" else low_confidence_share(probs, s.confidence)
+            )
         shares = prediction.class_shares()
         if not self.fixed_weights:
             self._seen_shares += shares
@@ -362,8 +381,9 @@ class Harvester:
             return
         s = self.settings
         frame = cand.frame
-        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR),
-                               [cv2.IMWRITE_JPEG_QUALITY, s.jpeg_quality])
+        ok, buf = cv2.imencode(
+            ".jpg", cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, s.jpeg_quality]
+        )
         if not ok:
             raise HarvestError(f"{self.folder}: OpenCV could not encode a JPEG")
         data = buf.tobytes()
@@ -375,13 +395,23 @@ class Harvester:
         rel = f"{IMAGES}/{name}.jpg"
         atomic_write_bytes(self.folder / rel, data)  # the image is complete on disk before the manifest names it
         record = {
-            "event": "harvest", "name": name, "image": rel, "source": self.source_name, "position": frame.position,
-            "frame": frame.index, "media_time": round(frame.time, 3), "time": _utc(frame.wall),
-            "wall": round(frame.wall, 3), "size": [int(frame.image.shape[0]), int(frame.image.shape[1])],
-            "bytes": len(data), "score": round(cand.scores.score, 5),
+            "event": "harvest",
+            "name": name,
+            "image": rel,
+            "source": self.source_name,
+            "position": frame.position,
+            "frame": frame.index,
+            "media_time": round(frame.time, 3),
+            "time": _utc(frame.wall),
+            "wall": round(frame.wall, 3),
+            "size": [int(frame.image.shape[0]), int(frame.image.shape[1])],
+            "bytes": len(data),
+            "score": round(cand.scores.score, 5),
             "scores": {k: v for k, v in cand.scores.to_log().items() if k not in ("score", "decision")},
-            "class_shares": [round(float(v), 4) for v in cand.shares], "vehicle": s.vehicle,
-            "model": self.model_file, "model_sha256": self.model_hash,
+            "class_shares": [round(float(v), 4) for v in cand.shares],
+            "vehicle": s.vehicle,
+            "model": self.model_file,
+            "model_sha256": self.model_hash,
             "checkpoint_sha256": self.meta.checkpoint_sha256,
         }
         append_jsonl(self.manifest, record)
@@ -411,9 +441,17 @@ class Harvester:
             return False
         for entry in victims:
             # log first, delete second: a crash in between leaves a file that the next open deletes
-            append_jsonl(self.manifest, {"event": "evict", "name": entry.name, "image": entry.image,
-                                         "score": round(entry.score, 5), "time": _utc(time.time()),
-                                         "reason": "quota"})
+            append_jsonl(
+                self.manifest,
+                {
+                    "event": "evict",
+                    "name": entry.name,
+                    "image": entry.image,
+                    "score": round(entry.score, 5),
+                    "time": _utc(time.time()),
+                    "reason": "quota",
+                },
+            )
             (self.folder / entry.image).unlink(missing_ok=True)
             del self.entries[entry.name]
             self.counts["evicted"] += 1
@@ -430,9 +468,15 @@ class Harvester:
             present = (shares >= self.settings.rare_min_share).sum(0)
             composition = {names[i] if i < len(names) else str(i): round(float(v), 4) for i, v in enumerate(mean)}
             frames_with = {names[i] if i < len(names) else str(i): int(v) for i, v in enumerate(present)}
-        return {"folder": str(self.folder), "frames": len(self.entries), "bytes": self.total_bytes,
-                "counts": dict(self.counts), "recovered": dict(self.recovered),
-                "mean_class_shares": composition, "frames_with_class": frames_with}
+        return {
+            "folder": str(self.folder),
+            "frames": len(self.entries),
+            "bytes": self.total_bytes,
+            "counts": dict(self.counts),
+            "recovered": dict(self.recovered),
+            "mean_class_shares": composition,
+            "frames_with_class": frames_with,
+        }
 
 
 def read_harvest_entries(folder: str | os.PathLike) -> dict[str, HarvestEntry]:
@@ -442,8 +486,9 @@ def read_harvest_entries(folder: str | os.PathLike) -> dict[str, HarvestEntry]:
     entries: dict[str, HarvestEntry] = {}
     for r in read_jsonl(folder / MANIFEST):
         if r.get("event") == "harvest" and (folder / r["image"]).is_file():
-            entries[r["name"]] = HarvestEntry(r["name"], r["image"], float(r.get("score", 0.0)),
-                                              int(r.get("bytes", 0)), r.get("class_shares"))
+            entries[r["name"]] = HarvestEntry(
+                r["name"], r["image"], float(r.get("score", 0.0)), int(r.get("bytes", 0)), r.get("class_shares")
+            )
         elif r.get("event") == "evict":
             entries.pop(r.get("name"), None)
     return entries

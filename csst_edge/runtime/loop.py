@@ -152,8 +152,9 @@ class OverlayVideoWriter(threading.Thread):
                     fourcc = cv2.VideoWriter_fourcc(*("mp4v" if self.path.suffix.lower() != ".avi" else "MJPG"))
                     self.writer = cv2.VideoWriter(str(self.path), fourcc, self.fps, (w, h))
                     if not self.writer.isOpened():
-                        raise RuntimeOptionError(f"{self.path}: OpenCV cannot write this video "
-                                                 "(--output; try .mp4 or .avi)")
+                        raise RuntimeOptionError(
+                            f"{self.path}: OpenCV cannot write this video (--output; try .mp4 or .avi)"
+                        )
                 image = draw_text(blend_overlay(frame, labels, self.lut, self.alpha), text)
                 self.writer.write(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
             except Exception as e:
@@ -204,9 +205,15 @@ def open_backend(model_path: str | os.PathLike, s: RuntimeSettings) -> Backend:
     return load_backend(model_path, providers=s.providers, threads=s.threads, **extra)
 
 
-def run_runtime(model_path: str | os.PathLike, source_spec: str, settings: RuntimeSettings | None = None,
-                on_status: Callable[[dict], None] | None = None, stop: threading.Event | None = None,
-                backend: Backend | None = None, log_message: Callable[[str], None] | None = None) -> RunSummary:
+def run_runtime(
+    model_path: str | os.PathLike,
+    source_spec: str,
+    settings: RuntimeSettings | None = None,
+    on_status: Callable[[dict], None] | None = None,
+    stop: threading.Event | None = None,
+    backend: Backend | None = None,
+    log_message: Callable[[str], None] | None = None,
+) -> RunSummary:
     """Run an exported model on a source until it ends, `max_frames`, or a stop signal. Returns the summary
     (also written as JSON next to the log / in the harvest folder)."""
     s = settings or RuntimeSettings()
@@ -214,8 +221,10 @@ def run_runtime(model_path: str | os.PathLike, source_spec: str, settings: Runti
     say = log_message or (lambda message: None)
     model_path = Path(model_path)
     if s.show and not gui_available():
-        raise RuntimeOptionError("--show needs OpenCV with a GUI backend; this one has none (pip's headless build?). "
-                            "Use --output to write an overlay video instead")
+        raise RuntimeOptionError(
+            "--show needs OpenCV with a GUI backend; this one has none (pip's headless build?). "
+            "Use --output to write an overlay video instead"
+        )
     backend = backend or open_backend(model_path, s)
     meta = backend.meta
     height = meta.input_height or meta.export_height
@@ -228,12 +237,21 @@ def run_runtime(model_path: str | os.PathLike, source_spec: str, settings: Runti
     harvester = None
     if s.harvest is not None:
         freqs = load_class_frequencies(s.class_stats, meta.num_classes) if s.class_stats else None
-        harvester = Harvester(s.harvest, meta, s.harvest_settings, model_file=model_path.name, model_hash=model_hash,
-                              source_name=source.name, class_frequencies=freqs)
+        harvester = Harvester(
+            s.harvest,
+            meta,
+            s.harvest_settings,
+            model_file=model_path.name,
+            model_hash=model_hash,
+            source_name=source.name,
+            class_frequencies=freqs,
+        )
         rec = harvester.recovered
         if rec["orphans_deleted"] or rec["evictions_completed"]:
-            say(f"{s.harvest}: cleaned up after an interrupted run ({rec['orphans_deleted']} unlisted file(s) "
-                f"deleted, {rec['evictions_completed']} eviction(s) completed)")
+            say(
+                f"{s.harvest}: cleaned up after an interrupted run ({rec['orphans_deleted']} unlisted file(s) "
+                f"deleted, {rec['evictions_completed']} eviction(s) completed)"
+            )
     frame_log = FrameLog(s.log, s.log_fsync_s) if s.log else None
     writer: OverlayVideoWriter | None = None
 
@@ -277,17 +295,25 @@ def run_runtime(model_path: str | os.PathLike, source_spec: str, settings: Runti
                 frames += 1
                 status = _status(recent, frames, capture, harvester)
                 if frame_log is not None:
-                    record = {"frame": item.index, "position": item.position, "time": round(item.wall, 3),
-                              "media_time": round(item.time, 3), "latency_ms": round(1000 * latency, 2),
-                              "infer_ms": round(1000 * (t2 - t1), 2),
-                              "age_ms": round(1000 * (time.time() - item.wall), 1),
-                              "class_shares": [round(float(v), 4) for v in shares], "dropped": capture.stats.dropped}
+                    record = {
+                        "frame": item.index,
+                        "position": item.position,
+                        "time": round(item.wall, 3),
+                        "media_time": round(item.time, 3),
+                        "latency_ms": round(1000 * latency, 2),
+                        "infer_ms": round(1000 * (t2 - t1), 2),
+                        "age_ms": round(1000 * (time.time() - item.wall), 1),
+                        "class_shares": [round(float(v), 4) for v in shares],
+                        "dropped": capture.stats.dropped,
+                    }
                     if scores is not None:
                         record["harvest"] = scores.to_log()
                     frame_log.write(record)
                 if s.output_video is not None or s.show:
-                    text = [f"{status['fps']:.1f} FPS  {status['latency_ms']:.0f} ms  drops {status['dropped']}"
-                            + (f"  harvested {status['harvested']}" if harvester is not None else "")]
+                    text = [
+                        f"{status['fps']:.1f} FPS  {status['latency_ms']:.0f} ms  drops {status['dropped']}"
+                        + (f"  harvested {status['harvested']}" if harvester is not None else "")
+                    ]
                     if s.output_video is not None:
                         if writer is None:
                             fps = s.output_fps or getattr(source, "fps", 0.0) or 15.0
@@ -311,8 +337,12 @@ def run_runtime(model_path: str | os.PathLike, source_spec: str, settings: Runti
         stop.set()
         capture.join(timeout=10.0)
         errors = []
-        for closer in (harvester.close if harvester else None, frame_log.close if frame_log else None,
-                       writer.close if writer else None, backend.close):
+        for closer in (
+            harvester.close if harvester else None,
+            frame_log.close if frame_log else None,
+            writer.close if writer else None,
+            backend.close,
+        ):
             if closer is None:
                 continue
             try:
@@ -325,16 +355,25 @@ def run_runtime(model_path: str | os.PathLike, source_spec: str, settings: Runti
     elapsed = time.perf_counter() - t_start
     lat = np.array(latencies) if latencies else np.zeros(1)
     summary = RunSummary(
-        model=str(model_path), backend=backend.name, source=source.name, frames=frames, seconds=round(elapsed, 3),
+        model=str(model_path),
+        backend=backend.name,
+        source=source.name,
+        frames=frames,
+        seconds=round(elapsed, 3),
         fps=round(frames / elapsed, 2) if elapsed > 0 else 0.0,
         latency_ms_mean=round(1000 * float(lat.mean()), 2),
         latency_ms_p95=round(1000 * float(np.percentile(lat, 95)), 2),
         infer_ms_mean=round(1000 * float(np.mean(infer_times)) if infer_times else 0.0, 2),
-        dropped=capture.stats.dropped, reconnects=capture.stats.reconnects, failures=capture.stats.failures,
-        stopped_by=stopped_by, harvest=harvester.summary() if harvester else None,
-        unreadable=capture.stats.unreadable)
-    summary_path = s.summary_json or (s.log.with_name(s.log.stem + ".summary.json") if s.log else
-                                      (s.harvest / "last_run.json" if s.harvest else None))
+        dropped=capture.stats.dropped,
+        reconnects=capture.stats.reconnects,
+        failures=capture.stats.failures,
+        stopped_by=stopped_by,
+        harvest=harvester.summary() if harvester else None,
+        unreadable=capture.stats.unreadable,
+    )
+    summary_path = s.summary_json or (
+        s.log.with_name(s.log.stem + ".summary.json") if s.log else (s.harvest / "last_run.json" if s.harvest else None)
+    )
     if summary_path is not None:
         atomic_write_json(summary_path, summary.to_dict())
     if writer is not None and writer.error is not None:
@@ -351,7 +390,13 @@ def _status(recent: deque, frames: int, capture: CaptureThread, harvester: Harve
     if len(recent) >= 2 and recent[-1][0] > recent[0][0]:
         fps = (len(recent) - 1) / (recent[-1][0] - recent[0][0])
     latency = 1000 * float(np.mean([lat for _, lat in recent])) if recent else 0.0
-    return {"frames": frames, "fps": fps, "latency_ms": latency, "dropped": capture.stats.dropped,
-            "reconnects": capture.stats.reconnects, "queued": len(capture.queue),
-            "harvested": harvester.counts["harvested"] if harvester else 0,
-            "harvest_frames": len(harvester.entries) if harvester else 0}
+    return {
+        "frames": frames,
+        "fps": fps,
+        "latency_ms": latency,
+        "dropped": capture.stats.dropped,
+        "reconnects": capture.stats.reconnects,
+        "queued": len(capture.queue),
+        "harvested": harvester.counts["harvested"] if harvester else 0,
+        "harvest_frames": len(harvester.entries) if harvester else 0,
+    }

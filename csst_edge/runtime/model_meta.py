@@ -103,7 +103,7 @@ def from_metadata_props(props: dict[str, str], source: str = "model") -> ModelMe
         if not key.startswith(KEY_PREFIX):
             continue
         try:
-            raw[key[len(KEY_PREFIX):]] = json.loads(value)
+            raw[key[len(KEY_PREFIX) :]] = json.loads(value)
         except json.JSONDecodeError:
             raise ModelMetaError(f"{source}: metadata key {key!r} is not valid JSON") from None
     if not raw:
@@ -162,7 +162,9 @@ def write_sidecar(model_path: str | os.PathLike, meta: ModelMeta) -> Path:
 def read_sidecar(model_path: str | os.PathLike) -> ModelMeta:
     path = sidecar_path(model_path)
     if not path.is_file():
-        raise ModelMetaError(f"{path}: metadata sidecar not found (expected next to the engine {Path(model_path).name})")
+        raise ModelMetaError(
+            f"{path}: metadata sidecar not found (expected next to the engine {Path(model_path).name})"
+        )
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as e:

@@ -34,7 +34,8 @@ def draw_text(image: np.ndarray, lines: list[str]) -> np.ndarray:
     for line in lines:
         (w, h), base = cv2.getTextSize(line, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
         cv2.rectangle(image, (0, y), (w + 8, y + h + base + 6), (0, 0, 0), -1)
-        cv2.putText(image, line, (4, y + h + 3), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thickness,
-                    cv2.LINE_AA)
+        cv2.putText(
+            image, line, (4, y + h + 3), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thickness, cv2.LINE_AA
+        )
         y += h + base + 6
     return image

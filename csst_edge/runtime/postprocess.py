@@ -69,4 +69,3 @@ class Prediction:
         labels = self.small_labels()
         counts = np.bincount(labels.ravel(), minlength=self.num_classes)[: self.num_classes]
         return counts / max(1, counts.sum())
-

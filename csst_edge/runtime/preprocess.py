@@ -85,5 +85,6 @@ def labels_to_frame(labels: np.ndarray, fit: FrameFit) -> np.ndarray:
     content = crop_content(labels, fit)
     if content.shape == (fit.frame_height, fit.frame_width):
         return content
-    return cv2.resize(np.ascontiguousarray(content), (fit.frame_width, fit.frame_height),
-                      interpolation=cv2.INTER_NEAREST)
+    return cv2.resize(
+        np.ascontiguousarray(content), (fit.frame_width, fit.frame_height), interpolation=cv2.INTER_NEAREST
+    )

@@ -68,8 +68,15 @@ class FrameSource:
 class CaptureSource(FrameSource):
     """Anything `cv2.VideoCapture` opens: a video file, a camera index, a URL or a GStreamer pipeline."""
 
-    def __init__(self, target: str | int, kind: str, live: bool, api: int = cv2.CAP_ANY, name: str | None = None,
-                 open_timeout_s: float = 10.0):
+    def __init__(
+        self,
+        target: str | int,
+        kind: str,
+        live: bool,
+        api: int = cv2.CAP_ANY,
+        name: str | None = None,
+        open_timeout_s: float = 10.0,
+    ):
         self.target, self.kind, self.live, self.api = target, kind, live, api
         self.name = name or str(target)
         self.open_timeout_s = open_timeout_s
@@ -132,8 +139,11 @@ class ImageFolderSource(FrameSource):
     def open(self) -> None:
         if not self.folder.is_dir():
             raise SourceError(f"{self.folder}: image folder not found")
-        self.files = sorted(p for p in self.folder.rglob("*")
-                            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
+        self.files = sorted(
+            p
+            for p in self.folder.rglob("*")
+            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+        )
         if not self.files:
             raise SourceError(f"{self.folder}: no images ({', '.join(IMAGE_EXTENSIONS)}) in this folder")
         self._next = 0
@@ -160,13 +170,16 @@ def gstreamer_available() -> bool:
 
 def csi_pipeline(sensor_id: int = 0, width: int = 1280, height: int = 720, fps: int = 30, flip: int = 0) -> str:
     """The usual Jetson CSI camera pipeline: nvarguscamerasrc (ISP) → NVMM → nvvidconv → BGR appsink."""
-    return (f"nvarguscamerasrc sensor-id={sensor_id} ! video/x-raw(memory:NVMM), width={width}, height={height}, "
-            f"framerate={fps}/1, format=NV12 ! nvvidconv flip-method={flip} ! video/x-raw, format=BGRx ! "
-            f"videoconvert ! video/x-raw, format=BGR ! appsink drop=true max-buffers=2")
+    return (
+        f"nvarguscamerasrc sensor-id={sensor_id} ! video/x-raw(memory:NVMM), width={width}, height={height}, "
+        f"framerate={fps}/1, format=NV12 ! nvvidconv flip-method={flip} ! video/x-raw, format=BGRx ! "
+        f"videoconvert ! video/x-raw, format=BGR ! appsink drop=true max-buffers=2"
+    )
 
 
-def open_source(spec: str | int | os.PathLike, live: bool | None = None, folder_fps: float = 10.0,
-                open_timeout_s: float = 10.0) -> FrameSource:
+def open_source(
+    spec: str | int | os.PathLike, live: bool | None = None, folder_fps: float = 10.0, open_timeout_s: float = 10.0
+) -> FrameSource:
     """A source from a command-line string (see the module docstring). `live` overrides the type's default."""
     text = str(spec).strip()
     if not text:
@@ -197,8 +210,10 @@ def open_source(spec: str | int | os.PathLike, live: bool | None = None, folder_
 
 def _gstreamer_source(pipeline: str, name: str) -> CaptureSource:
     if not gstreamer_available():
-        raise SourceError(f"{name}: this OpenCV is built without GStreamer (use the system OpenCV on Jetson, "
-                          "not pip's opencv-python; see Dockerfile.jetson)")
+        raise SourceError(
+            f"{name}: this OpenCV is built without GStreamer (use the system OpenCV on Jetson, "
+            "not pip's opencv-python; see Dockerfile.jetson)"
+        )
     return CaptureSource(pipeline, "gstreamer", live=True, api=cv2.CAP_GSTREAMER, name=name)
 
 
@@ -293,8 +308,16 @@ class CaptureThread(threading.Thread):
     run. Finite sources: opened before the thread starts (a wrong path fails at once), read to the end.
     """
 
-    def __init__(self, source: FrameSource, queue_size: int = 4, backoff_s: float = 0.5, max_backoff_s: float = 10.0,
-                 max_retries: int | None = None, stop: threading.Event | None = None, log=None):
+    def __init__(
+        self,
+        source: FrameSource,
+        queue_size: int = 4,
+        backoff_s: float = 0.5,
+        max_backoff_s: float = 10.0,
+        max_retries: int | None = None,
+        stop: threading.Event | None = None,
+        log=None,
+    ):
         super().__init__(name=f"capture:{source.name}", daemon=True)
         self.source = source
         self.queue = FrameQueue(queue_size)
@@ -338,16 +361,22 @@ class CaptureThread(threading.Thread):
                         break  # end of file / folder: the run ends cleanly
                     self.source.close()
                     self._opened = False
-                    if not self._retry(SourceError(f"{self.source.name}: read failed (stream ended or lost)"),
-                                       consecutive):
+                    if not self._retry(
+                        SourceError(f"{self.source.name}: read failed (stream ended or lost)"), consecutive
+                    ):
                         break
                     consecutive += 1
                     continue
                 consecutive = 0
                 image, position, media_time = item
                 now = time.monotonic()
-                frame = Frame(self.stats.frames, image, media_time if media_time is not None else now - self._t0,
-                              time.time(), position)
+                frame = Frame(
+                    self.stats.frames,
+                    image,
+                    media_time if media_time is not None else now - self._t0,
+                    time.time(),
+                    position,
+                )
                 self.stats.frames += 1
                 self.queue.put(frame, drop_oldest=self.source.live, stop=self.stop_event)
                 self.stats.dropped = self.queue.dropped
@@ -365,6 +394,6 @@ class CaptureThread(threading.Thread):
         if self.max_retries is not None and consecutive >= self.max_retries:
             self.error = SourceError(f"{error} (gave up after {consecutive + 1} attempts)")
             return False
-        delay = min(self.max_backoff_s, self.backoff_s * (2 ** consecutive))
+        delay = min(self.max_backoff_s, self.backoff_s * (2**consecutive))
         self.log(f"{error}; retrying in {delay:.1f}s")
         return not self.stop_event.wait(delay)

@@ -38,7 +38,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises many types for truncated / foreign files
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+        ) from None
     if not isinstance(state, dict) or any(k not in state for k in REQUIRED_KEYS):
         missing = [k for k in REQUIRED_KEYS if not isinstance(state, dict) or k not in state]
         raise CheckpointError(f"{path}: not a csst-edge checkpoint (missing keys: {', '.join(missing)})")
@@ -56,7 +58,9 @@ def model_from_checkpoint(checkpoint: str | os.PathLike | dict[str, Any], map_lo
     try:
         model.load_state_dict(weights)
     except RuntimeError as e:
-        raise CheckpointError(f"{source}: weights do not fit arch '{state['arch']}': {str(e).splitlines()[0][:300]}") from None
+        raise CheckpointError(
+            f"{source}: weights do not fit arch '{state['arch']}': {str(e).splitlines()[0][:300]}"
+        ) from None
     model.eval()
     return model, state
 

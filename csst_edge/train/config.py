@@ -186,7 +186,7 @@ def _coerce(tp, value, key: str):
         item_types = [args[0]] * len(value) if (len(args) == 2 and args[1] is Ellipsis) else list(args)
         if len(item_types) != len(value):
             raise ConfigError(f"config key '{key}' expects {len(item_types)} values, got {len(value)}")
-        return tuple(_coerce(t, v, key) for t, v in zip(item_types, value))
+        return tuple(_coerce(t, v, key) for t, v in zip(item_types, value, strict=False))
     if tp is dict or origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"config key '{key}' expects a mapping, got {value!r}")

@@ -100,7 +100,9 @@ def build_train_set(sources: list[SourceConfig]) -> TrainSet:
         if classes is None:
             classes, palette, ignore = list(names), [tuple(c) for c in pal], int(ign)
         elif list(names) != classes:
-            raise ConfigError(f"config key 'train.{i}': its classes differ from train.0's ({len(names)} vs {len(classes)})")
+            raise ConfigError(
+                f"config key 'train.{i}': its classes differ from train.0's ({len(names)} vs {len(classes)})"
+            )
         if not items:
             raise ConfigError(f"config key 'train.{i}': selects no samples")
         luts.append(lut)
@@ -134,15 +136,18 @@ class EpochPlanner:
         self.train_set, self.cfg = train_set, cfg
         self.samples_per_epoch = cfg.samples_per_epoch or len(train_set.entries)
         self.groups = sampling_groups(train_set, cfg.real_fraction)
-        self.fractions = {"all": 1.0} if "all" in self.groups else {
-            "real": cfg.real_fraction, "pseudo": 1.0 - cfg.real_fraction}
+        self.fractions = (
+            {"all": 1.0} if "all" in self.groups else {"real": cfg.real_fraction, "pseudo": 1.0 - cfg.real_fraction}
+        )
         self.samplers = {}
         if cfg.sampling == "centroid":
             from csst_edge.data.sampler import CentroidSampler
 
             for g in self.groups:
                 self.samplers[g] = CentroidSampler(
-                    indexes[g], num_samples=self.samples_per_epoch, class_uniform_fraction=cfg.class_uniform_fraction,
+                    indexes[g],
+                    num_samples=self.samples_per_epoch,
+                    class_uniform_fraction=cfg.class_uniform_fraction,
                     seed=cfg.seed + (1000 if g == "pseudo" else 0),
                 )
 
@@ -155,7 +160,7 @@ class EpochPlanner:
         rng = np.random.default_rng([self.cfg.seed, epoch, 7])
         drawn = {g: self._draw(g, epoch, n_batches * k, rng) for g, k in per_batch.items()}
         batches, cursor = [], {g: 0 for g in per_batch}
-        for b in range(n_batches):
+        for _b in range(n_batches):
             batch = []
             for g, k in per_batch.items():
                 batch += drawn[g][cursor[g] : cursor[g] + k]
@@ -278,7 +283,7 @@ class EvalDataset(Dataset):
 
 
 def collate_eval(batch):
-    images, labels, names = zip(*batch)
+    images, labels, names = zip(*batch, strict=False)
     return torch.stack(images), torch.stack(labels), list(names)
 
 

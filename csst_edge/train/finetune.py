@@ -54,7 +54,7 @@ def select_shots(samples: Sequence, k: int, seed: int = 0, where: str = "the spl
 
 
 def parse_shots(text: str | Sequence[int]) -> tuple[int, ...]:
-    """"1,2,5,10" -> (1, 2, 5, 10): sorted, unique, positive."""
+    """ "1,2,5,10" -> (1, 2, 5, 10): sorted, unique, positive."""
     items = text.replace(" ", "").split(",") if isinstance(text, str) else list(text)
     try:
         shots = sorted({int(v) for v in items if str(v) != ""})
@@ -66,8 +66,13 @@ def parse_shots(text: str | Sequence[int]) -> tuple[int, ...]:
 
 
 # ------------------------------------------------------------------------------------------------ loading
-def load_for_finetune(model: nn.Module, checkpoint: str | os.PathLike | dict[str, Any], arch: str | None = None,
-                      min_match: float = 0.5, source: str | None = None) -> list[str]:
+def load_for_finetune(
+    model: nn.Module,
+    checkpoint: str | os.PathLike | dict[str, Any],
+    arch: str | None = None,
+    min_match: float = 0.5,
+    source: str | None = None,
+) -> list[str]:
     """Load every checkpoint tensor whose name and shape match `model`; return the model keys left fresh.
 
     A shape mismatch is accepted only where the checkpoint's size is its class count (the classifier layers of
@@ -82,8 +87,10 @@ def load_for_finetune(model: nn.Module, checkpoint: str | os.PathLike | dict[str
     else:
         state, where = load_checkpoint(checkpoint), source or str(checkpoint)
     if arch is not None and state.get("arch") != arch:
-        raise CheckpointError(f"{where}: checkpoint is arch '{state.get('arch')}', the model is '{arch}' "
-                              f"(few-shot finetuning keeps the architecture; use model={state.get('arch')})")
+        raise CheckpointError(
+            f"{where}: checkpoint is arch '{state.get('arch')}', the model is '{arch}' "
+            f"(few-shot finetuning keeps the architecture; use model={state.get('arch')})"
+        )
     src_classes = int(state["num_classes"])
     weights = {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in state["model"].items()}
     own = model.state_dict()
@@ -94,31 +101,50 @@ def load_for_finetune(model: nn.Module, checkpoint: str | os.PathLike | dict[str
             replaced.append(key)  # e.g. an aux head the checkpoint was trained without
         elif theirs.shape == tensor.shape:
             merged[key] = theirs.to(dtype=tensor.dtype)
-        elif theirs.dim() == tensor.dim() and all(a == b or a == src_classes
-                                                  for a, b in zip(theirs.shape, tensor.shape, strict=True)):
+        elif theirs.dim() == tensor.dim() and all(
+            a == b or a == src_classes for a, b in zip(theirs.shape, tensor.shape, strict=True)
+        ):
             replaced.append(key)
             target_classes.update(b for a, b in zip(theirs.shape, tensor.shape, strict=True) if a != b)
         else:
             other.append(f"{key} {tuple(theirs.shape)} vs {tuple(tensor.shape)}")
     if other or len(target_classes) > 1:
         detail = other[0] if other else f"class dimensions {sorted(target_classes)}"
-        raise CheckpointError(f"{where}: weights do not fit the model beyond the classifier "
-                              f"({len(other)} mismatched tensor(s), e.g. {detail}): "
-                              "another architecture or model_kwargs")
+        raise CheckpointError(
+            f"{where}: weights do not fit the model beyond the classifier "
+            f"({len(other)} mismatched tensor(s), e.g. {detail}): "
+            "another architecture or model_kwargs"
+        )
     loaded = len(own) - len(replaced)
     if not own or loaded < min_match * len(own):
-        raise CheckpointError(f"{where}: only {loaded} of the model's {len(own)} tensors are in the checkpoint "
-                              f"(arch '{state.get('arch')}'): it is for another network")
+        raise CheckpointError(
+            f"{where}: only {loaded} of the model's {len(own)} tensors are in the checkpoint "
+            f"(arch '{state.get('arch')}'): it is for another network"
+        )
     model.load_state_dict(merged)
     return sorted(replaced)
 
 
 # ------------------------------------------------------------------------------------------------ runs
-def run_finetune(checkpoint: str | os.PathLike, data: str | os.PathLike, shots: Sequence[int] = (1, 2, 5, 10),
-                 epochs: int = 50, out: str | os.PathLike = "runs/finetune", seed: int = 0, *, batch_size: int = 8,
-                 crop: tuple[int, int] = (512, 512), lr: float = 0.01, device: str = "auto",
-                 overrides: Sequence[str] = (), train_split: str = "train", val_split: str = "val",
-                 samples_per_epoch: int | None = None, progress: bool = True, console=None) -> dict:
+def run_finetune(
+    checkpoint: str | os.PathLike,
+    data: str | os.PathLike,
+    shots: Sequence[int] = (1, 2, 5, 10),
+    epochs: int = 50,
+    out: str | os.PathLike = "runs/finetune",
+    seed: int = 0,
+    *,
+    batch_size: int = 8,
+    crop: tuple[int, int] = (512, 512),
+    lr: float = 0.01,
+    device: str = "auto",
+    overrides: Sequence[str] = (),
+    train_split: str = "train",
+    val_split: str = "val",
+    samples_per_epoch: int | None = None,
+    progress: bool = True,
+    console=None,
+) -> dict:
     """One few-shot run per k in `out/k<k>`, each evaluated on the target's val split; writes finetune.json/.md.
 
     Resumable: a k whose run finished (its `fewshot.json` exists with the same resolved config) is skipped, a
@@ -147,8 +173,9 @@ def run_finetune(checkpoint: str | os.PathLike, data: str | os.PathLike, shots: 
     list_samples(ds, val_split)  # fail now, not after the first run, when there is nothing to evaluate on
 
     # a dry load validates the checkpoint against the target's class count before any training
-    replaced = load_for_finetune(create_model(arch, ds.num_classes, **model_kwargs), state, arch=arch,
-                                 source=str(checkpoint))
+    replaced = load_for_finetune(
+        create_model(arch, ds.num_classes, **model_kwargs), state, arch=arch, source=str(checkpoint)
+    )
     src_names = [str(n) for n in state.get("class_names") or []]
     same_classes = src_names == list(ds.class_names)
     ckpt_hash = file_sha256(checkpoint)
@@ -158,10 +185,20 @@ def run_finetune(checkpoint: str | os.PathLike, data: str | os.PathLike, shots: 
     say = console.print if console is not None else (lambda *a, **k: None)
 
     report: dict[str, Any] = {
-        "checkpoint": str(checkpoint), "checkpoint_sha256": ckpt_hash, "arch": arch, "data": str(data),
-        "train_split": train_split, "val_split": val_split, "seed": seed, "epochs": epochs,
-        "source_classes": int(state["num_classes"]), "target_classes": ds.num_classes,
-        "head_replaced": bool(replaced), "replaced_keys": replaced, "zero_shot": None, "rows": [],
+        "checkpoint": str(checkpoint),
+        "checkpoint_sha256": ckpt_hash,
+        "arch": arch,
+        "data": str(data),
+        "train_split": train_split,
+        "val_split": val_split,
+        "seed": seed,
+        "epochs": epochs,
+        "source_classes": int(state["num_classes"]),
+        "target_classes": ds.num_classes,
+        "head_replaced": bool(replaced),
+        "replaced_keys": replaced,
+        "zero_shot": None,
+        "rows": [],
     }
     out.mkdir(parents=True, exist_ok=True)
 
@@ -179,31 +216,61 @@ def run_finetune(checkpoint: str | os.PathLike, data: str | os.PathLike, shots: 
     for k in shots:
         run_dir = out / f"k{k}"
         source = {"data": str(data), "split": train_split, "shots": k, "shots_seed": seed}
-        cfg = load_train_config(None, [
-            f"model={arch}", f"model_kwargs={json.dumps(model_kwargs)}", "method=fewshot",
-            f"pretrained={json.dumps(str(checkpoint))}", f"train=[{json.dumps(source)}]", "val=null",
-            f"epochs={epochs}", f"batch_size={batch_size}", f"crop=[{h},{w}]", f"optim.lr={lr}",
-            f"samples_per_epoch={samples_per_epoch}", f"seed={seed}", f"device={json.dumps(device)}",
-            *overrides, f"out={json.dumps(str(run_dir))}"])
+        cfg = load_train_config(
+            None,
+            [
+                f"model={arch}",
+                f"model_kwargs={json.dumps(model_kwargs)}",
+                "method=fewshot",
+                f"pretrained={json.dumps(str(checkpoint))}",
+                f"train=[{json.dumps(source)}]",
+                "val=null",
+                f"epochs={epochs}",
+                f"batch_size={batch_size}",
+                f"crop=[{h},{w}]",
+                f"optim.lr={lr}",
+                f"samples_per_epoch={samples_per_epoch}",
+                f"seed={seed}",
+                f"device={json.dumps(device)}",
+                *overrides,
+                f"out={json.dumps(str(run_dir))}",
+            ],
+        )
         workers = min(cfg.workers, 2)
         resolved = _comparable(config_to_dict(cfg))
         done_path = run_dir / DONE_NAME
         done = json.loads(done_path.read_text()) if done_path.is_file() else None
         if done is not None and (done.get("config") != resolved or done.get("checkpoint_sha256") != ckpt_hash):
-            raise ConfigError(f"{done_path}: this k finished with other settings or another checkpoint; "
-                              f"use a new --out (or delete {run_dir}) to rerun it")
+            raise ConfigError(
+                f"{done_path}: this k finished with other settings or another checkpoint; "
+                f"use a new --out (or delete {run_dir}) to rerun it"
+            )
         if done is None:
             say(f"[bold]k={k}[/]: {len(images[k])} labelled image(s) -> {run_dir}")
             train(cfg, resume=True, progress=progress, console=console)
             metrics, _ = evaluate_checkpoint(run_dir / "last.pt", data, val_split, device=cfg.device, workers=workers)
-            done = {"k": k, "images": images[k], "miou": metrics["miou"], "pixel_accuracy": metrics["pixel_accuracy"],
-                    "per_class_iou": dict(zip(ds.class_names, metrics["per_class_iou"], strict=True)),
-                    "checkpoint": str(run_dir / "last.pt"), "checkpoint_sha256": ckpt_hash, "config": resolved}
+            done = {
+                "k": k,
+                "images": images[k],
+                "miou": metrics["miou"],
+                "pixel_accuracy": metrics["pixel_accuracy"],
+                "per_class_iou": dict(zip(ds.class_names, metrics["per_class_iou"], strict=True)),
+                "checkpoint": str(run_dir / "last.pt"),
+                "checkpoint_sha256": ckpt_hash,
+                "config": resolved,
+            }
             atomic_write_json(done_path, done)
         else:
             say(f"k={k}: finished earlier (mIoU {100 * done['miou']:.1f}), skipped")
-        report["rows"].append({"k": k, "images": done["images"], "miou": done["miou"],
-                               "pixel_accuracy": done["pixel_accuracy"], "run_dir": str(run_dir)})
+        report["rows"].append(
+            {
+                "k": k,
+                "images": done["images"],
+                "miou": done["miou"],
+                "pixel_accuracy": done["pixel_accuracy"],
+                "run_dir": str(run_dir),
+            }
+        )
         # written after every k so a long sweep shows its progress and a kill loses nothing already measured
         atomic_write_json(out / RESULT_JSON, report)
         atomic_write_text(out / RESULT_MD, finetune_markdown(report))
@@ -220,15 +287,21 @@ def _pct(v) -> str:
 
 
 def finetune_markdown(report: dict) -> str:
-    head = ("replaced (" + ", ".join(f"`{k}`" for k in report["replaced_keys"]) + ")") if report["head_replaced"] \
+    head = (
+        ("replaced (" + ", ".join(f"`{k}`" for k in report["replaced_keys"]) + ")")
+        if report["head_replaced"]
         else "kept (same class count)"
+    )
     lines = [
-        "# Few-shot transfer", "",
+        "# Few-shot transfer",
+        "",
         f"Checkpoint `{report['checkpoint']}` ({report['arch']}, {report['source_classes']} classes) -> "
         f"`{report['data']}` ({report['target_classes']} classes); classifier head {head}. "
         f"mIoU on split `{report['val_split']}`, shots drawn with seed {report['seed']}, "
-        f"{report['epochs']} epochs.", "",
-        "| k | labelled images | mIoU | pixel acc. |", "|---:|---|---:|---:|",
+        f"{report['epochs']} epochs.",
+        "",
+        "| k | labelled images | mIoU | pixel acc. |",
+        "|---:|---|---:|---:|",
     ]
     if report.get("zero_shot"):
         zs = report["zero_shot"]
@@ -242,9 +315,11 @@ def finetune_markdown(report: dict) -> str:
 def rich_table(report: dict):
     from rich.table import Table
 
-    title = (f"few-shot {report['arch']} -> {report['data']} "
-             f"({report['source_classes']} -> {report['target_classes']} classes, head "
-             f"{'replaced' if report['head_replaced'] else 'kept'})")
+    title = (
+        f"few-shot {report['arch']} -> {report['data']} "
+        f"({report['source_classes']} -> {report['target_classes']} classes, head "
+        f"{'replaced' if report['head_replaced'] else 'kept'})"
+    )
     table = Table(title=title, title_justify="left")
     table.add_column("k", justify="right")
     table.add_column("mIoU", justify="right")

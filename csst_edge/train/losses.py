@@ -44,8 +44,11 @@ def build_criterion(name: str, ignore_index: int = 255, thresh: float = 0.7, min
 
 
 def _to_size(logits: torch.Tensor, size) -> torch.Tensor:
-    return logits if logits.shape[-2:] == tuple(size) else F.interpolate(logits, size=size, mode="bilinear",
-                                                                           align_corners=False)
+    return (
+        logits
+        if logits.shape[-2:] == tuple(size)
+        else F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+    )
 
 
 class SegLoss(nn.Module):
@@ -61,7 +64,7 @@ class SegLoss(nn.Module):
         size = target.shape[-2:]
         loss = self.criterion(_to_size(main, size), target)
         parts = {"main": loss.detach()}
-        for i, (w, logits) in enumerate(zip(self.aux_weights, aux)):
+        for i, (w, logits) in enumerate(zip(self.aux_weights, aux, strict=False)):
             aux_loss = self.criterion(_to_size(logits, size), target)
             loss = loss + w * aux_loss
             parts[f"aux{i}"] = aux_loss.detach()

@@ -33,8 +33,15 @@ class EpochCrop:
 
 
 class CropSchedule:
-    def __init__(self, kind: str, base_crop: tuple[int, int], base_batch: int, epochs: int,
-                 scales=(0.5, 0.75, 1.0), max_batch: int | None = None):
+    def __init__(
+        self,
+        kind: str,
+        base_crop: tuple[int, int],
+        base_batch: int,
+        epochs: int,
+        scales=(0.5, 0.75, 1.0),
+        max_batch: int | None = None,
+    ):
         if kind not in SCHEDULES:
             raise ConfigError(f"config key 'crop_schedule' is '{kind}': expected one of {', '.join(SCHEDULES)}")
         if not scales or any(s <= 0 for s in scales):

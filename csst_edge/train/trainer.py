@@ -24,8 +24,16 @@ from csst_edge.models import create_model
 from csst_edge.progress import progress_bar
 from csst_edge.train.checkpoint import IMAGENET_MEAN, IMAGENET_STD, load_checkpoint, save_checkpoint
 from csst_edge.train.config import TrainConfig, config_to_dict, dump_config
-from csst_edge.train.data import (EpochPlanner, collate_eval, TrainDataset, TrainSet, build_train_set, eval_dataset, sampling_groups,
-                                  shard_batches)
+from csst_edge.train.data import (
+    EpochPlanner,
+    TrainDataset,
+    TrainSet,
+    build_train_set,
+    collate_eval,
+    eval_dataset,
+    sampling_groups,
+    shard_batches,
+)
 from csst_edge.train.distributed import DistInfo, barrier, cleanup, setup_distributed
 from csst_edge.train.losses import SegLoss, SoftCrossEntropy, build_criterion, model_regularizer
 from csst_edge.train.schedules import CropSchedule
@@ -60,8 +68,9 @@ def build_index_for(group_ids: np.ndarray, train_set: TrainSet, cfg: TrainConfig
     return index
 
 
-def train(cfg: TrainConfig, resume: bool = True, progress: bool = True, console=None,
-          stop_after_epochs: int | None = None) -> TrainResult:
+def train(
+    cfg: TrainConfig, resume: bool = True, progress: bool = True, console=None, stop_after_epochs: int | None = None
+) -> TrainResult:
     """Train a teacher or student as `cfg` says. Rank 0 writes the run directory.
 
     `stop_after_epochs` ends this invocation early (e.g. to fit a job's time slot); rerunning resumes.
@@ -70,7 +79,9 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True, console=
     if cfg.amp != "none" and device.type != "cuda":
         raise ConfigError(f"config key 'amp' is '{cfg.amp}' but the device is {device}: AMP needs CUDA (use amp=none)")
     if cfg.batch_size % dist.world_size:
-        raise ConfigError(f"config key 'batch_size' ({cfg.batch_size}) must divide by the number of ranks ({dist.world_size})")
+        raise ConfigError(
+            f"config key 'batch_size' ({cfg.batch_size}) must divide by the number of ranks ({dist.world_size})"
+        )
     run_dir = Path(cfg.out)
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -87,14 +98,17 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True, console=
         # rank 0 builds (or incrementally updates) the cached index; the other ranks wait and load it
         groups = sampling_groups(train_set, cfg.real_fraction)
         if dist.is_main:
-            indexes = {g: build_index_for(ids, train_set, cfg, run_dir / f"centroids_{g}.npz", progress)
-                       for g, ids in groups.items()}
+            indexes = {
+                g: build_index_for(ids, train_set, cfg, run_dir / f"centroids_{g}.npz", progress)
+                for g, ids in groups.items()
+            }
         barrier(dist)
         if not dist.is_main:
             indexes = {g: CentroidIndex.load(run_dir / f"centroids_{g}.npz") for g in groups}
     planner = EpochPlanner(train_set, cfg, indexes)
-    schedule = CropSchedule(cfg.crop_schedule, tuple(cfg.crop), cfg.batch_size, cfg.epochs, tuple(cfg.crop_scales),
-                            max_batch=cfg.max_batch)
+    schedule = CropSchedule(
+        cfg.crop_schedule, tuple(cfg.crop), cfg.batch_size, cfg.epochs, tuple(cfg.crop_scales), max_batch=cfg.max_batch
+    )
     total_iters = sum(planner.iterations(schedule.at(e).batch_size) for e in range(cfg.epochs))
 
     model = create_model(cfg.model, train_set.num_classes, pretrained=_model_pretrained(cfg), **cfg.model_kwargs)
@@ -108,12 +122,17 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True, console=
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     soft_criterion = SoftCrossEntropy() if soft_k else None
     criterion = SegLoss(
-        build_criterion(cfg.loss.name, ignore_index=train_set.ignore_index, thresh=cfg.loss.ohem_thresh,
-                        min_kept=cfg.loss.ohem_min_kept),
+        build_criterion(
+            cfg.loss.name,
+            ignore_index=train_set.ignore_index,
+            thresh=cfg.loss.ohem_thresh,
+            min_kept=cfg.loss.ohem_min_kept,
+        ),
         list(getattr(model, "aux_weights", [])) if cfg.loss.aux else [],
     )
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
-                                weight_decay=cfg.optim.weight_decay)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum, weight_decay=cfg.optim.weight_decay
+    )
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp == "fp16")
 
     start_epoch, iteration, best = 0, 0, None
@@ -133,20 +152,32 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True, console=
     train_model = model
     if dist.enabled:
         train_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
     step_model = torch.compile(train_model) if cfg.compile else train_model
 
     val_loader = None
     if cfg.val is not None and dist.is_main:
         val_set, _ = eval_dataset(cfg.val, mean, std)
-        val_loader = DataLoader(val_set, batch_size=cfg.eval_batch_size, num_workers=min(cfg.workers, 2),
-                                collate_fn=collate_eval)
+        val_loader = DataLoader(
+            val_set, batch_size=cfg.eval_batch_size, num_workers=min(cfg.workers, 2), collate_fn=collate_eval
+        )
 
-    meta = dict(arch=cfg.model, model_kwargs=dict(cfg.model_kwargs), num_classes=train_set.num_classes,
-                class_names=train_set.class_names, palette=[list(c) for c in train_set.palette],
-                ignore_index=train_set.ignore_index, mean=list(mean), std=list(std), config=config_to_dict(cfg))
+    meta = dict(
+        arch=cfg.model,
+        model_kwargs=dict(cfg.model_kwargs),
+        num_classes=train_set.num_classes,
+        class_names=train_set.class_names,
+        palette=[list(c) for c in train_set.palette],
+        ignore_index=train_set.ignore_index,
+        mean=list(mean),
+        std=list(std),
+        config=config_to_dict(cfg),
+    )
     last_metrics: dict = {}
-    progress_ctx = progress_bar("it", console, extra_field=True) if progress and dist.is_main else contextlib.nullcontext()
+    progress_ctx = (
+        progress_bar("it", console, extra_field=True) if progress and dist.is_main else contextlib.nullcontext()
+    )
     with progress_ctx as bar:
         task = bar.add_task("train", total=total_iters, completed=iteration, info="") if bar else None
         end_epoch = cfg.epochs if stop_after_epochs is None else min(cfg.epochs, start_epoch + stop_after_epochs)
@@ -156,31 +187,79 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True, console=
             if cfg.method == "consistency":
                 label_override = refresh_online_labels(model, train_set, run_dir, epoch, cfg, device, mean, std, dist)
             ignore = TrainDataset.soft_fill(soft_k, train_set.ignore_index) if soft_k else train_set.ignore_index
-            dataset = TrainDataset(train_set, _transforms(cfg, (ec.crop_h, ec.crop_w), ignore), mean, std, soft_k,
-                                   label_override if cfg.method == "consistency" else None)
-            loader = DataLoader(dataset, batch_sampler=batches, num_workers=cfg.workers,
-                                pin_memory=device.type == "cuda", persistent_workers=False)
+            dataset = TrainDataset(
+                train_set,
+                _transforms(cfg, (ec.crop_h, ec.crop_w), ignore),
+                mean,
+                std,
+                soft_k,
+                label_override if cfg.method == "consistency" else None,
+            )
+            loader = DataLoader(
+                dataset,
+                batch_sampler=batches,
+                num_workers=cfg.workers,
+                pin_memory=device.type == "cuda",
+                persistent_workers=False,
+            )
             t0 = time.perf_counter()
             stats = train_one_epoch(
-                step_model, (criterion, soft_criterion), optimizer, scaler, loader, device, cfg, epoch, iteration, total_iters,
-                ec.lr_scale, run_dir, dist, bar, task, (ec.crop_h, ec.crop_w, ec.batch_size))
+                step_model,
+                (criterion, soft_criterion),
+                optimizer,
+                scaler,
+                loader,
+                device,
+                cfg,
+                epoch,
+                iteration,
+                total_iters,
+                ec.lr_scale,
+                run_dir,
+                dist,
+                bar,
+                task,
+                (ec.crop_h, ec.crop_w, ec.batch_size),
+            )
             iteration = stats.pop("iteration")
-            record = {"epoch": epoch, "iteration": iteration, "crop": [ec.crop_h, ec.crop_w],
-                      "batch_size": ec.batch_size, "time_s": round(time.perf_counter() - t0, 3), **stats}
+            record = {
+                "epoch": epoch,
+                "iteration": iteration,
+                "crop": [ec.crop_h, ec.crop_w],
+                "batch_size": ec.batch_size,
+                "time_s": round(time.perf_counter() - t0, 3),
+                **stats,
+            }
             if val_loader is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
                 from csst_edge.evaluate import evaluate
 
-                metrics = evaluate(model, val_loader, train_set.num_classes, device,
-                                   ignore_index=train_set.ignore_index, progress=False)
+                metrics = evaluate(
+                    model,
+                    val_loader,
+                    train_set.num_classes,
+                    device,
+                    ignore_index=train_set.ignore_index,
+                    progress=False,
+                )
                 record.update(val_miou=metrics["miou"], val_pixel_accuracy=metrics["pixel_accuracy"])
                 is_best = best is None or metrics["miou"] > best
                 best = metrics["miou"] if is_best else best
                 if is_best:
-                    save_checkpoint(run_dir / "best.pt", _checkpoint(model, optimizer, scaler, epoch, iteration,
-                                                                     {**record, "best_miou": best}, meta))
-                    atomic_write_json(run_dir / "eval.json", {
-                        "epoch": epoch, "miou": metrics["miou"], "pixel_accuracy": metrics["pixel_accuracy"],
-                        "per_class_iou": dict(zip(train_set.class_names, _nan_to_none(metrics["per_class_iou"])))})
+                    save_checkpoint(
+                        run_dir / "best.pt",
+                        _checkpoint(model, optimizer, scaler, epoch, iteration, {**record, "best_miou": best}, meta),
+                    )
+                    atomic_write_json(
+                        run_dir / "eval.json",
+                        {
+                            "epoch": epoch,
+                            "miou": metrics["miou"],
+                            "pixel_accuracy": metrics["pixel_accuracy"],
+                            "per_class_iou": dict(
+                                zip(train_set.class_names, _nan_to_none(metrics["per_class_iou"]), strict=False)
+                            ),
+                        },
+                    )
                 model.train()
             if dist.is_main:
                 last_metrics = {**record, "best_miou": best}
@@ -196,16 +275,32 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True, console=
     return TrainResult(run_dir, best, last_metrics, end_epoch - start_epoch)
 
 
-def train_one_epoch(model, criterion, optimizer, scaler, loader, device, cfg: TrainConfig, epoch: int,
-                    iteration: int, total_iters: int, lr_scale: float, run_dir: Path, dist: DistInfo,
-                    bar=None, task=None, crop_info=(0, 0, 0)) -> dict:
+def train_one_epoch(
+    model,
+    criterion,
+    optimizer,
+    scaler,
+    loader,
+    device,
+    cfg: TrainConfig,
+    epoch: int,
+    iteration: int,
+    total_iters: int,
+    lr_scale: float,
+    run_dir: Path,
+    dist: DistInfo,
+    bar=None,
+    task=None,
+    crop_info=(0, 0, 0),
+) -> dict:
     model.train()
     criterion, soft_criterion = criterion if isinstance(criterion, tuple) else (criterion, None)
     amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.amp)
     loss_sum, seen, t0 = 0.0, 0, time.perf_counter()
-    for step, (images, labels, *soft) in enumerate(loader):
-        lr = lr_scale * poly_lr(cfg.optim.lr, iteration, total_iters, cfg.optim.poly_power,
-                                cfg.optim.warmup_iters, cfg.optim.warmup_ratio)
+    for _step, (images, labels, *soft) in enumerate(loader):
+        lr = lr_scale * poly_lr(
+            cfg.optim.lr, iteration, total_iters, cfg.optim.poly_power, cfg.optim.warmup_iters, cfg.optim.warmup_ratio
+        )
         for group in optimizer.param_groups:
             group["lr"] = lr
         images = images.to(device, non_blocking=True)
@@ -216,7 +311,9 @@ def train_one_epoch(model, criterion, optimizer, scaler, loader, device, cfg: Tr
             outputs = model(images)
             loss, parts = compute_loss(outputs, labels, soft, criterion, soft_criterion, cfg, device)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch}, iteration {iteration}: lower optim.lr")
+            raise FloatingPointError(
+                f"loss became {loss.item()} at epoch {epoch}, iteration {iteration}: lower optim.lr"
+            )
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -226,15 +323,32 @@ def train_one_epoch(model, criterion, optimizer, scaler, loader, device, cfg: Tr
         seen += images.shape[0]
         ips = seen * dist.world_size / (time.perf_counter() - t0)
         if dist.is_main and cfg.log_every and iteration % cfg.log_every == 0:
-            append_jsonl(run_dir / "metrics.jsonl", {"type": "step", "epoch": epoch, "iteration": iteration,
-                                                     "loss": round(loss.item(), 5), "lr": lr, "img_per_s": round(ips, 2),
-                                                     **{k: round(float(v), 5) for k, v in parts.items()}})
+            append_jsonl(
+                run_dir / "metrics.jsonl",
+                {
+                    "type": "step",
+                    "epoch": epoch,
+                    "iteration": iteration,
+                    "loss": round(loss.item(), 5),
+                    "lr": lr,
+                    "img_per_s": round(ips, 2),
+                    **{k: round(float(v), 5) for k, v in parts.items()},
+                },
+            )
         if bar is not None:
-            bar.update(task, advance=1, description=f"epoch {epoch + 1}/{cfg.epochs}",
-                       info=f"loss {loss.item():.3f}  lr {lr:.2e}  {ips:.1f} img/s  crop {crop_info[0]}x{crop_info[1]}"
-                            f" x{crop_info[2]}")
-    return {"iteration": iteration, "loss": round(loss_sum / max(1, seen), 5), "lr": lr if seen else None,
-            "img_per_s": round(seen * dist.world_size / (time.perf_counter() - t0), 2)}
+            bar.update(
+                task,
+                advance=1,
+                description=f"epoch {epoch + 1}/{cfg.epochs}",
+                info=f"loss {loss.item():.3f}  lr {lr:.2e}  {ips:.1f} img/s  crop {crop_info[0]}x{crop_info[1]}"
+                f" x{crop_info[2]}",
+            )
+    return {
+        "iteration": iteration,
+        "loss": round(loss_sum / max(1, seen), 5),
+        "lr": lr if seen else None,
+        "img_per_s": round(seen * dist.world_size / (time.perf_counter() - t0), 2),
+    }
 
 
 def compute_loss(outputs, labels, soft, criterion, soft_criterion, cfg: TrainConfig, device):
@@ -255,8 +369,9 @@ def compute_loss(outputs, labels, soft, criterion, soft_criterion, cfg: TrainCon
 
 
 @torch.inference_mode()
-def refresh_online_labels(model, train_set: TrainSet, run_dir: Path, epoch: int, cfg: TrainConfig, device, mean, std,
-                          dist: DistInfo) -> dict[int, Path]:
+def refresh_online_labels(
+    model, train_set: TrainSet, run_dir: Path, epoch: int, cfg: TrainConfig, device, mean, std, dist: DistInfo
+) -> dict[int, Path]:
     """Method `consistency`: the model relabels the pseudo entries with its own current predictions.
 
     Epoch 0 trains on the teacher's labels; every `refresh_every` epochs after that the labels are replaced.
@@ -304,8 +419,11 @@ def ranks_in_sync(model, dist: DistInfo, device) -> dict:
     gathered = [torch.zeros_like(sums) for _ in range(dist.world_size)]
     tdist.all_gather(gathered, sums)
     identical = all(torch.equal(gathered[0], g) for g in gathered[1:])
-    return {"ranks_identical": identical, "world_size": dist.world_size,
-            "max_abs_diff": max(float((gathered[0] - g).abs().max()) for g in gathered[1:])}
+    return {
+        "ranks_identical": identical,
+        "world_size": dist.world_size,
+        "max_abs_diff": max(float((gathered[0] - g).abs().max()) for g in gathered[1:]),
+    }
 
 
 def _transforms(cfg: TrainConfig, crop, ignore_index):
@@ -331,8 +449,10 @@ def _init_from_checkpoint(model, path, cfg: TrainConfig) -> None:
         return
     state = load_checkpoint(path)
     if state["arch"] != cfg.model:
-        raise ConfigError(f"method '{cfg.method}' continues the teacher, so 'model' must be its arch "
-                          f"'{state['arch']}' (got '{cfg.model}')")
+        raise ConfigError(
+            f"method '{cfg.method}' continues the teacher, so 'model' must be its arch "
+            f"'{state['arch']}' (got '{cfg.model}')"
+        )
     model.load_state_dict({k.removeprefix("module."): v for k, v in state["model"].items()})
 
 
@@ -364,5 +484,3 @@ def _epoch_summary(record: dict) -> str:
     if "val_miou" in record:
         s += f"  val mIoU {100 * record['val_miou']:.1f}"
     return s
-
-
