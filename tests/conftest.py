@@ -59,6 +59,21 @@ def write_tiny_dataset(
     return path
 
 
+def add_stray_id(dataset_yaml: Path, split: str = "train", name: str = "img01", value: int = 200) -> Path:
+    """Paint a block of `value` (neither a class nor the ignore id) into one label of a tiny dataset; returns it."""
+    path = dataset_yaml.parent / "labels" / split / f"{name}.png"
+    label = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    label[:4, :4] = value
+    cv2.imwrite(str(path), label)
+    return path
+
+
+def set_id_remap(dataset_yaml: Path, remap: dict[int, int]) -> None:
+    cfg = yaml.safe_load(dataset_yaml.read_text())
+    cfg["id_remap"] = remap
+    dataset_yaml.write_text(yaml.safe_dump(cfg))
+
+
 @pytest.fixture
 def tiny_dataset(tmp_path) -> Path:
     return write_tiny_dataset(tmp_path / "tiny")

@@ -100,7 +100,8 @@ def test_update_reads_only_new_and_changed_files(tmp_path, monkeypatch):
     cv2.imwrite(str(changed), label)
     read = []
     real_read = centroids_mod.read_label
-    monkeypatch.setattr(centroids_mod, "read_label", lambda p, lut=None: read.append(Path(p)) or real_read(p, lut))
+    spy = lambda p, lut=None, **kw: read.append(Path(p)) or real_read(p, lut, **kw)  # noqa: E731
+    monkeypatch.setattr(centroids_mod, "read_label", spy)
     updated, info = update_index(index, [files[0], files[2], files[3], files[4], files[5]], workers=1, progress=False)
     assert sorted(read) == sorted([files[2], files[5]])
     assert info == {"reused": 3, "read": 2, "dropped": 1}

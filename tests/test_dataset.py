@@ -2,6 +2,7 @@ import cv2
 import numpy as np
 import pytest
 import yaml
+from conftest import set_id_remap
 
 from csst_edge.data.dataset import (
     CITYSCAPES_LABELID_TO_TRAINID,
@@ -10,6 +11,7 @@ from csst_edge.data.dataset import (
     load_pair,
     validate_split,
 )
+from csst_edge.data.imageio import check_label_ids, read_label
 from csst_edge.data.unlabelled import expand_sources, load_item
 from csst_edge.errors import ConfigError, DatasetError
 
@@ -39,8 +41,28 @@ def test_size_mismatch_names_file(tiny_dataset):
 def test_class_id_out_of_range_names_file(tiny_dataset):
     label = np.full((48, 64), 7, np.uint8)
     cv2.imwrite(str(tiny_dataset.parent / "labels" / "train" / "img03.png"), label)
-    with pytest.raises(DatasetError, match=r"img03\.png: class id\(s\) 7 out of range"):
+    with pytest.raises(DatasetError, match=r"img03\.png: class id\(s\) 7 out of range") as e:
         validate_split(load_dataset_config(tiny_dataset), "train")
+    assert "3 classes" in str(e.value) and "id_remap: {7: 255}" in str(e.value)
+    set_id_remap(tiny_dataset, {7: 255})  # the way out the message names
+    assert validate_split(load_dataset_config(tiny_dataset), "train") == 4
+
+
+def test_check_label_ids_accepts_classes_and_ignore_and_lists_the_rest(tmp_path):
+    label = np.array([[0, 1, 2, 255], [2, 1, 0, 255]], np.uint8)
+    check_label_ids(label, 3, 255, "ok.png")  # classes and the ignore id only: no error
+    assert read_label(_png(tmp_path / "ok.png", label), num_classes=3).tolist() == label.tolist()
+    label[0, :2] = [200, 3]
+    with pytest.raises(DatasetError, match=r"bad\.png: class id\(s\) 3, 200 out of range \(2 pixels\)"):
+        read_label(_png(tmp_path / "bad.png", label), num_classes=3, ignore_index=255)
+    remap = np.arange(256, dtype=np.uint8)
+    remap[[3, 200]] = 255
+    assert read_label(tmp_path / "bad.png", remap, num_classes=3).max() == 255  # checked after the remap
+
+
+def _png(path, label):
+    cv2.imwrite(str(path), label)
+    return path
 
 
 def test_corrupt_image_names_file(tiny_dataset):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-from conftest import write_tiny_dataset
+from conftest import add_stray_id, set_id_remap, write_tiny_dataset
 from torch.utils.data import DataLoader
 from typer.testing import CliRunner
 
@@ -327,3 +327,24 @@ def test_cli_evaluates_a_checkpoint(tmp_path):
     assert rec["num_images"] == 2 and set(rec["per_class_iou"]) == {"c0", "c1", "c2"}
     assert rec["settings"]["flip"] is True and 0.0 <= rec["pixel_accuracy"] <= 1.0
     assert sorted(p.name for p in (tmp_path / "preds").glob("*.png")) == ["img00.png", "img01.png"]
+
+
+def test_cli_eval_stray_class_id_is_one_clear_error_until_remapped(tmp_path):
+    from csst_edge import models
+    from csst_edge.train.checkpoint import save_checkpoint
+
+    yaml_path = write_tiny_dataset(tmp_path / "tiny", splits=("val",), n=2, size=(32, 32))
+    bad = add_stray_id(yaml_path, "val", "img01", 200)
+    ckpt = tmp_path / "run" / "best.pt"
+    state = {"arch": "fastscnn", "num_classes": 3, "mean": list(MEAN), "std": list(STD)}
+    save_checkpoint(ckpt, {"model": models.create_model("fastscnn", num_classes=3).state_dict(), **state})
+    args = ["eval", str(ckpt), "--data", str(yaml_path), "-q"]
+    result = CliRunner().invoke(cli_app(), [*args, "--workers", "1"])  # decoded in a DataLoader worker
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.output and "DataLoader" not in result.output, result.output
+    assert str(bad) in lines[0] and "class id(s) 200" in lines[0] and "3 classes" in lines[0]
+    assert "id_remap: {200: 255}" in lines[0]
+    set_id_remap(yaml_path, {200: 255})
+    result = CliRunner().invoke(cli_app(), [*args, "--workers", "0"])
+    assert result.exit_code == 0, result.output

@@ -10,7 +10,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import write_tiny_dataset
+from conftest import add_stray_id, write_tiny_dataset
+from typer.testing import CliRunner
 
 from csst_edge.data.imageio import read_image
 from csst_edge.errors import ConfigError
@@ -129,6 +130,23 @@ def test_merge_deduplicates_across_vehicles(world, tmp_path):
     assert merged["kept"] == 4  # 3 + 2 frames, one of them seen by both cars
     assert sum(v["duplicates"] for v in per.values()) == 1
     assert len(list((tmp_path / "frames").rglob("*.jpg"))) == 4
+
+
+def test_cli_round_stray_class_id_is_one_clear_error(world, tmp_path):
+    """A train label id that is neither a class nor ignore stops the round at its centroid index, in one line."""
+    from csst_edge.cli.main import app
+
+    data = write_tiny_dataset(tmp_path / "tiny", n=2, size=(H, W), num_classes=3)
+    bad = add_stray_id(data, "train", "img01", 200)
+    harvest = [str(world["harvests"][0])]
+    models = ["--teacher", str(world["good"]), "--student", str(world["bad"])]
+    rest = ["--data", str(data), "--val", str(data), "-o", str(tmp_path / "r"), "--device", "cpu", "--workers", "0"]
+    result = CliRunner().invoke(app, ["round", *harvest, *models, *rest, "--no-flip", "-q"])
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.output, result.output
+    assert str(bad) in lines[0] and "class id(s) 200" in lines[0] and "3 classes" in lines[0]
+    assert "id_remap: {200: 255}" in lines[0]
 
 
 @pytest.mark.slow  # ~25 s: pseudo-label, index, 1 epoch, two evaluations, export

@@ -8,7 +8,8 @@ import sys
 import pytest
 import torch
 import yaml
-from conftest import free_port, write_tiny_dataset
+from conftest import add_stray_id, free_port, write_tiny_dataset
+from typer.testing import CliRunner
 
 from csst_edge.errors import ConfigError
 from csst_edge.train.checkpoint import load_checkpoint, model_from_checkpoint
@@ -126,6 +127,22 @@ def test_centroid_sampling_and_schedule_run(tiny_dataset, tmp_path):
     epochs = [e for e in epochs if e["type"] == "epoch"]
     assert [e["crop"] for e in epochs] == [[32, 32], [64, 64], [64, 64]] or len({tuple(e["crop"]) for e in epochs}) > 1
     assert (tmp_path / "run" / "centroids_all.npz").is_file()
+
+
+def test_cli_train_stray_class_id_is_one_clear_error(tiny_dataset, tmp_path):
+    """A label id that is neither a class nor ignore, met inside a DataLoader worker: one line naming the file."""
+    from csst_edge.cli.main import app
+
+    bad = add_stray_id(tiny_dataset, "train", "img01", 200)
+    overrides = ["model=fastscnn", "val=null", "epochs=1", "batch_size=2", "crop=[32,32]", "workers=1", "device=cpu"]
+    result = CliRunner().invoke(
+        app, ["train", f"train=[{{data: '{tiny_dataset}', split: train}}]", *overrides, f"out={tmp_path / 'run'}", "-q"]
+    )
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.output and "DataLoader" not in result.output, result.output
+    assert str(bad) in lines[0] and "class id(s) 200" in lines[0] and "3 classes" in lines[0]
+    assert "id_remap: {200: 255}" in lines[0]
 
 
 def test_resume_after_stop_equals_uninterrupted(tiny_dataset, tmp_path):

@@ -88,7 +88,8 @@ def fingerprint(path: str | os.PathLike, lut: np.ndarray | None = None) -> str:
 
 def _read_and_extract(args) -> FileCentroids:
     path, lut, num_classes, ignore_index, min_area = args
-    return extract_centroids(read_label(path, lut), num_classes, ignore_index, min_area)
+    label = read_label(path, lut, num_classes=num_classes, ignore_index=ignore_index)
+    return extract_centroids(label, num_classes, ignore_index, min_area)
 
 
 @dataclass

@@ -242,22 +242,16 @@ def validate_sample(cfg: DatasetConfig, sample: Sample, lut: np.ndarray | None =
     image = read_image(sample.image)
     if sample.label is None:
         return
-    label = read_label(sample.label, lut if lut is not None else cfg.label_lut)
+    label = read_label(
+        sample.label,
+        lut if lut is not None else cfg.label_lut,
+        num_classes=cfg.num_classes,
+        ignore_index=cfg.ignore_index,
+    )
     if label.shape != image.shape[:2]:
         raise DatasetError(
             f"{sample.label}: label size {label.shape[1]}x{label.shape[0]} does not match image "
             f"{sample.image.name} size {image.shape[1]}x{image.shape[0]}"
-        )
-    check_label_ids(label, cfg.num_classes, cfg.ignore_index, sample.label)
-
-
-def check_label_ids(label: np.ndarray, num_classes: int, ignore_index: int, path) -> None:
-    ids = np.unique(label)
-    bad = ids[(ids >= num_classes) & (ids != ignore_index)]
-    if bad.size:
-        raise DatasetError(
-            f"{path}: class id(s) {', '.join(map(str, bad[:10].tolist()))} out of range "
-            f"(dataset has {num_classes} classes, ignore index {ignore_index})"
         )
 
 
@@ -281,7 +275,12 @@ def load_pair(cfg: DatasetConfig, sample: Sample, lut: np.ndarray | None = None)
     image = read_image(sample.image)
     if sample.label is None:
         raise DatasetError(f"{sample.image}: no label file")
-    label = read_label(sample.label, lut if lut is not None else cfg.label_lut)
+    label = read_label(
+        sample.label,
+        lut if lut is not None else cfg.label_lut,
+        num_classes=cfg.num_classes,
+        ignore_index=cfg.ignore_index,
+    )
     if label.shape != image.shape[:2]:
         raise DatasetError(
             f"{sample.label}: label size {label.shape[1]}x{label.shape[0]} does not match image size "

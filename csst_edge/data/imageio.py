@@ -27,8 +27,14 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def read_label(path: str | os.PathLike, lut: np.ndarray | None = None) -> np.ndarray:
-    """Decode a single-channel label PNG to uint8 class ids, optionally remapped through a 256-entry LUT."""
+def read_label(
+    path: str | os.PathLike, lut: np.ndarray | None = None, *, num_classes: int | None = None, ignore_index: int = 255
+) -> np.ndarray:
+    """Decode a single-channel label PNG to uint8 class ids, optionally remapped through a 256-entry LUT.
+
+    With `num_classes`, the remapped ids are checked (`check_label_ids`): every reader that trains, evaluates or
+    indexes on a label map passes it, so an id that is neither a class nor `ignore_index` is one clear error.
+    """
     path = Path(path)
     data = _read_bytes(path)
     label = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
@@ -42,7 +48,32 @@ def read_label(path: str | os.PathLike, lut: np.ndarray | None = None) -> np.nda
         label = label.astype(np.uint8)
     if lut is not None:
         label = lut[label]
+    if num_classes is not None:
+        check_label_ids(label, num_classes, ignore_index, path)
     return label
+
+
+def check_label_ids(label: np.ndarray, num_classes: int, ignore_index: int, path: str | os.PathLike) -> None:
+    """Raise DatasetError when a uint8 label map (after the id remap) holds ids that are neither a class
+    (0..num_classes-1) nor `ignore_index`. The message names the file, the ids and the way out (id_remap)."""
+    if label.size == 0 or int(label.max()) < num_classes:  # the common case: one vectorised pass, no allocation
+        return
+    allowed = np.zeros(256, bool)
+    allowed[: min(num_classes, 256)] = True
+    if 0 <= ignore_index < 256:
+        allowed[ignore_index] = True
+    counts = np.bincount(label.ravel(), minlength=256)
+    bad = np.flatnonzero((counts > 0) & ~allowed)
+    if not bad.size:
+        return
+    ids = ", ".join(str(i) for i in bad[:10].tolist()) + (f" and {bad.size - 10} more" if bad.size > 10 else "")
+    n = int(counts[bad].sum())
+    pixels = f"{n} pixel" + ("s" if n != 1 else "")
+    raise DatasetError(
+        f"{path}: class id(s) {ids} out of range ({pixels}): neither a class (the dataset has {num_classes} "
+        f"classes, ids 0-{num_classes - 1}) nor the ignore id {ignore_index}; map them with id_remap in the "
+        f"dataset YAML, e.g. `id_remap: {{{int(bad[0])}: {ignore_index}}}` to ignore them"
+    )
 
 
 def _read_bytes(path: Path) -> bytes:

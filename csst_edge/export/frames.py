@@ -51,7 +51,11 @@ def iter_dataset(
     lut = ds.label_lut
     samples = list_samples(ds, split)
     for sample in samples[:limit] if limit else samples:
-        yield sample.name, read_image(sample.image), read_label(sample.label, lut)
+        yield (
+            sample.name,
+            read_image(sample.image),
+            read_label(sample.label, lut, num_classes=ds.num_classes, ignore_index=ds.ignore_index),
+        )
 
 
 def dataset_info(data: str | os.PathLike):

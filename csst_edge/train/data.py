@@ -227,7 +227,12 @@ class TrainDataset(Dataset):
     def __getitem__(self, ref: SampleRef):
         entry = self.train_set.entries[ref.entry]
         image = read_image(entry.image)
-        label = read_label(self.label_override.get(ref.entry, entry.label), self.train_set.luts[entry.lut_id])
+        label = read_label(
+            self.label_override.get(ref.entry, entry.label),
+            self.train_set.luts[entry.lut_id],
+            num_classes=self.train_set.num_classes,
+            ignore_index=self.train_set.ignore_index,
+        )
         if label.shape != image.shape[:2]:
             raise DatasetError(f"{entry.label}: label size {label.shape[::-1]} does not match image {entry.image}")
         anchor = (ref.y, ref.x) if ref.y >= 0 else None
@@ -267,8 +272,17 @@ class TrainDataset(Dataset):
 class EvalDataset(Dataset):
     """Full-resolution (image, label, name) for evaluation: no augmentation, only normalisation."""
 
-    def __init__(self, items: list[tuple[str, Path, Path]], lut: np.ndarray | None, mean, std):
+    def __init__(
+        self,
+        items: list[tuple[str, Path, Path]],
+        lut: np.ndarray | None,
+        mean,
+        std,
+        num_classes: int,
+        ignore_index: int = 255,
+    ):
         self.items, self.lut, self.mean, self.std = items, lut, mean, std
+        self.num_classes, self.ignore_index = num_classes, ignore_index
 
     def __len__(self) -> int:
         return len(self.items)
@@ -276,7 +290,7 @@ class EvalDataset(Dataset):
     def __getitem__(self, i: int):
         name, image_path, label_path = self.items[i]
         image = read_image(image_path)
-        label = read_label(label_path, self.lut)
+        label = read_label(label_path, self.lut, num_classes=self.num_classes, ignore_index=self.ignore_index)
         if label.shape != image.shape[:2]:
             raise DatasetError(f"{label_path}: label size {label.shape[::-1]} does not match image {image_path}")
         return torch.from_numpy(normalize(image, self.mean, self.std)), torch.from_numpy(label.astype(np.int64)), name
@@ -290,4 +304,4 @@ def collate_eval(batch):
 def eval_dataset(src: SourceConfig, mean, std) -> tuple[EvalDataset, DatasetConfig]:
     ds = load_dataset_config(src.data)
     items = [(s.name, s.image, s.label) for s in select(list_samples(ds, src.split), src)]
-    return EvalDataset(items, ds.label_lut, mean, std), ds
+    return EvalDataset(items, ds.label_lut, mean, std, ds.num_classes, ds.ignore_index), ds
