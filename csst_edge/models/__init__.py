@@ -8,7 +8,7 @@ loss weight per aux output in `model.aux_weights` (see `csst_edge.models.base`).
 """
 
 # importing the model modules runs their @register_model decorators
-from csst_edge.models import bisenet, deeplabv3plus, fastscnn, icnet  # noqa: F401
+from csst_edge.models import bisenet, deeplabv3plus, efficientnet_lite, fastscnn, icnet  # noqa: F401
 from csst_edge.models.base import SegmentationModel
 from csst_edge.models.registry import create_model, list_models, model_kind, register_model
 

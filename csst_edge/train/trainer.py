@@ -90,7 +90,6 @@ def train(
     np.random.seed(cfg.seed)
 
     train_set = build_train_set(cfg.train)
-    mean, std = IMAGENET_MEAN, IMAGENET_STD
     indexes = None
     if cfg.sampling == "centroid":
         from csst_edge.data.centroids import CentroidIndex
@@ -112,6 +111,9 @@ def train(
     total_iters = sum(planner.iterations(schedule.at(e).batch_size) for e in range(cfg.epochs))
 
     model = create_model(cfg.model, train_set.num_classes, pretrained=_model_pretrained(cfg), **cfg.model_kwargs)
+    # the normalisation the backbone's pretrained weights expect (ImageNet's unless the model says otherwise)
+    mean = tuple(getattr(model, "input_mean", IMAGENET_MEAN))
+    std = tuple(getattr(model, "input_std", IMAGENET_STD))
     if cfg.method in ("finetune", "consistency", "fewshot"):
         _init_from_checkpoint(model, cfg.pretrained, cfg)
     soft_k = _soft_k(train_set) if cfg.method == "soft" else 0
