@@ -17,8 +17,7 @@ def test_demo_runs_end_to_end_in_reduced_mode(tmp_path):
         labelled=4,
         unlabelled=6,
         val=3,
-        teacher="fastscnn",
-        teacher_epochs=1,
+        teacher_epochs=1,  # the default teacher: DeepLabV3+-Lite0 from the installed ImageNet wheel
         student_epochs=1,
         batch_size=2,
         workers=0,
@@ -34,6 +33,15 @@ def test_demo_runs_end_to_end_in_reduced_mode(tmp_path):
     assert len(list((out / "pseudo" / "labels").rglob("*.png"))) == 6
     assert (out / "report.md").read_text().count("| road |") == 1
     assert (out / "per_class_iou.png").read_bytes()[:4] == b"\x89PNG"
+    import cv2
+
+    grid = cv2.imread(str(out / "predictions.png"))  # image | ground truth | baseline | CSST, one row per frame
+    assert grid is not None and grid.shape[1] == 4 * (128 + 4) and grid.shape[0] == 24 + 3 * (64 + 4)
+    assert "predictions.png" in (out / "report.md").read_text()
+    import torch
+
+    teacher = torch.load(out / "teacher" / "last.pt", weights_only=True)
+    assert teacher["arch"] == "deeplabv3plus_lite0" and teacher["mean"] == [0.5, 0.5, 0.5]
     on_disk = json.loads((out / "demo.json").read_text())
     assert len(on_disk["class_names"]) == 19 and 0.0 <= on_disk["results"]["CSST student"]["miou"] <= 1.0
     # the CSST student really trained on pseudo labels with centroid sampling

