@@ -15,9 +15,23 @@ from csst_edge.models import create_model, list_models, model_kind
 from csst_edge.models.backbones import ResNetBackbone, dilate_resnet
 from csst_edge.models.layers import adaptive_avg_pool2d_exact
 
-STUDENTS = ["bisenet_r18", "fastscnn", "icnet_r18", "icnet_r50"]
-TEACHERS = ["deeplabv3plus_r101", "deeplabv3plus_r18", "deeplabv3plus_r50", "deeplabv3plus_x50"]
-BIG = {"deeplabv3plus_r101", "deeplabv3plus_r50", "deeplabv3plus_x50"}  # teachers over ~2 s each on CPU
+STUDENTS = ["bisenet_r18", "fastscnn", "icnet_r18", "icnet_r50", "lraspp_lite0"]
+TEACHERS = [
+    "deeplabv3plus_lite0",
+    "deeplabv3plus_lite1",
+    "deeplabv3plus_lite2",
+    "deeplabv3plus_r101",
+    "deeplabv3plus_r18",
+    "deeplabv3plus_r50",
+    "deeplabv3plus_x50",
+]
+BIG = {  # teachers over ~2 s each on CPU
+    "deeplabv3plus_lite1",
+    "deeplabv3plus_lite2",
+    "deeplabv3plus_r101",
+    "deeplabv3plus_r50",
+    "deeplabv3plus_x50",
+}
 SIZE = (64, 128)  # divisible by 32, as every model needs
 
 # Measured parameter counts (19 / 11 classes, default aux heads included; aux=False in brackets, 19 classes):
