@@ -31,8 +31,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from csst_edge.data.dataset import list_samples, load_dataset_config  # noqa: E402
+from csst_edge.evaluate.checkpoint_eval import evaluate_checkpoint  # noqa: E402
 from csst_edge.fileio import atomic_write_json, atomic_write_text  # noqa: E402
-from csst_edge.pipeline.demo import evaluate_checkpoint  # noqa: E402
 from csst_edge.pipeline.report import markdown_table  # noqa: E402
 
 RARE = ("pole", "sign", "fence", "pedestrian", "bicyclist")

@@ -56,7 +56,7 @@ def prepare(args, work: Path):
     from csst_edge.data.synth import CLASS_NAMES, PALETTE, write_video
     from csst_edge.export.onnx_export import export_onnx
     from csst_edge.models import create_model
-    from csst_edge.train.checkpoint import save_checkpoint
+    from csst_edge.models.checkpoint import save_checkpoint
 
     h, w = (int(v) for v in args.size.lower().split("x"))
     video = work / f"drive_{h}x{w}_{args.frames}.mp4"

@@ -13,10 +13,10 @@ from conftest import add_stray_id, set_id_remap, write_tiny_dataset
 from torch.utils.data import DataLoader
 from typer.testing import CliRunner
 
+from csst_edge.data.selection import SourceConfig
 from csst_edge.evaluate import ConfusionMatrix, evaluate, predict_logits
+from csst_edge.evaluate.dataset import collate_eval, eval_dataset
 from csst_edge.evaluate.report import metrics_table, write_eval_json
-from csst_edge.train.config import SourceConfig
-from csst_edge.train.data import collate_eval, eval_dataset
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 

@@ -10,12 +10,13 @@ from typer.testing import CliRunner
 
 from csst_edge.cli.common import ErrorHandlingGroup
 from csst_edge.cli.finetune import finetune_command
+from csst_edge.data.selection import SourceConfig, select, select_shots
 from csst_edge.errors import CheckpointError, ConfigError
 from csst_edge.models import create_model
+from csst_edge.pipeline.fewshot import parse_shots, run_finetune
 from csst_edge.train.checkpoint import load_checkpoint, save_checkpoint
-from csst_edge.train.config import SourceConfig, load_train_config
-from csst_edge.train.data import select
-from csst_edge.train.finetune import load_for_finetune, parse_shots, run_finetune, select_shots
+from csst_edge.train.config import load_train_config
+from csst_edge.train.finetune import load_for_finetune
 
 
 def _checkpoint(path, arch="fastscnn", num_classes=3, seed=0, class_names=None):

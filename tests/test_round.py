@@ -115,7 +115,7 @@ def test_gate_rules():
 
 def test_gate_on_real_checkpoints(world):
     """The trained student beats the untrained one on the val set: promoted over it, and rejected in its place."""
-    from csst_edge.pipeline.demo import evaluate_checkpoint
+    from csst_edge.evaluate.checkpoint_eval import evaluate_checkpoint
 
     good, _ = evaluate_checkpoint(world["good"], world["data"], "val", "cpu", 0)
     bad, _ = evaluate_checkpoint(world["bad"], world["data"], "val", "cpu", 0)

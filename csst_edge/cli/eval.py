@@ -82,13 +82,13 @@ def eval_command(
     import torch
     from torch.utils.data import DataLoader, Subset
 
+    from csst_edge.data.selection import SourceConfig
     from csst_edge.errors import CheckpointError
     from csst_edge.evaluate import evaluate
+    from csst_edge.evaluate.dataset import collate_eval, eval_dataset
     from csst_edge.evaluate.report import metrics_table, write_eval_json
     from csst_edge.fileio import file_sha256
-    from csst_edge.train.checkpoint import load_checkpoint, model_from_checkpoint, normalization
-    from csst_edge.train.config import SourceConfig
-    from csst_edge.train.data import collate_eval, eval_dataset
+    from csst_edge.models.checkpoint import load_checkpoint, model_from_checkpoint, normalization
     from csst_edge.train.distributed import cleanup, setup_distributed
 
     # option checks first: a typo should not cost a model load

@@ -48,7 +48,7 @@ def finetune_command(
 
       csst-edge finetune best.pt --data target.yaml --shots 5 optim.momentum=0.8 augment.blur=0 workers=0
     """
-    from csst_edge.train.finetune import parse_shots, rich_table, run_finetune
+    from csst_edge.pipeline.fewshot import parse_shots, rich_table, run_finetune
 
     try:
         h, w = (int(v) for v in crop.lower().split("x"))

@@ -29,7 +29,7 @@ def resolve_label_set(
 ) -> LabelSet:
     path = Path(source)
     if path.is_dir() and (path / "meta.json").is_file():
-        from csst_edge.train.data import read_pseudo_manifest
+        from csst_edge.data.pseudo_folder import read_pseudo_manifest
 
         pairs, meta = read_pseudo_manifest(path)
         return LabelSet(

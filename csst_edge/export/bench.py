@@ -172,7 +172,7 @@ class ModelSource:
     meta: object = None  # ModelMeta of an onnx / engine
 
     def torch_model(self):
-        from csst_edge.train.checkpoint import model_from_checkpoint
+        from csst_edge.models.checkpoint import model_from_checkpoint
 
         model, _ = model_from_checkpoint(self.state)
         return model
@@ -184,7 +184,7 @@ def resolve_model(spec: str | os.PathLike) -> ModelSource:
     if path.is_file():
         size_mb = path.stat().st_size / 2**20
         if suffix in (".pt", ".pth"):
-            from csst_edge.train.checkpoint import load_checkpoint
+            from csst_edge.models.checkpoint import load_checkpoint
 
             state = load_checkpoint(path)
             return ModelSource(path.name, "checkpoint", path, str(state["arch"]), size_mb, state)
@@ -215,8 +215,8 @@ class _Skip(Exception):
 def _torch_runner(source: ModelSource, backend: str, size, batch: int, threads: int, fp16: bool, row: BenchRow):
     import torch
 
-    from csst_edge.export.onnx_export import DeployWrapper
-    from csst_edge.train.checkpoint import normalization
+    from csst_edge.export.deploy import DeployWrapper
+    from csst_edge.models.checkpoint import normalization
 
     if source.state is None:
         raise _Skip(f"needs a PyTorch checkpoint (.pt), got {source.kind}")

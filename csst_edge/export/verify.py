@@ -19,7 +19,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from csst_edge.export.deploy import DeployWrapper
 from csst_edge.export.errors import ExportError
+from csst_edge.models.checkpoint import model_from_checkpoint
 from csst_edge.runtime.model_meta import ModelMeta, ModelMetaError, from_metadata_props
 
 DEFAULT_ATOL = 1e-3
@@ -95,7 +97,6 @@ def verify_onnx(
     frame at its own size. Raises ExportError when a threshold is missed (unless `raise_on_failure=False`).
     """
     from csst_edge.export.frames import resize_frame
-    from csst_edge.export.onnx_export import DeployWrapper
     from csst_edge.runtime.backends import OnnxRuntimeBackend
 
     path = Path(onnx_path)
@@ -108,8 +109,6 @@ def verify_onnx(
     if isinstance(model_or_checkpoint, nn.Module):
         model = model_or_checkpoint
     else:
-        from csst_edge.train.checkpoint import model_from_checkpoint
-
         model, _ = model_from_checkpoint(model_or_checkpoint)
     reference = DeployWrapper(model.eval(), meta.mean, meta.std, "nhwc", "logits").eval()
     try:

@@ -15,6 +15,7 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock
 
 from csst_edge.errors import ConfigError
+from csst_edge.models.checkpoint import clean_state_dict
 
 RESNET_ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnext50_32x4d")
 
@@ -126,7 +127,7 @@ def _read_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
             break
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise ConfigError(f"pretrained weights '{path}' are not a state dict of tensors")
-    state = {k.removeprefix("module."): v for k, v in obj.items()}  # saved from DDP
+    state = clean_state_dict(obj)  # saved from DDP / torch.compile
     if not any(k.startswith("conv1.") for k in state) and any(k.startswith("backbone.conv1.") for k in state):
         # a whole segmentation model's checkpoint: take its backbone
         state = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}

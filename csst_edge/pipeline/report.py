@@ -85,7 +85,7 @@ def prediction_grid(checkpoints: dict[str, Path], data, split: str, path: Path, 
     from csst_edge.data.dataset import colorize, list_samples, load_dataset_config, load_pair
     from csst_edge.data.transforms import normalize
     from csst_edge.fileio import atomic_write_bytes
-    from csst_edge.train.checkpoint import model_from_checkpoint, normalization
+    from csst_edge.models.checkpoint import model_from_checkpoint, normalization
 
     ds = load_dataset_config(data)
     samples = list_samples(ds, split)

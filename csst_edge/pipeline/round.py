@@ -31,6 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from csst_edge.data.pseudo_folder import manifest_files, read_pseudo_manifest
 from csst_edge.errors import ConfigError, CsstError
 from csst_edge.fileio import atomic_write_json, read_jsonl
 from csst_edge.runtime.harvest import frame_descriptor, read_harvest_records
@@ -182,7 +183,7 @@ def merge_harvests(harvests: list[Path], out: Path, duplicate_similarity: float 
 
 
 def _pseudo_composition(pseudo_dir: Path, class_names: list[str]) -> dict:
-    records = [r for f in sorted(pseudo_dir.glob("manifest*.jsonl")) for r in read_jsonl(f) if r.get("status") == "ok"]
+    records = [r for f in manifest_files(pseudo_dir) for r in read_jsonl(f) if r.get("status") == "ok"]
     hist = np.zeros(len(class_names), np.int64)
     conf = []
     for r in records:
@@ -200,7 +201,6 @@ def update_round_index(settings: RoundSettings, pseudo_dirs: list[Path], out_pat
     """Centroid index of the labelled train split + every pseudo folder, reusing the previous round's index."""
     from csst_edge.data.centroids import CentroidIndex, build_index, update_index
     from csst_edge.data.dataset import list_samples, load_dataset_config
-    from csst_edge.train.data import read_pseudo_manifest
 
     ds = load_dataset_config(settings.data)
     real = [s.label for s in list_samples(ds, "train")]
@@ -294,9 +294,9 @@ def _export_size(settings: RoundSettings, frames: list[dict]) -> tuple[int, int]
 
 # ---------------------------------------------------------------------------------------------- the round
 def run_round(settings: RoundSettings, console=None, progress: bool = True) -> dict:
-    from csst_edge.pipeline.demo import evaluate_checkpoint
+    from csst_edge.evaluate.checkpoint_eval import evaluate_checkpoint
+    from csst_edge.models.checkpoint import load_checkpoint, save_checkpoint
     from csst_edge.pseudo import PseudoLabelSettings, generate_pseudo_labels
-    from csst_edge.train.checkpoint import load_checkpoint, save_checkpoint
     from csst_edge.train.trainer import train
 
     s = settings

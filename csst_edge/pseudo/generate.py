@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from csst_edge.data.pseudo_folder import manifest_files
 from csst_edge.data.transforms import normalize
 from csst_edge.data.unlabelled import UnlabelledItem, expand_sources, load_item
 from csst_edge.errors import ConfigError, CsstError
@@ -35,8 +36,8 @@ from csst_edge.fileio import (
     file_sha256,
     read_jsonl,
 )
+from csst_edge.models.checkpoint import model_from_checkpoint, normalization
 from csst_edge.progress import progress_bar
-from csst_edge.train.checkpoint import model_from_checkpoint, normalization
 from csst_edge.train.distributed import barrier, setup_distributed
 
 
@@ -83,10 +84,6 @@ class _ItemDataset(Dataset):
 
 def _collate(batch):
     return batch
-
-
-def manifest_files(out_dir: Path) -> list[Path]:
-    return sorted(out_dir.glob("manifest*.jsonl"))
 
 
 def finished_names(out_dir: Path) -> set[str]:

@@ -1,70 +1,23 @@
-"""Checkpoints: a plain dict, written atomically, loaded with `weights_only=True`.
+"""Re-export: the checkpoint format (save, load, rebuild the model) lives in `csst_edge.models.checkpoint`."""
 
-Keys: model, arch, model_kwargs, num_classes, class_names, palette, mean, std, epoch, optimizer, scheduler,
-scaler, config, metrics, version. Everything is tensors or plain Python types so `weights_only=True` can load
-it: no pickled classes, so a checkpoint from an untrusted source cannot run code.
-"""
+from csst_edge.models.checkpoint import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    REQUIRED_KEYS,
+    clean_state_dict,
+    load_checkpoint,
+    model_from_checkpoint,
+    normalization,
+    save_checkpoint,
+)
 
-from __future__ import annotations
-
-import io
-import os
-from pathlib import Path
-from typing import Any
-
-import torch
-
-from csst_edge import __version__
-from csst_edge.errors import CheckpointError
-from csst_edge.fileio import atomic_write_bytes
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-REQUIRED_KEYS = ("model", "arch", "num_classes")
-
-
-def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
-    """Serialise to memory first, then write temp file + fsync + rename: a kill never leaves a torn file."""
-    state = {**state, "version": __version__}
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
-
-
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # torch raises many types for truncated / foreign files
-        raise CheckpointError(
-            f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
-        ) from None
-    if not isinstance(state, dict) or any(k not in state for k in REQUIRED_KEYS):
-        missing = [k for k in REQUIRED_KEYS if not isinstance(state, dict) or k not in state]
-        raise CheckpointError(f"{path}: not a csst-edge checkpoint (missing keys: {', '.join(missing)})")
-    return state
-
-
-def model_from_checkpoint(checkpoint: str | os.PathLike | dict[str, Any], map_location: str = "cpu"):
-    """Rebuild the model a checkpoint describes and load its weights. Returns (model in eval mode, checkpoint dict)."""
-    from csst_edge.models import create_model
-
-    state = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint, map_location)
-    source = "checkpoint" if isinstance(checkpoint, dict) else str(checkpoint)
-    model = create_model(state["arch"], num_classes=int(state["num_classes"]), **dict(state.get("model_kwargs") or {}))
-    weights = {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in state["model"].items()}
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as e:
-        raise CheckpointError(
-            f"{source}: weights do not fit arch '{state['arch']}': {str(e).splitlines()[0][:300]}"
-        ) from None
-    model.eval()
-    return model, state
-
-
-def normalization(state: dict[str, Any]) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Mean/std (RGB, 0..1 scale) the model was trained with."""
-    return tuple(state.get("mean") or IMAGENET_MEAN), tuple(state.get("std") or IMAGENET_STD)
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "REQUIRED_KEYS",
+    "clean_state_dict",
+    "load_checkpoint",
+    "model_from_checkpoint",
+    "normalization",
+    "save_checkpoint",
+]

@@ -15,27 +15,9 @@ from typing import Any
 
 import yaml
 
+from csst_edge.data.selection import SourceConfig
 from csst_edge.errors import ConfigError
 from csst_edge.fileio import read_yaml_mapping
-
-
-@dataclass
-class SourceConfig:
-    """One training source. `data` is a dataset YAML (or built-in name); `pseudo` is a pseudo-label output
-    folder (its manifest.jsonl lists image + label pairs). `every`/`offset` select index % every == offset of
-    the split sorted by name (`complement` takes the others): the camvid-quarter protocol is every=4, offset=0.
-    `shots` then keeps k images chosen by a `shots_seed`-seeded permutation (few-shot transfer); the choice is
-    nested (the k=1 image is in the k=2 set) and recorded in config.yaml, so a few-shot run is reproducible."""
-
-    data: str | None = None
-    split: str = "train"
-    pseudo: str | None = None
-    every: int = 1
-    offset: int = 0
-    complement: bool = False
-    limit: int | None = None  # first N samples after selection (quick experiments, tests)
-    shots: int | None = None  # k labelled images for few-shot finetuning (applied after every/offset, before limit)
-    shots_seed: int = 0
 
 
 @dataclass

@@ -7,7 +7,6 @@ be sharded across DDP ranks and mixed between real and pseudo labels batch by ba
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,10 +17,11 @@ from torch.utils.data import Dataset
 
 from csst_edge.data.dataset import DatasetConfig, list_samples, load_dataset_config
 from csst_edge.data.imageio import read_image, read_label
+from csst_edge.data.pseudo_folder import read_pseudo_manifest
+from csst_edge.data.selection import SourceConfig, select
 from csst_edge.data.transforms import Compose, normalize
 from csst_edge.errors import ConfigError, DatasetError
-from csst_edge.fileio import read_jsonl
-from csst_edge.train.config import SourceConfig, TrainConfig
+from csst_edge.train.config import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -48,35 +48,6 @@ class TrainSet:
 
     def group_ids(self, group: str) -> np.ndarray:
         return np.array([i for i, e in enumerate(self.entries) if e.group == group], dtype=np.int64)
-
-
-def select(samples: list, src: SourceConfig) -> list:
-    """Apply every/offset/complement, then shots, then limit to a name-sorted list (camvid-quarter: every=4,
-    offset=0; few-shot: shots=k)."""
-    keep = [s for i, s in enumerate(samples) if (i % src.every == src.offset) != src.complement]
-    if src.shots is not None:
-        from csst_edge.train.finetune import select_shots  # lazy: finetune imports the trainer, which imports us
-
-        keep = select_shots(keep, src.shots, src.shots_seed, where=f"{src.data or src.pseudo} split '{src.split}'")
-    return keep[: src.limit] if src.limit else keep
-
-
-def read_pseudo_manifest(folder: Path) -> tuple[list[tuple[str, Path, Path, Path | None]], dict]:
-    """(name, image, label, soft) of every finished pseudo label in a `pseudo-label` output folder, plus its meta."""
-    meta_path = folder / "meta.json"
-    manifests = sorted(folder.glob("manifest*.jsonl"))  # one per torchrun rank
-    if not meta_path.is_file() or not manifests:
-        raise DatasetError(f"{folder}: not a pseudo-label folder (needs meta.json and manifest.jsonl)")
-    meta = json.loads(meta_path.read_text())
-    pairs = {}
-    for manifest in manifests:
-        for rec in read_jsonl(manifest):
-            if rec.get("status") == "ok" and (folder / rec["label"]).is_file():
-                soft = folder / rec["soft"] if rec.get("soft") else None
-                pairs[rec["name"]] = (rec["name"], Path(rec["image"]), folder / rec["label"], soft)
-    if not pairs:
-        raise DatasetError(f"{folder}/manifest.jsonl: no finished pseudo labels")
-    return [pairs[k] for k in sorted(pairs)], meta
 
 
 def build_train_set(sources: list[SourceConfig]) -> TrainSet:
@@ -267,41 +238,3 @@ class TrainDataset(Dataset):
     def soft_fill(k: int, ignore_index: int) -> tuple[int, ...]:
         """Padding per channel: label → ignore, ids → 0, probabilities → 0 (a pixel with no mass is ignored)."""
         return (ignore_index,) + (0,) * (2 * k)
-
-
-class EvalDataset(Dataset):
-    """Full-resolution (image, label, name) for evaluation: no augmentation, only normalisation."""
-
-    def __init__(
-        self,
-        items: list[tuple[str, Path, Path]],
-        lut: np.ndarray | None,
-        mean,
-        std,
-        num_classes: int,
-        ignore_index: int = 255,
-    ):
-        self.items, self.lut, self.mean, self.std = items, lut, mean, std
-        self.num_classes, self.ignore_index = num_classes, ignore_index
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int):
-        name, image_path, label_path = self.items[i]
-        image = read_image(image_path)
-        label = read_label(label_path, self.lut, num_classes=self.num_classes, ignore_index=self.ignore_index)
-        if label.shape != image.shape[:2]:
-            raise DatasetError(f"{label_path}: label size {label.shape[::-1]} does not match image {image_path}")
-        return torch.from_numpy(normalize(image, self.mean, self.std)), torch.from_numpy(label.astype(np.int64)), name
-
-
-def collate_eval(batch):
-    images, labels, names = zip(*batch, strict=False)
-    return torch.stack(images), torch.stack(labels), list(names)
-
-
-def eval_dataset(src: SourceConfig, mean, std) -> tuple[EvalDataset, DatasetConfig]:
-    ds = load_dataset_config(src.data)
-    items = [(s.name, s.image, s.label) for s in select(list_samples(ds, src.split), src)]
-    return EvalDataset(items, ds.label_lut, mean, std, ds.num_classes, ds.ignore_index), ds

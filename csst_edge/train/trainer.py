@@ -19,22 +19,28 @@ from torch.utils.data import DataLoader
 
 from csst_edge.data.transforms import train_transforms
 from csst_edge.errors import ConfigError
+from csst_edge.evaluate.dataset import collate_eval, eval_dataset
 from csst_edge.fileio import append_jsonl, atomic_write_json, atomic_write_text
 from csst_edge.models import create_model
+from csst_edge.models.checkpoint import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    clean_state_dict,
+    load_checkpoint,
+    save_checkpoint,
+)
 from csst_edge.progress import progress_bar
-from csst_edge.train.checkpoint import IMAGENET_MEAN, IMAGENET_STD, load_checkpoint, save_checkpoint
 from csst_edge.train.config import TrainConfig, config_to_dict, dump_config
 from csst_edge.train.data import (
     EpochPlanner,
     TrainDataset,
     TrainSet,
     build_train_set,
-    collate_eval,
-    eval_dataset,
     sampling_groups,
     shard_batches,
 )
 from csst_edge.train.distributed import DistInfo, barrier, cleanup, setup_distributed
+from csst_edge.train.finetune import load_for_finetune
 from csst_edge.train.losses import SegLoss, SoftCrossEntropy, build_criterion, model_regularizer
 from csst_edge.train.schedules import CropSchedule
 
@@ -445,8 +451,6 @@ def _init_from_checkpoint(model, path, cfg: TrainConfig) -> None:
     if cfg.method == "fewshot":
         # a new domain may have another class set: every tensor that fits is loaded, the classifier layers are
         # left freshly initialised when the class count differs (19 -> 66 classes)
-        from csst_edge.train.finetune import load_for_finetune
-
         load_for_finetune(model, path, arch=cfg.model)
         return
     state = load_checkpoint(path)
@@ -455,7 +459,7 @@ def _init_from_checkpoint(model, path, cfg: TrainConfig) -> None:
             f"method '{cfg.method}' continues the teacher, so 'model' must be its arch "
             f"'{state['arch']}' (got '{cfg.model}')"
         )
-    model.load_state_dict({k.removeprefix("module."): v for k, v in state["model"].items()})
+    model.load_state_dict(clean_state_dict(state["model"]))
 
 
 def _checkpoint(model, optimizer, scaler, epoch, iteration, metrics, meta) -> dict:

@@ -1,0 +1,31 @@
+"""Single-scale mIoU of a checkpoint on a dataset split: the number the demo, the round gate, few-shot runs
+and the benchmarks compare."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from csst_edge.data.selection import SourceConfig
+from csst_edge.evaluate.dataset import collate_eval, eval_dataset
+from csst_edge.evaluate.evaluator import evaluate
+from csst_edge.models.checkpoint import model_from_checkpoint, normalization
+
+
+def evaluate_checkpoint(checkpoint: Path, data, split: str, device: str = "auto", workers: int = 2):
+    """Single-scale mIoU of a checkpoint on a dataset split. Returns (metrics, class_names)."""
+    dev = torch.device(
+        "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
+    )
+    model, state = model_from_checkpoint(checkpoint)
+    mean, std = normalization(state)
+    dataset, ds = eval_dataset(SourceConfig(data=str(data), split=split), mean, std)
+    loader = DataLoader(dataset, batch_size=1, num_workers=workers, collate_fn=collate_eval)
+    metrics = evaluate(model.to(dev), loader, ds.num_classes, dev, ignore_index=ds.ignore_index, progress=False)
+    return {
+        "miou": metrics["miou"],
+        "per_class_iou": [None if v != v else v for v in metrics["per_class_iou"]],
+        "pixel_accuracy": metrics["pixel_accuracy"],
+    }, ds.class_names
