@@ -101,6 +101,13 @@ def load_backbone_weights(backbone: ResNetBackbone, pretrained: str | Path) -> N
         state = _torchvision_state_dict(backbone.arch, source)
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}  # ImageNet classifier: not ours
     expected = backbone.state_dict()
+    check_weights_fit(expected, state, source, backbone.arch)
+    backbone.load_state_dict(state)
+
+
+def check_weights_fit(expected: dict, state: dict, source: str, arch: str) -> None:
+    """Every tensor of `expected` must come from `state` with the same shape, and nothing else; else a
+    ConfigError that names the missing, unexpected and wrong-shape keys."""
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     wrong_shape = sorted(k for k in set(expected) & set(state) if tuple(state[k].shape) != tuple(expected[k].shape))
@@ -110,10 +117,7 @@ def load_backbone_weights(backbone: ResNetBackbone, pretrained: str | Path) -> N
             if keys:
                 more = f" (+{len(keys) - 3} more)" if len(keys) > 3 else ""
                 problems.append(f"{len(keys)} {label}: {', '.join(keys[:3])}{more}")
-        raise ConfigError(
-            f"pretrained weights '{source}' do not fit the {backbone.arch} backbone: " + "; ".join(problems)
-        )
-    backbone.load_state_dict(state)
+        raise ConfigError(f"pretrained weights '{source}' do not fit the {arch} backbone: " + "; ".join(problems))
 
 
 def _read_state_dict_file(path: Path) -> dict[str, torch.Tensor]:

