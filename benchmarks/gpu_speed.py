@@ -43,9 +43,11 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from csst_edge.errors import ConfigError  # noqa: E402
 from csst_edge.export.bench import BenchRow, PeakRSS, environment, fill_latency, time_calls  # noqa: E402
 from csst_edge.fileio import atomic_write_json, atomic_write_text  # noqa: E402
 from csst_edge.models import create_model, list_models  # noqa: E402
+from csst_edge.sizes import parse_hw  # noqa: E402
 
 MODES = ("eager", "eager-fp16", "channels-last-fp16", "cuda-graph-fp16", "compile")
 CUDA_ONLY = ("eager-fp16", "channels-last-fp16", "cuda-graph-fp16", "compile")
@@ -84,12 +86,9 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     args.out = args.out or default_out()
     try:
-        h, w = (int(v) for v in args.size.lower().split("x"))
-    except ValueError:
-        p.error(f"--size {args.size!r} is not HEIGHTxWIDTH, e.g. 1024x2048")
-    if min(h, w) < 32:
-        p.error(f"--size {args.size!r}: at least 32x32 (the students downsample 32x)")
-    args.hw = (h, w)
+        args.hw = parse_hw(args.size, "--size", minimum=32)  # the students downsample 32x
+    except ConfigError as e:
+        p.error(str(e))
     args.model_list = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = [m for m in args.model_list if m not in list_models()]
     if unknown or not args.model_list:

@@ -98,7 +98,7 @@ def accuracy(args, out_dir: Path, say) -> dict | None:
     from csst_edge.export.frames import load_frames
     from csst_edge.export.onnx_export import export_onnx
 
-    ((h, w),) = parse_sizes(args.eval_size)
+    ((h, w),) = parse_sizes(args.eval_size, "--eval-size")
     t0 = time.perf_counter()
     fp32 = out_dir / "onnx" / f"{args.checkpoint.stem}_eval_{h}x{w}.onnx"
     say(f"exporting {args.checkpoint} at {h}x{w}")

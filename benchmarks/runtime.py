@@ -57,8 +57,9 @@ def prepare(args, work: Path):
     from csst_edge.export.onnx_export import export_onnx
     from csst_edge.models import create_model
     from csst_edge.models.checkpoint import save_checkpoint
+    from csst_edge.sizes import parse_hw
 
-    h, w = (int(v) for v in args.size.lower().split("x"))
+    h, w = parse_hw(args.size, "--size")
     video = work / f"drive_{h}x{w}_{args.frames}.mp4"
     if not video.is_file():
         write_video(video, city="B", frames=args.frames, height=h, width=w, fps=args.fps, seed=0)

@@ -11,6 +11,7 @@ import typer
 
 from csst_edge.cli.common import console
 from csst_edge.cli.data_synth import synth_command
+from csst_edge.sizes import parse_hw
 
 app = typer.Typer(
     help="Datasets: generate synthetic scenes, build the centroid index, show class balance.", no_args_is_help=True
@@ -25,14 +26,6 @@ SourceArg = Annotated[
         "or a folder of label PNGs."
     ),
 ]
-
-
-def _parse_crop(crop: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in crop.lower().split("x"))
-        return h, w
-    except ValueError:
-        raise typer.BadParameter(f"'{crop}' is not HEIGHTxWIDTH, e.g. 288x384", param_hint="--crop") from None
 
 
 def _index(label_set, out: Path | None, min_area: int, workers: int, rebuild: bool, quiet: bool):
@@ -145,7 +138,9 @@ def stats_command(
     index, _ = _index(label_set, index_path, min_area, workers, False, quiet)
     if index_path is not None:
         index.save(index_path)
-    rows = class_balance_rows(index, label_set.class_names, _parse_crop(crop), samples, seed, luts=label_set.luts)
+    rows = class_balance_rows(
+        index, label_set.class_names, parse_hw(crop, "--crop"), samples, seed, luts=label_set.luts
+    )
     title = f"{label_set.name}: {index.num_images} label maps, epoch of {samples} crops {crop}"
     console.print(balance_table(rows, title))
     if plot:

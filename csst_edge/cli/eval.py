@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from csst_edge.cli.common import console, fail
+from csst_edge.sizes import parse_hw
 
 PAPER_SCALES = "0.5,0.75,1.0,1.25,1.5,1.75"
 
@@ -20,20 +21,6 @@ def parse_scales(text: str) -> tuple[float, ...]:
     if not scales or any(s <= 0 for s in scales):
         fail(f"--scales: '{text}' must list positive numbers, e.g. {PAPER_SCALES}")
     return scales
-
-
-def parse_size(text: str, option: str) -> tuple[int, int]:
-    """'512x1024' → (512, 1024) (height x width); a single number means a square."""
-    parts = text.lower().replace("×", "x").split("x")
-    try:
-        size = tuple(int(p) for p in parts)
-    except ValueError:
-        size = ()
-    if len(size) == 1:
-        size = size * 2
-    if len(size) != 2 or min(size) <= 0:
-        fail(f"{option}: '{text}' is not HEIGHTxWIDTH in pixels, e.g. 512x1024")
-    return size
 
 
 def eval_command(
@@ -101,8 +88,8 @@ def eval_command(
         fail("--crop: --mode slide needs a window size, e.g. --crop 512x1024")
     if mode != "slide" and (crop is not None or stride is not None):
         fail(f"--{'crop' if crop is not None else 'stride'}: only used with --mode slide")
-    crop_hw = parse_size(crop, "--crop") if crop is not None else None
-    stride_hw = parse_size(stride, "--stride") if stride is not None else None
+    crop_hw = parse_hw(crop, "--crop") if crop is not None else None
+    stride_hw = parse_hw(stride, "--stride") if stride is not None else None
     for name, value in (("--batch-size", batch_size), ("--limit", limit or 1)):
         if value < 1:
             fail(f"{name}: must be at least 1, got {value}")

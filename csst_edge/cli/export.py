@@ -8,18 +8,11 @@ from typing import Annotated
 import typer
 
 from csst_edge.cli.common import command_group, console, fail
+from csst_edge.sizes import parse_hw
 
 app = command_group(
     "Export a checkpoint for the vehicle: ONNX (verified against PyTorch), INT8 with ONNX Runtime, TensorRT engine."
 )
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        fail(f"--size {text!r} is not HEIGHTxWIDTH (e.g. 512x1024)")
-    return h, w
 
 
 def _default_out(src: Path, suffix: str) -> Path:
@@ -61,7 +54,7 @@ def onnx_command(
     """
     from csst_edge.export.onnx_export import export_onnx
 
-    h, w = _size(size)
+    h, w = parse_hw(size, "--size")
     out = out or _default_out(checkpoint, f"_{h}x{w}.onnx" if not dynamic else ".onnx")
     with console.status(f"exporting {checkpoint} → {out}"):
         result = export_onnx(

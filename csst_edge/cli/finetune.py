@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from csst_edge.cli.common import console
+from csst_edge.sizes import parse_hw
 
 
 def finetune_command(
@@ -50,10 +51,7 @@ def finetune_command(
     """
     from csst_edge.pipeline.fewshot import parse_shots, rich_table, run_finetune
 
-    try:
-        h, w = (int(v) for v in crop.lower().split("x"))
-    except ValueError:
-        raise typer.BadParameter(f"'{crop}' is not HEIGHTxWIDTH, e.g. 512x512", param_hint="--crop") from None
+    h, w = parse_hw(crop, "--crop")
     report = run_finetune(
         checkpoint,
         data,

@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from csst_edge.cli.common import console, fail
+from csst_edge.cli.common import console
+from csst_edge.sizes import parse_hw
 
 
 def round_command(
@@ -87,13 +88,7 @@ def round_command(
     """
     from csst_edge.pipeline.round import RoundSettings, run_round
 
-    size = None
-    if export_size:
-        try:
-            size = tuple(int(v) for v in export_size.lower().split("x"))
-            assert len(size) == 2
-        except (ValueError, AssertionError):
-            fail(f"--export-size {export_size!r} is not HEIGHTxWIDTH (e.g. 512x1024)")
+    size = parse_hw(export_size, "--export-size") if export_size else None
     settings = RoundSettings(
         harvests=list(harvests),
         teacher=teacher,

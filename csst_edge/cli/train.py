@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from csst_edge.cli.common import console
+from csst_edge.sizes import parse_hw
 
 
 def train_command(
@@ -64,10 +65,7 @@ def train_command(
     }
     extra = [f"{k}={v}" for k, v in options.items() if v is not None]
     if crop is not None:
-        try:
-            h, w = (int(v) for v in crop.lower().split("x"))
-        except ValueError:
-            raise typer.BadParameter(f"'{crop}' is not HEIGHTxWIDTH, e.g. 512x512", param_hint="--crop") from None
+        h, w = parse_hw(crop, "--crop")
         extra.append(f"crop=[{h},{w}]")
     if data is not None:
         extra.append(f"train=[{{data: '{data}', split: train}}]")

@@ -24,7 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+from csst_edge.errors import ConfigError
 from csst_edge.export.errors import ExportError
+from csst_edge.sizes import parse_hw
 
 BACKENDS = ("torch", "torch-compile", "ort-cpu", "ort-cuda", "ort-trt", "trt")
 TORCH_BACKENDS = ("torch", "torch-compile")
@@ -66,7 +68,7 @@ class BenchRow:
         return asdict(self)
 
 
-def parse_sizes(text: str) -> list[tuple[int, int]]:
+def parse_sizes(text: str, option: str = "--sizes") -> list[tuple[int, int]]:
     """'512x1024,1024x2048' → [(512, 1024), (1024, 2048)] (height x width)."""
     sizes = []
     for part in str(text).split(","):
@@ -74,12 +76,9 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
         if not part:
             continue
         try:
-            h, w = (int(v) for v in part.split("x"))
-        except ValueError:
-            raise ExportError(f"size {part!r} is not HEIGHTxWIDTH (e.g. 512x1024)") from None
-        if h < 8 or w < 8:
-            raise ExportError(f"size {part!r} is too small (at least 8x8)")
-        sizes.append((h, w))
+            sizes.append(parse_hw(part, option, minimum=8))
+        except ConfigError as e:
+            raise ExportError(str(e)) from None
     if not sizes:
         raise ExportError("no sizes given (e.g. --sizes 512x1024,1024x2048)")
     return sizes

@@ -18,6 +18,7 @@ import yaml
 from csst_edge.data.selection import SourceConfig
 from csst_edge.errors import ConfigError
 from csst_edge.fileio import read_yaml_mapping
+from csst_edge.sizes import parse_hw
 
 
 @dataclass
@@ -161,8 +162,8 @@ def _coerce(tp, value, key: str):
     if origin is tuple:
         if isinstance(value, (int, float)):
             value = [value, value] if args and args[-1] is not Ellipsis and len(args) == 2 else [value]
-        if isinstance(value, str) and "x" in value:  # "384x768" for sizes
-            value = value.split("x")
+        if isinstance(value, str) and list(args) == [int, int]:  # "384x768" for sizes
+            value = parse_hw(value, f"config key '{key}'")
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"config key '{key}' expects a list, got {value!r}")
         item_types = [args[0]] * len(value) if (len(args) == 2 and args[1] is Ellipsis) else list(args)
