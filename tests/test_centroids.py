@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 
 import csst_edge.data.centroids as centroids_mod
-from csst_edge.data.centroids import CentroidIndex, build_index, extract_centroids, update_index
+from csst_edge.data.centroids import (
+    CentroidIndex,
+    build_index,
+    build_or_update_index,
+    extract_centroids,
+    update_index,
+)
 from csst_edge.data.sampler import CentroidSampler, crop_window_containing
 from csst_edge.errors import DatasetError
 
@@ -108,6 +114,50 @@ def test_update_reads_only_new_and_changed_files(tmp_path, monkeypatch):
     fresh = build_index([files[0], files[2], files[3], files[4], files[5]], num_classes=5, workers=1, progress=False)
     for key in ("image_id", "cls", "y", "x", "area"):
         np.testing.assert_array_equal(getattr(updated, key), getattr(fresh, key))
+
+
+def _same_rows(a: CentroidIndex, b: CentroidIndex) -> None:
+    assert a.files == b.files and a.min_area == b.min_area
+    for key in ("image_id", "cls", "y", "x", "area"):
+        np.testing.assert_array_equal(getattr(a, key), getattr(b, key))
+
+
+def test_build_or_update_reuses_an_index_with_the_same_settings(tmp_path, monkeypatch):
+    files = _write_labels(tmp_path / "labels", 4)
+    build_index(files[:3], num_classes=5, min_area=4, progress=False).save(tmp_path / "index.npz")
+    read = []
+    real_read = centroids_mod.read_label
+    spy = lambda p, lut=None, **kw: read.append(Path(p)) or real_read(p, lut, **kw)  # noqa: E731
+    monkeypatch.setattr(centroids_mod, "read_label", spy)
+    index, info = build_or_update_index(files, 5, min_area=4, previous=tmp_path / "index.npz", progress=False)
+    assert read == [files[3]] and info == {"reused": 3, "read": 1, "dropped": 0}
+    _same_rows(index, build_index(files, num_classes=5, min_area=4, progress=False))
+    # no previous index, or a path that does not exist yet: everything is read
+    for previous in (None, tmp_path / "missing.npz"):
+        index, info = build_or_update_index(files, 5, min_area=4, previous=previous, progress=False)
+        assert info == {"reused": 0, "read": 4, "dropped": 0}
+
+
+@pytest.mark.parametrize(
+    "old, reason",
+    [
+        (dict(num_classes=5, min_area=1), "min area 1, not 16"),
+        (dict(num_classes=6, min_area=16), "classes 6, not 5"),
+        (dict(num_classes=5, min_area=16, ignore_index=0), "ignore index 0, not 255"),
+    ],
+)
+def test_build_or_update_rebuilds_an_index_built_with_other_settings(tmp_path, old, reason):
+    """The stale-cache bug: an index cached with min_area=1 was updated in place and kept min_area=1 (and its
+    small components) when the trainer or a round asked for another min_area."""
+    files = _write_labels(tmp_path / "labels", 6)
+    stale = build_index(files, progress=False, **old)
+    index, info = build_or_update_index(files, 5, min_area=16, previous=stale, progress=False)
+    assert info == {"reused": 0, "read": 6, "dropped": 0, "rebuilt": reason}
+    fresh = build_index(files, num_classes=5, min_area=16, progress=False)
+    assert index.num_classes == 5 and index.ignore_index == 255
+    _same_rows(index, fresh)
+    if old["min_area"] < 16:  # the stale index does hold components the new setting drops
+        assert (stale.area < 16).any() and not (index.area < 16).any()
 
 
 def test_bad_inputs_name_the_file(tmp_path):

@@ -132,6 +132,26 @@ def test_merge_deduplicates_across_vehicles(world, tmp_path):
     assert len(list((tmp_path / "frames").rglob("*.jpg"))) == 4
 
 
+def test_round_index_does_not_reuse_an_index_built_with_another_min_area(tmp_path):
+    """The previous round's index (`--index`) built with min_area=200 used to be updated in place, so the round's
+    index kept min_area=200 when it had one and 1 when it had none."""
+    from csst_edge.data.centroids import CentroidIndex, build_index
+    from csst_edge.data.dataset import list_samples, load_dataset_config
+    from csst_edge.pipeline.round import update_round_index
+
+    data = write_tiny_dataset(tmp_path / "tiny", n=3, size=(H, W), num_classes=3)
+    files = [s.label for s in list_samples(load_dataset_config(str(data)), "train")]
+    build_index(files, num_classes=3, min_area=200, progress=False).save(tmp_path / "previous.npz")
+    settings = RoundSettings(
+        [], Path("t.pt"), Path("s.pt"), str(data), str(data), tmp_path, index=tmp_path / "previous.npz"
+    )
+    info = update_round_index(settings, [], tmp_path / "centroids.npz")
+    index = CentroidIndex.load(tmp_path / "centroids.npz")
+    fresh = build_index(files, num_classes=3, progress=False)
+    assert index.min_area == 1 and info["read"] == 3 and info["reused"] == 0
+    assert index.cls.tolist() == fresh.cls.tolist() and index.area.tolist() == fresh.area.tolist()
+
+
 def test_cli_round_stray_class_id_is_one_clear_error(world, tmp_path):
     """A train label id that is neither a class nor ignore stops the round at its centroid index, in one line."""
     from csst_edge.cli.main import app

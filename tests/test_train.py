@@ -129,6 +129,25 @@ def test_centroid_sampling_and_schedule_run(tiny_dataset, tmp_path):
     assert (tmp_path / "run" / "centroids_all.npz").is_file()
 
 
+def test_cached_centroid_index_with_another_min_area_is_rebuilt(tiny_dataset, tmp_path):
+    """A run directory's cached index built with min_area=1 must not survive a run with min_area=200 (it did:
+    the cache was updated in place and kept its min_area and the 100-pixel class-2 blocks)."""
+    from csst_edge.data.centroids import CentroidIndex, build_index
+
+    cfg = _cfg(tiny_dataset, tmp_path / "run", "sampling=centroid", "epochs=1", "min_area=200", "val=null")
+    files = [e.label for e in build_train_set(cfg.train).entries]
+    stale = build_index(files, num_classes=3, min_area=1, progress=False)
+    assert (stale.cls == 2).any()
+    (tmp_path / "run").mkdir()
+    stale.save(tmp_path / "run" / "centroids_all.npz")
+    train(cfg, progress=False)
+    cached = CentroidIndex.load(tmp_path / "run" / "centroids_all.npz")
+    fresh = build_index(files, num_classes=3, min_area=200, progress=False)
+    assert cached.min_area == 200 and not (cached.cls == 2).any()
+    for key in ("image_id", "cls", "y", "x", "area"):
+        assert getattr(cached, key).tolist() == getattr(fresh, key).tolist()
+
+
 def test_cli_train_stray_class_id_is_one_clear_error(tiny_dataset, tmp_path):
     """A label id that is neither a class nor ignore, met inside a DataLoader worker: one line naming the file."""
     from csst_edge.cli.main import app

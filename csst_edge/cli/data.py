@@ -29,31 +29,22 @@ SourceArg = Annotated[
 
 
 def _index(label_set, out: Path | None, min_area: int, workers: int, rebuild: bool, quiet: bool):
-    from csst_edge.data.centroids import CentroidIndex, build_index, update_index
+    from csst_edge.data.centroids import build_or_update_index
 
-    if out is not None and out.is_file() and not rebuild:
-        old = CentroidIndex.load(out)
-        if old.num_classes != label_set.num_classes or old.min_area != min_area:
-            console.print(
-                f"[yellow]{out}: built with other settings (classes {old.num_classes}, min area "
-                f"{old.min_area}); rebuilding"
-            )
-        else:
-            index, info = update_index(
-                old, label_set.files, luts=label_set.luts, workers=workers, progress=not quiet, console=console
-            )
-            return index, info
-    index = build_index(
+    index, info = build_or_update_index(
         label_set.files,
         label_set.num_classes,
         label_set.ignore_index,
         min_area,
         luts=label_set.luts,
+        previous=None if rebuild else out,
         workers=workers,
         progress=not quiet,
         console=console,
     )
-    return index, {"reused": 0, "read": len(label_set.files), "dropped": 0}
+    if "rebuilt" in info:
+        console.print(f"[yellow]{out}: built with other settings ({info['rebuilt']}); read every label map again")
+    return index, info
 
 
 @app.command("index")

@@ -304,3 +304,47 @@ def update_index(
     per_file = [fresh_by_pos[i] if i in fresh_by_pos else old[f][1] for i, f in enumerate(files)]
     info = {"reused": len(files) - len(stale), "read": len(stale), "dropped": len(set(old) - set(files))}
     return _assemble(files, prints, per_file, index.num_classes, index.ignore_index, index.min_area), info
+
+
+def settings_differ(index: CentroidIndex, num_classes: int, ignore_index: int, min_area: int) -> str | None:
+    """How `index` was built with other settings than these ('min area 1, not 16'), or None when it was not."""
+    differ = [
+        f"{name} {old}, not {new}"
+        for name, old, new in (
+            ("classes", index.num_classes, num_classes),
+            ("ignore index", index.ignore_index, ignore_index),
+            ("min area", index.min_area, min_area),
+        )
+        if old != new
+    ]
+    return ", ".join(differ) or None
+
+
+def build_or_update_index(
+    files,
+    num_classes: int,
+    ignore_index: int = 255,
+    min_area: int = 1,
+    luts=None,
+    previous: CentroidIndex | str | os.PathLike | None = None,
+    workers: int = 1,
+    progress: bool = True,
+    console=None,
+) -> tuple[CentroidIndex, dict]:
+    """The index of `files` built with these settings, reusing `previous` (an index, or the path of one; a missing
+    file means none) when it was built with the same settings: then only new or changed label files are read.
+
+    An index built with another class count, ignore id or min area holds other components, so it is not reused
+    (its rows would keep the old settings) and every file is read. Returns (index, {"reused", "read", "dropped"}),
+    plus "rebuilt" saying which settings differed when `previous` was set aside.
+    """
+    if previous is not None and not isinstance(previous, CentroidIndex):
+        previous = CentroidIndex.load(previous) if os.path.isfile(previous) else None
+    differ = settings_differ(previous, num_classes, ignore_index, min_area) if previous is not None else None
+    if previous is not None and differ is None:
+        return update_index(previous, files, luts=luts, workers=workers, progress=progress, console=console)
+    index = build_index(files, num_classes, ignore_index, min_area, luts, workers, progress, console)
+    info = {"reused": 0, "read": index.num_images, "dropped": 0}
+    if differ is not None:
+        info["rebuilt"] = differ
+    return index, info

@@ -199,7 +199,7 @@ def _pseudo_composition(pseudo_dir: Path, class_names: list[str]) -> dict:
 
 def update_round_index(settings: RoundSettings, pseudo_dirs: list[Path], out_path: Path) -> dict:
     """Centroid index of the labelled train split + every pseudo folder, reusing the previous round's index."""
-    from csst_edge.data.centroids import CentroidIndex, build_index, update_index
+    from csst_edge.data.centroids import build_or_update_index
     from csst_edge.data.dataset import list_samples, load_dataset_config
 
     ds = load_dataset_config(settings.data)
@@ -215,13 +215,9 @@ def update_round_index(settings: RoundSettings, pseudo_dirs: list[Path], out_pat
         if settings.index and Path(settings.index).is_file()
         else (out_path if out_path.is_file() else None)
     )
-    if previous is not None:
-        index, info = update_index(CentroidIndex.load(previous), files, luts=luts, workers=1, progress=False)
-    else:
-        index = build_index(
-            files, num_classes=len(ds.class_names), ignore_index=ds.ignore_index, luts=luts, workers=1, progress=False
-        )
-        info = {"reused": 0, "read": len(files), "dropped": 0}
+    index, info = build_or_update_index(
+        files, len(ds.class_names), ds.ignore_index, luts=luts, previous=previous, workers=1, progress=False
+    )
     index.save(out_path)
     pixels = index.pixels_per_class()
     total = max(1, int(pixels.sum()))

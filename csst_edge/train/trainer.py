@@ -61,15 +61,20 @@ def poly_lr(base_lr: float, it: int, total: int, power: float, warmup_iters: int
 
 def build_index_for(group_ids: np.ndarray, train_set: TrainSet, cfg: TrainConfig, cache: Path, progress: bool):
     """Centroid index over a group's label files, cached in the run directory and updated incrementally."""
-    from csst_edge.data.centroids import CentroidIndex, build_index, update_index
+    from csst_edge.data.centroids import build_or_update_index
 
     files = [train_set.entries[i].label for i in group_ids]
     luts = [train_set.luts[train_set.entries[i].lut_id] for i in group_ids]
-    kwargs = dict(num_classes=train_set.num_classes, ignore_index=train_set.ignore_index, min_area=cfg.min_area)
-    if cache.is_file():
-        index, _ = update_index(CentroidIndex.load(cache), files, luts=luts, workers=cfg.workers, progress=progress)
-    else:
-        index = build_index(files, luts=luts, workers=cfg.workers, progress=progress, **kwargs)
+    index, _ = build_or_update_index(
+        files,
+        train_set.num_classes,
+        train_set.ignore_index,
+        cfg.min_area,
+        luts=luts,
+        previous=cache,
+        workers=cfg.workers,
+        progress=progress,
+    )
     index.save(cache)
     return index
 
