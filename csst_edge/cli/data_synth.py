@@ -45,7 +45,7 @@ def synth_command(
 
     from csst_edge.data.cityscapes_classes import CLASS_NAMES
     from csst_edge.data.synth import class_pixel_shares, write_dataset, write_video
-    from csst_edge.data.synth_style import city_style
+    from csst_edge.data.synth.style import city_style
     from csst_edge.errors import ConfigError
 
     names = [c.strip() for c in cities.split(",") if c.strip()]

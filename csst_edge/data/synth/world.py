@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from csst_edge.data.synth_style import CityStyle, jitter, pick
+from csst_edge.data.synth.style import CityStyle, jitter, pick
 
 
 @dataclass

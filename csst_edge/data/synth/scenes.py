@@ -1,17 +1,8 @@
-"""Synthetic driving scenes with the 19 Cityscapes classes, in two 'cities' (domains), and a dashcam video.
+"""Frames, datasets and the dashcam video of the synthetic cities: what `csst_edge.data.synth` exports.
 
-    image, label = render_scene(seed, "A")                       # one 256x512 frame, labels 0..18
-    write_dataset("data/synth", cities=("A", "B"), train=200, val=50)   # -> {"A": data/synth/cityA.yaml, ...}
-    write_video("data/synth/cityB_drive.mp4", city="B", frames=300, labels_dir="data/synth/cityB_drive_labels")
-
-Scenes are procedural perspective streets (see `synth_world` for what is placed where and `synth_render` for how
-it is drawn); the two cities differ in palette, lighting/weather and layout (`synth_style`). Class frequencies
-are long-tailed like Cityscapes: road, building, sky and vegetation cover most pixels; train, motorcycle and
-rider are rare. Every frame is a pure function of (seed, city, split, index), so datasets are identical whatever
-the number of worker processes, and a rerun only renders the frames that are missing.
-
-Dataset images are written as JPEG (quality 95): the sensor noise makes PNGs ~4x larger for no benefit to
-training; labels are lossless PNG.
+Every frame is a pure function of (seed, city, split, index), so datasets are identical whatever the number of
+worker processes, and a rerun only renders the frames that are missing. Dataset images are written as JPEG
+(quality 95): the sensor noise makes PNGs ~4x larger for no benefit to training; labels are lossless PNG.
 """
 
 from __future__ import annotations
@@ -28,9 +19,9 @@ import numpy as np
 import yaml
 
 from csst_edge.data.cityscapes_classes import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, PALETTE
-from csst_edge.data.synth_render import FAR, NoiseFields, render_frame
-from csst_edge.data.synth_style import city_style, sample_look
-from csst_edge.data.synth_world import generate_world
+from csst_edge.data.synth.render import FAR, NoiseFields, render_frame
+from csst_edge.data.synth.style import city_style, sample_look
+from csst_edge.data.synth.world import generate_world
 from csst_edge.errors import ConfigError
 from csst_edge.fileio import atomic_write_image, atomic_write_json, atomic_write_text
 
@@ -38,17 +29,6 @@ GENERATOR_VERSION = 2  # bump when the renderer changes, so old cached frames ar
 IMAGE_EXT = ".jpg"
 JPEG_QUALITY = 95
 SPLITS = ("train", "val")
-
-__all__ = [
-    "render_scene",
-    "write_dataset",
-    "write_video",
-    "frame_rng",
-    "class_pixel_shares",
-    "dataset_yaml",
-    "CLASS_NAMES",
-    "PALETTE",
-]
 
 
 def frame_rng(seed: int, city: str, split: str, index: int) -> np.random.Generator:

@@ -1,4 +1,4 @@
-"""Rendering a synthetic street (`synth_world.World`) through a pinhole dashcam into an RGB image and labels.
+"""Rendering a synthetic street (`world.World`) through a pinhole dashcam into an RGB image and labels.
 
 How it stays fast and exact:
 - The ground and sky are computed per pixel in closed form (each ground pixel's road coordinates (u, s) follow
@@ -42,8 +42,8 @@ from csst_edge.data.cityscapes_classes import (
     VEGETATION,
     WALL,
 )
-from csst_edge.data.synth_style import Look
-from csst_edge.data.synth_world import Boundary, Building, Person, Pole, Tree, TwoWheeler, Vehicle, World
+from csst_edge.data.synth.style import Look
+from csst_edge.data.synth.world import Boundary, Building, Person, Pole, Tree, TwoWheeler, Vehicle, World
 
 NEAR = 1.0  # metres: nearer things are culled (they would fill the frame)
 FAR = 120.0  # metres: the drawing distance; the backdrop stands beyond it
