@@ -210,6 +210,46 @@ def test_auto_fallback_keeps_sensitive_nodes_in_float(tmp_path, fastscnn_logits)
     assert missed.target_met is False and "NOT met" in missed.summary()
 
 
+class FakeTrials:
+    """`passes(k)` for the float-fallback search: True from `threshold` on (never when it is None), with a log."""
+
+    def __init__(self, threshold: int | None):
+        self.threshold, self.calls = threshold, []
+
+    def __call__(self, k: int) -> bool:
+        self.calls.append(k)
+        return self.threshold is not None and k >= self.threshold
+
+
+@pytest.mark.parametrize(
+    "threshold, upper, budget, chosen, probes",
+    [
+        (1, 40, 11, 1, [1]),  # the first try passes: nothing to bisect
+        (2, 40, 11, 2, [1, 2]),
+        (3, 40, 11, 3, [1, 2, 4, 3]),
+        (5, 40, 11, 5, [1, 2, 4, 8, 6, 5]),
+        (13, 40, 11, 13, [1, 2, 4, 8, 16, 12, 14, 13]),
+        (33, 40, 11, 33, [1, 2, 4, 8, 16, 32, 40, 36, 34, 33]),  # the last doubling is capped at upper
+        (40, 40, 11, 40, [1, 2, 4, 8, 16, 32, 40, 36, 38, 39]),  # only every node in float passes
+        (None, 40, 11, None, [1, 2, 4, 8, 16, 32, 40]),  # never passes: stops at upper
+        (None, 1, 11, None, [1]),
+        (1, 1, 11, 1, [1]),
+        (None, 40, 3, None, [1, 2, 4]),  # never passes: stops when the budget is spent
+        (13, 40, 6, 16, [1, 2, 4, 8, 16, 12]),  # budget spent mid-bisection: a passing k, not the smallest
+        (13, 40, 0, None, []),
+        (1, 0, 11, None, []),  # nothing to try
+    ],
+)
+def test_smallest_passing_probes_doubling_then_bisection(threshold, upper, budget, chosen, probes):
+    from csst_edge.export.quantize import smallest_passing
+
+    passes = FakeTrials(threshold)
+    value, tries = smallest_passing(passes, upper, budget)
+    assert value == chosen and passes.calls == probes
+    assert tries == [(k, threshold is not None and k >= threshold) for k in probes]
+    assert len(tries) <= budget
+
+
 def test_bad_checkpoint_names_the_file(tmp_path):
     bad = tmp_path / "broken.pt"
     bad.write_bytes(b"this is not a checkpoint")

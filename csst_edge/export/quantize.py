@@ -295,6 +295,38 @@ def argmax_agreement(
 
 
 # -------------------------------------------------------------------------------------------- quantise
+def smallest_passing(passes: Callable[[int], bool], upper: int, max_tries: int) -> tuple[int | None, list]:
+    """The smallest k in 1..`upper` for which `passes(k)`, for a `passes` that stays true once it is true.
+
+    Tries 1, 2, 4, ... (the last try capped at `upper`) until one passes, then bisects between the last k that
+    failed and the first that passed; never more than `max_tries` calls. Each try costs a quantisation and an
+    evaluation, so doubling first finds a small k in few tries when a few float nodes suffice.
+    Returns (the smallest passing k, or None when no try passed; [(k, passed), ...] in the order tried). With the
+    budget spent mid-bisection the k returned passed but may not be the smallest.
+    """
+    tries: list[tuple[int, bool]] = []
+
+    def attempt(k: int) -> bool:
+        tries.append((k, bool(passes(k))))
+        return tries[-1][1]
+
+    failed, passed, k = 0, None, 1
+    while passed is None and k <= upper and len(tries) < max_tries:  # doubling
+        if attempt(k):
+            passed = k
+        elif k == upper:
+            break
+        else:
+            failed, k = k, min(2 * k, upper)
+    while passed is not None and passed - failed > 1 and len(tries) < max_tries:  # bisection
+        mid = (failed + passed) // 2
+        if attempt(mid):
+            passed = mid
+        else:
+            failed = mid
+    return passed, tries
+
+
 def quantize_int8(
     onnx_path: str | os.PathLike,
     out_path: str | os.PathLike,
@@ -415,28 +447,15 @@ def quantize_int8(
                     say(f"{k} node(s) in float: mIoU {100 * miou:.2f} (drop {100 * (fp32_miou - miou):.2f})")
                     return fp32_miou - miou <= limit
 
-                lo, hi, k = 0, None, 1
-                while len(history) < max_trials:  # doubling: 1, 2, 4, ... up to every ranked node
-                    if trial_k(k):
-                        hi = k
-                        break
-                    lo = k
-                    if k == len(ranked):
-                        break
-                    k = min(2 * k, len(ranked))
-                while hi is not None and hi - lo > 1 and len(history) < max_trials:  # smallest k that meets it
-                    mid = (lo + hi) // 2
-                    if trial_k(mid):
-                        hi = mid
-                    else:
-                        lo = mid
-                if hi is not None:
-                    target_met, chosen = True, hi
+                passing, tries = smallest_passing(trial_k, len(ranked), max_trials - len(history))
+                if passing is not None:
+                    target_met, chosen = True, passing
                 else:  # limit not reachable: keep the best model seen
                     target_met = False
                     chosen = max(results, key=lambda kk: (results[kk][0], -kk))
+                    tried = max((k for k, _ in tries), default=0)
                     notes.append(
-                        f"mIoU drop limit {100 * limit:.2f} not reached with up to {lo} node(s) in float; "
+                        f"mIoU drop limit {100 * limit:.2f} not reached with up to {tried} node(s) in float; "
                         f"kept the best trial ({chosen} node(s) in float)"
                     )
                 int8_miou, best_path = results[chosen]
