@@ -469,6 +469,33 @@ def test_run_on_video_with_harvest_log_and_overlay(tmp_path, model_onnx, video):
     assert len(items) == summary.harvest["frames"] and all(i.path.suffix == ".jpg" for i in items)
 
 
+def test_run_closes_what_it_opened_when_it_fails(tmp_path, model_onnx, video, monkeypatch):
+    """Setup that fails half-way closes what was opened; a closer that fails does not skip the others, and a
+    clean run still writes its summary before raising that error."""
+    from csst_edge.runtime.loop import FrameLog, RuntimeSettings, open_backend, run_runtime
+    from csst_edge.runtime.sources import SourceError
+
+    closed = []
+    settings = RuntimeSettings(threads=1, log=tmp_path / "run.jsonl", harvest=tmp_path / "h")
+    backend = open_backend(model_onnx, settings)
+    monkeypatch.setattr(backend, "close", lambda: closed.append("backend"))
+    with pytest.raises(SourceError, match="no-such-source"):
+        run_runtime(model_onnx, str(tmp_path / "no-such-source"), settings, backend=backend)
+    assert closed == ["backend"]
+
+    def failing_close(self):
+        closed.append("log")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(FrameLog, "close", failing_close)
+    monkeypatch.setattr(Harvester, "close", lambda self: closed.append("harvester"))
+    closed.clear()
+    with pytest.raises(OSError, match="disk full"):
+        run_runtime(model_onnx, str(video), settings, backend=backend)
+    assert sorted(closed) == ["backend", "harvester", "log"]
+    assert json.loads((tmp_path / "run.summary.json").read_text())["frames"] == 12
+
+
 def test_cli_run(tmp_path, model_onnx, video):
     import typer
     from typer.testing import CliRunner

@@ -3,8 +3,8 @@
     summary = run_runtime("student.onnx", "drive.mp4", RuntimeSettings(harvest=Path("harvest"), log=Path("run.jsonl")))
 
 Stopping: the end of a file or folder ends the run; SIGINT (Ctrl-C) and SIGTERM set a stop flag that the loop
-checks between frames, so no write is cut in half; then the harvester writes its pending frame, the log is
-fsynced, the overlay video is finalised and the capture thread joined. A second Ctrl-C interrupts at once.
+checks between frames, so no write is cut in half; then the capture thread is joined, the overlay video
+finalised, the log fsynced and the harvester writes its pending frame. A second Ctrl-C interrupts at once.
 Torch-free.
 """
 
@@ -29,10 +29,11 @@ from csst_edge.errors import CsstError
 from csst_edge.fileio import atomic_write_json, file_sha256
 from csst_edge.runtime.backends import Backend, load_backend
 from csst_edge.runtime.harvest import Harvester, HarvestSettings, load_class_frequencies
+from csst_edge.runtime.model_meta import ModelMeta
 from csst_edge.runtime.overlay import blend_overlay, draw_text, palette_lut
 from csst_edge.runtime.postprocess import Prediction
-from csst_edge.runtime.preprocess import fit_frame, labels_to_frame
-from csst_edge.runtime.sources import END, CaptureThread, open_source
+from csst_edge.runtime.preprocess import FrameFit, fit_frame, labels_to_frame
+from csst_edge.runtime.sources import END, CaptureThread, Frame, FrameSource, open_source
 
 
 class RuntimeOptionError(CsstError):
@@ -205,6 +206,100 @@ def open_backend(model_path: str | os.PathLike, s: RuntimeSettings) -> Backend:
     return load_backend(model_path, providers=s.providers, threads=s.threads, **extra)
 
 
+class FrameStep:
+    """One frame through the model and every output: fit → infer → harvest → log line → overlay video / window.
+
+    Keeps the run's counters (frames, latencies) for the status line and the summary. The overlay video is
+    opened at the first frame (its fps is the source's, known once it is open; a run without frames writes no
+    file) and closed by `close_video`.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        s: RuntimeSettings,
+        source: FrameSource,
+        capture: CaptureThread,
+        harvester: Harvester | None,
+        frame_log: FrameLog | None,
+    ):
+        meta = backend.meta
+        self.backend, self.meta, self.s, self.source, self.capture = backend, meta, s, source, capture
+        self.harvester, self.frame_log = harvester, frame_log
+        self.height = meta.input_height or meta.export_height
+        self.width = meta.input_width or meta.export_width
+        self.lut = palette_lut(meta.palette, meta.num_classes)
+        self.window_name = f"csst-edge: {source.name}"
+        self.writer: OverlayVideoWriter | None = None
+        self.frames = 0
+        self.latencies: deque[float] = deque(maxlen=10_000)
+        self.infer_times: deque[float] = deque(maxlen=10_000)
+        self.recent: deque[tuple[float, float]] = deque(maxlen=64)  # (finish time, latency) for the status line
+        self.finished = 0.0  # perf_counter() when the last frame was done
+        self.quit = False  # q or Esc was pressed in the --show window
+
+    def __call__(self, item: Frame) -> dict:
+        """Process one captured frame; returns the status after it (see `_status`)."""
+        t0 = time.perf_counter()
+        fit = fit_frame(item.image, self.height, self.width, self.s.fit)
+        t1 = time.perf_counter()
+        output = self.backend.infer(fit.image)
+        t2 = time.perf_counter()
+        prediction = Prediction(output[0], self.meta, self.s.analysis_stride)
+        scores = None
+        if self.harvester is not None:
+            content = fit.image[fit.top : fit.top + fit.content_height, fit.left : fit.left + fit.content_width]
+            scores = self.harvester.consider(item, content, prediction)
+        shares = prediction.class_shares()
+        t3 = time.perf_counter()
+        latency = t3 - t0
+        self.latencies.append(latency)
+        self.infer_times.append(t2 - t1)
+        self.recent.append((t3, latency))
+        self.frames += 1
+        self.finished = t3
+        status = _status(self.recent, self.frames, self.capture, self.harvester)
+        if self.frame_log is not None:
+            record = {
+                "frame": item.index,
+                "position": item.position,
+                "time": round(item.wall, 3),
+                "media_time": round(item.time, 3),
+                "latency_ms": round(1000 * latency, 2),
+                "infer_ms": round(1000 * (t2 - t1), 2),
+                "age_ms": round(1000 * (time.time() - item.wall), 1),
+                "class_shares": [round(float(v), 4) for v in shares],
+                "dropped": self.capture.stats.dropped,
+            }
+            if scores is not None:
+                record["harvest"] = scores.to_log()
+            self.frame_log.write(record)
+        if self.s.output_video is not None or self.s.show:
+            self._draw(item, prediction, fit, status)
+        return status
+
+    def _draw(self, item: Frame, prediction: Prediction, fit: FrameFit, status: dict) -> None:
+        text = [
+            f"{status['fps']:.1f} FPS  {status['latency_ms']:.0f} ms  drops {status['dropped']}"
+            + (f"  harvested {status['harvested']}" if self.harvester is not None else "")
+        ]
+        if self.s.output_video is not None:
+            if self.writer is None:
+                fps = self.s.output_fps or getattr(self.source, "fps", 0.0) or 15.0
+                self.writer = OverlayVideoWriter(self.s.output_video, fps, self.lut, self.s.alpha)
+                self.writer.start()
+            self.writer.submit(item.image, prediction, fit, text)
+        if self.s.show:
+            labels = labels_to_frame(prediction.labels(), fit)
+            shown = draw_text(blend_overlay(item.image, labels, self.lut, self.s.alpha), text)
+            cv2.imshow(self.window_name, cv2.cvtColor(shown, cv2.COLOR_RGB2BGR))
+            self.quit = cv2.waitKey(1) & 0xFF in (27, ord("q"))
+
+    def close_video(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
 def run_runtime(
     model_path: str | os.PathLike,
     source_spec: str,
@@ -215,7 +310,12 @@ def run_runtime(
     log_message: Callable[[str], None] | None = None,
 ) -> RunSummary:
     """Run an exported model on a source until it ends, `max_frames`, or a stop signal. Returns the summary
-    (also written as JSON next to the log / in the harvest folder)."""
+    (also written as JSON next to the log / in the harvest folder).
+
+    Everything opened is closed when the run ends, fails or is interrupted, the capture thread stopped first.
+    A closer that fails does not keep the others from running (each flushes something a user wants); after a
+    clean run the summary is written and then the first such error raised.
+    """
     s = settings or RuntimeSettings()
     stop = stop or threading.Event()
     say = log_message or (lambda message: None)
@@ -225,145 +325,39 @@ def run_runtime(
             "--show needs OpenCV with a GUI backend; this one has none (pip's headless build?). "
             "Use --output to write an overlay video instead"
         )
-    backend = backend or open_backend(model_path, s)
-    meta = backend.meta
-    height = meta.input_height or meta.export_height
-    width = meta.input_width or meta.export_width
-    lut = palette_lut(meta.palette, meta.num_classes)
-    source = open_source(source_spec, live=s.live, folder_fps=s.folder_fps)
-    capture = CaptureThread(source, s.queue_size, s.backoff_s, s.max_backoff_s, s.max_retries, stop=stop, log=say)
-    model_hash = file_sha256(model_path) if model_path.is_file() else None
-
-    harvester = None
-    if s.harvest is not None:
-        freqs = load_class_frequencies(s.class_stats, meta.num_classes) if s.class_stats else None
-        harvester = Harvester(
-            s.harvest,
-            meta,
-            s.harvest_settings,
-            model_file=model_path.name,
-            model_hash=model_hash,
-            source_name=source.name,
-            class_frequencies=freqs,
-        )
-        rec = harvester.recovered
-        if rec["orphans_deleted"] or rec["evictions_completed"]:
-            say(
-                f"{s.harvest}: cleaned up after an interrupted run ({rec['orphans_deleted']} unlisted file(s) "
-                f"deleted, {rec['evictions_completed']} eviction(s) completed)"
-            )
-    frame_log = FrameLog(s.log, s.log_fsync_s) if s.log else None
-    writer: OverlayVideoWriter | None = None
-
-    latencies: deque[float] = deque(maxlen=10_000)
-    infer_times: deque[float] = deque(maxlen=10_000)
-    recent: deque[tuple[float, float]] = deque(maxlen=64)  # (finish time, latency) for the status line
-    frames, stopped_by = 0, "end"
-    t_start = time.perf_counter()
-    last_status = 0.0
-    window_name = f"csst-edge: {source.name}"
-    capture.start()
-    try:
-        with stop_on_signals(stop):
-            while True:
-                if stop.is_set():
-                    stopped_by = "signal" if stopped_by == "end" else stopped_by
-                    break
-                item = capture.queue.get(timeout=0.2)
-                if item is None:
-                    continue
-                if item is END:
-                    if capture.error is not None:
-                        stopped_by = "source-error"
-                    break
-                t0 = time.perf_counter()
-                fit = fit_frame(item.image, height, width, s.fit)
-                t1 = time.perf_counter()
-                output = backend.infer(fit.image)
-                t2 = time.perf_counter()
-                prediction = Prediction(output[0], meta, s.analysis_stride)
-                scores = None
-                if harvester is not None:
-                    content = fit.image[fit.top : fit.top + fit.content_height, fit.left : fit.left + fit.content_width]
-                    scores = harvester.consider(item, content, prediction)
-                shares = prediction.class_shares()
-                t3 = time.perf_counter()
-                latency = t3 - t0
-                latencies.append(latency)
-                infer_times.append(t2 - t1)
-                recent.append((t3, latency))
-                frames += 1
-                status = _status(recent, frames, capture, harvester)
-                if frame_log is not None:
-                    record = {
-                        "frame": item.index,
-                        "position": item.position,
-                        "time": round(item.wall, 3),
-                        "media_time": round(item.time, 3),
-                        "latency_ms": round(1000 * latency, 2),
-                        "infer_ms": round(1000 * (t2 - t1), 2),
-                        "age_ms": round(1000 * (time.time() - item.wall), 1),
-                        "class_shares": [round(float(v), 4) for v in shares],
-                        "dropped": capture.stats.dropped,
-                    }
-                    if scores is not None:
-                        record["harvest"] = scores.to_log()
-                    frame_log.write(record)
-                if s.output_video is not None or s.show:
-                    text = [
-                        f"{status['fps']:.1f} FPS  {status['latency_ms']:.0f} ms  drops {status['dropped']}"
-                        + (f"  harvested {status['harvested']}" if harvester is not None else "")
-                    ]
-                    if s.output_video is not None:
-                        if writer is None:
-                            fps = s.output_fps or getattr(source, "fps", 0.0) or 15.0
-                            writer = OverlayVideoWriter(s.output_video, fps, lut, s.alpha)
-                            writer.start()
-                        writer.submit(item.image, prediction, fit, text)
-                    if s.show:
-                        labels = labels_to_frame(prediction.labels(), fit)
-                        shown = draw_text(blend_overlay(item.image, labels, lut, s.alpha), text)
-                        cv2.imshow(window_name, cv2.cvtColor(shown, cv2.COLOR_RGB2BGR))
-                        if cv2.waitKey(1) & 0xFF in (27, ord("q")):
-                            stopped_by = "display"
-                            stop.set()
-                if on_status is not None and t3 - last_status >= s.status_every_s:
-                    last_status = t3
-                    on_status(status)
-                if s.max_frames is not None and frames >= s.max_frames:
-                    stopped_by = "max-frames"
-                    break
-    finally:
-        stop.set()
-        capture.join(timeout=10.0)
-        errors = []
-        for closer in (
-            harvester.close if harvester else None,
-            frame_log.close if frame_log else None,
-            writer.close if writer else None,
-            backend.close,
-        ):
-            if closer is None:
-                continue
-            try:
-                closer()
-            except Exception as e:  # keep closing the others: each one flushes something a user wants
-                errors.append(e)
+    close_errors: list[Exception] = []
+    with contextlib.ExitStack() as stack:
         if s.show:
-            with contextlib.suppress(cv2.error):
-                cv2.destroyAllWindows()
+            stack.callback(_destroy_windows)
+        backend = backend or open_backend(model_path, s)
+        stack.callback(_close_into, backend.close, close_errors)
+        source = open_source(source_spec, live=s.live, folder_fps=s.folder_fps)
+        capture = CaptureThread(source, s.queue_size, s.backoff_s, s.max_backoff_s, s.max_retries, stop=stop, log=say)
+        harvester = _open_harvester(s, backend.meta, model_path, source.name, say)
+        if harvester is not None:
+            stack.callback(_close_into, harvester.close, close_errors)
+        frame_log = FrameLog(s.log, s.log_fsync_s) if s.log else None
+        if frame_log is not None:
+            stack.callback(_close_into, frame_log.close, close_errors)
+        step = FrameStep(backend, s, source, capture, harvester, frame_log)
+        stack.callback(_close_into, step.close_video, close_errors)
+        t_start = time.perf_counter()
+        capture.start()
+        stack.callback(_stop_capture, capture, stop)
+        stack.enter_context(stop_on_signals(stop))
+        stopped_by = _run_frames(capture, step, stop, s, on_status)
     elapsed = time.perf_counter() - t_start
-    lat = np.array(latencies) if latencies else np.zeros(1)
+    lat = np.array(step.latencies) if step.latencies else np.zeros(1)
     summary = RunSummary(
         model=str(model_path),
         backend=backend.name,
         source=source.name,
-        frames=frames,
+        frames=step.frames,
         seconds=round(elapsed, 3),
-        fps=round(frames / elapsed, 2) if elapsed > 0 else 0.0,
+        fps=round(step.frames / elapsed, 2) if elapsed > 0 else 0.0,
         latency_ms_mean=round(1000 * float(lat.mean()), 2),
         latency_ms_p95=round(1000 * float(np.percentile(lat, 95)), 2),
-        infer_ms_mean=round(1000 * float(np.mean(infer_times)) if infer_times else 0.0, 2),
+        infer_ms_mean=round(1000 * float(np.mean(step.infer_times)) if step.infer_times else 0.0, 2),
         dropped=capture.stats.dropped,
         reconnects=capture.stats.reconnects,
         failures=capture.stats.failures,
@@ -376,13 +370,84 @@ def run_runtime(
     )
     if summary_path is not None:
         atomic_write_json(summary_path, summary.to_dict())
-    if writer is not None and writer.error is not None:
-        raise writer.error
-    if errors:
-        raise errors[0]
+    if step.writer is not None and step.writer.error is not None:
+        raise step.writer.error
+    if close_errors:
+        raise close_errors[0]
     if capture.error is not None:
         raise capture.error
     return summary
+
+
+def _run_frames(
+    capture: CaptureThread,
+    step: FrameStep,
+    stop: threading.Event,
+    s: RuntimeSettings,
+    on_status: Callable[[dict], None] | None,
+) -> str:
+    """Feed captured frames to `step` until the source ends, `max_frames`, a stop or the window's q / Esc;
+    returns how the run stopped (a `RunSummary.stopped_by`)."""
+    stopped_by, last_status = "end", 0.0
+    while True:
+        if stop.is_set():
+            return "signal" if stopped_by == "end" else stopped_by
+        item = capture.queue.get(timeout=0.2)
+        if item is None:
+            continue
+        if item is END:
+            return "source-error" if capture.error is not None else stopped_by
+        status = step(item)
+        if step.quit:
+            stopped_by = "display"
+            stop.set()
+        if on_status is not None and step.finished - last_status >= s.status_every_s:
+            last_status = step.finished
+            on_status(status)
+        if s.max_frames is not None and step.frames >= s.max_frames:
+            return "max-frames"
+
+
+def _open_harvester(
+    s: RuntimeSettings, meta: ModelMeta, model_path: Path, source_name: str, say: Callable[[str], None]
+) -> Harvester | None:
+    if s.harvest is None:
+        return None
+    freqs = load_class_frequencies(s.class_stats, meta.num_classes) if s.class_stats else None
+    harvester = Harvester(
+        s.harvest,
+        meta,
+        s.harvest_settings,
+        model_file=model_path.name,
+        model_hash=file_sha256(model_path) if model_path.is_file() else None,
+        source_name=source_name,
+        class_frequencies=freqs,
+    )
+    rec = harvester.recovered
+    if rec["orphans_deleted"] or rec["evictions_completed"]:
+        say(
+            f"{s.harvest}: cleaned up after an interrupted run ({rec['orphans_deleted']} unlisted file(s) "
+            f"deleted, {rec['evictions_completed']} eviction(s) completed)"
+        )
+    return harvester
+
+
+def _close_into(close: Callable[[], None], errors: list[Exception]) -> None:
+    """Run `close`, keeping its error in `errors` so the closers after it still run."""
+    try:
+        close()
+    except Exception as e:
+        errors.append(e)
+
+
+def _stop_capture(capture: CaptureThread, stop: threading.Event) -> None:
+    stop.set()
+    capture.join(timeout=10.0)
+
+
+def _destroy_windows() -> None:
+    with contextlib.suppress(cv2.error):
+        cv2.destroyAllWindows()
 
 
 def _status(recent: deque, frames: int, capture: CaptureThread, harvester: Harvester | None) -> dict:
