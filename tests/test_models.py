@@ -207,6 +207,33 @@ def test_pretrained_file_that_does_not_fit_is_a_config_error_naming_it(tmp_path)
         create_model("bisenet_r18", num_classes=4, pretrained=str(garbage))
 
 
+def test_pretrained_from_a_whole_model_checkpoint_takes_its_backbone(tmp_path):
+    """A csst-edge checkpoint of a whole model (keys `backbone.*`, saved from DDP here) gives its backbone."""
+    from csst_edge.models.checkpoint import save_checkpoint
+
+    torch.manual_seed(5)
+    teacher = create_model("deeplabv3plus_r18", num_classes=4)
+    state = {f"module.{k}": v for k, v in teacher.state_dict().items()}
+    save_checkpoint(tmp_path / "teacher.pt", {"model": state, "arch": "deeplabv3plus_r18", "epoch": 3})
+    student = create_model("icnet_r18", num_classes=4, pretrained=tmp_path / "teacher.pt")
+    for key, value in teacher.backbone.state_dict().items():
+        assert torch.equal(student.backbone.state_dict()[key], value), key
+
+
+def test_read_state_dict_rejects_what_is_not_a_state_dict(tmp_path):
+    from csst_edge.models.backbones import read_state_dict
+
+    for name, obj in (("empty.pth", {}), ("numbers.pth", {"a": 1}), ("list.pth", [torch.zeros(1)])):
+        torch.save(obj, tmp_path / name)
+        with pytest.raises(ConfigError, match=rf"pretrained weights '.*{name}' are not a state dict of tensors"):
+            read_state_dict(tmp_path / name, "backbone.")
+    torch.save(
+        {"state_dict": {"_orig_mod.backbone.conv1.weight": torch.ones(1), "head.w": torch.zeros(1)}}, tmp_path / "m.pth"
+    )
+    assert list(read_state_dict(tmp_path / "m.pth", "backbone.")) == ["conv1.weight"]
+    assert list(read_state_dict(tmp_path / "m.pth", "backbone.body.")) == ["backbone.conv1.weight", "head.w"]
+
+
 def test_pretrained_names_that_are_neither_file_nor_weights(tmp_path):
     with pytest.raises(ConfigError, match="file not found"):
         create_model("bisenet_r18", num_classes=4, pretrained=str(tmp_path / "missing.pth"))

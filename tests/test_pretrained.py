@@ -71,6 +71,17 @@ def test_a_local_file_in_timm_names_loads(tmp_path):
     )
 
 
+def test_a_whole_model_checkpoint_gives_its_backbone(tmp_path):
+    from csst_edge.models.checkpoint import save_checkpoint
+
+    torch.manual_seed(3)
+    teacher = create_model("deeplabv3plus_lite0", num_classes=4)
+    save_checkpoint(tmp_path / "teacher.pt", {"model": teacher.state_dict(), "arch": "deeplabv3plus_lite0"})
+    student = create_model("lraspp_lite0", num_classes=4, pretrained=tmp_path / "teacher.pt")
+    for key, value in teacher.backbone.body.state_dict().items():
+        assert torch.equal(student.backbone.body.state_dict()[key], value), key
+
+
 def test_timm_hub_path_loads_through_timm_from_a_file_of_the_hub_format(tmp_path):
     """The online path (`pretrained=in1k` / a Hugging Face name) is timm's own loader; fed the same kind of file
     a hub download leaves (a full-model state dict in timm names), it gives the backbone those weights."""

@@ -96,7 +96,7 @@ def load_backbone_weights(backbone: ResNetBackbone, pretrained: str | Path) -> N
     """Load backbone weights from a local file or a torchvision weights name; errors name the file / name."""
     source = str(pretrained)
     if Path(source).is_file():
-        state = _read_state_dict_file(Path(source))
+        state = read_state_dict(Path(source), "backbone.")  # a DeepLabV3+ / ICNet checkpoint: its backbone
     else:
         state = _torchvision_state_dict(backbone.arch, source)
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}  # ImageNet classifier: not ours
@@ -120,7 +120,11 @@ def check_weights_fit(expected: dict, state: dict, source: str, arch: str) -> No
         raise ConfigError(f"pretrained weights '{source}' do not fit the {arch} backbone: " + "; ".join(problems))
 
 
-def _read_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
+def read_state_dict(path: Path, model_prefix: str) -> dict[str, torch.Tensor]:
+    """The tensors of a pretrained-weights file: a bare state dict or a training checkpoint's `model` /
+    `state_dict`, saved from DDP / torch.compile or not. A whole segmentation model's checkpoint (keys under
+    `model_prefix`: `backbone.` for the ResNet backbones, `backbone.body.` for the timm ones) gives only its
+    backbone's tensors, with the prefix removed. Anything else is a ConfigError naming the file."""
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file is the same user error
@@ -129,12 +133,11 @@ def _read_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
             break
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise ConfigError(f"pretrained weights '{path}' are not a state dict of tensors")
-    state = clean_state_dict(obj)  # saved from DDP / torch.compile
-    if not any(k.startswith("conv1.") for k in state) and any(k.startswith("backbone.conv1.") for k in state):
-        # a whole segmentation model's checkpoint: take its backbone
-        state = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
+    state = clean_state_dict(obj)
+    if any(k.startswith(model_prefix) for k in state):
+        state = {k.removeprefix(model_prefix): v for k, v in state.items() if k.startswith(model_prefix)}
     return state
 
 

