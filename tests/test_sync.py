@@ -253,6 +253,28 @@ def test_unfinished_items_are_never_uploaded(tmp_path):
     assert later.skipped == 1 and later.uploaded == 1
 
 
+def test_two_items_with_the_same_bytes_are_stored_once_and_stay_idempotent(tmp_path):
+    harvest = make_harvest(tmp_path / "h", 2)
+    first = read_harvest_records(harvest)[0]
+    twin = {**first, "name": first["name"] + "-twin", "image": first["image"].replace(".jpg", "-twin.jpg")}
+    (harvest / twin["image"]).write_bytes((harvest / first["image"]).read_bytes())
+    with open(harvest / "manifest.jsonl", "a") as f:
+        f.write(json.dumps(twin) + "\n")
+    dest = "memory://twins"
+    one = sync_harvest(harvest, dest, SyncSettings(vehicle="car1"))
+    assert one.items == 3 and (one.uploaded, one.already_remote) == (2, 1)
+    for _ in range(2):  # the twin neither overwrites its sibling's row nor is re-sent, run after run
+        again = sync_harvest(harvest, dest, SyncSettings(vehicle="car1"))
+        assert (again.uploaded, again.bytes_uploaded, again.already_remote) == (0, 0, 3)
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    assert len(fs.find("/twins/car1/images")) == len(fs.find("/twins/car1/manifest")) == 2
+    assert {r["name"] for r in read_synced_records(dest, "car1")} == {
+        r["name"] for r in read_harvest_records(harvest)[:2]
+    }
+
+
 # ------------------------------------------------------------------------------------------ resumable
 def test_dropped_link_stops_then_resumes(tmp_path, monkeypatch):
     from fsspec.implementations.memory import MemoryFileSystem
@@ -344,6 +366,26 @@ def test_killed_mid_upload_resumes_with_nothing_lost_or_duplicated(tmp_path, bac
     assert again.returncode == 0 and "uploaded 0 " in out and "deleted locally 4" in out, out
     check_remote(fs, base, expected)
     assert read_harvest_records(harvest) == [] and not list((harvest / "images").iterdir())
+
+
+def test_sigterm_stops_and_saves_what_was_confirmed(tmp_path):
+    harvest = make_harvest(tmp_path / "h", 4, seed=6)
+    proc = _start_sync([str(harvest), (tmp_path / "dest").as_uri(), "--vehicle", "car1", "--max-kbps", "80"])
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            if list((tmp_path / "dest" / "car1").glob("manifest/*.json")):
+                break
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130 and "run the same command to resume" in out, out
+    (state,) = (harvest / ".sync").glob("state-*.json")
+    assert 1 <= len(json.loads(state.read_text())["items"]) < 4
+    assert not list((tmp_path / "dest" / "car1" / ".partial").glob("*"))  # the upload in flight was removed
 
 
 # ------------------------------------------------------------------------------------------ CLI

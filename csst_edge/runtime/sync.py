@@ -264,8 +264,6 @@ class _Remote:
             found = self.fs.find(self.base, detail=True)
         except FileNotFoundError:
             found = {}
-        except Exception as e:
-            raise SyncError(f"{self.display}: cannot list the destination ({self._say(e)})") from None
         prefix = self.base.rstrip("/") + "/"
         self.listing = {
             self.fs._strip_protocol(name)[len(prefix) :]: info
@@ -288,7 +286,8 @@ class _Remote:
                 self.fs.rmdir(self.key(".partial"))
 
     def matches(self, rel: str, data: bytes, md5: str, info: dict | None = None) -> str | None:
-        """How the object at `rel` was confirmed to hold exactly `data` ('etag' / 'read-back'), or None."""
+        """How the object at `rel` was confirmed to hold exactly `data` ('etag' / 'read-back' / 'earlier' in this
+        run), or None."""
         if info is None:
             try:
                 self.fs.invalidate_cache(self.key(rel))
@@ -297,6 +296,8 @@ class _Remote:
                 return None
         if int(info.get("size", -1)) != len(data):
             return None
+        if info.get("confirmed_md5") == md5:
+            return "earlier"  # put() confirmed it in this run
         if _md5_of(info) == md5:
             return "etag"
         # no MD5 from the store, or an ETag that is not one (multipart, SSE-KMS): read the object back
@@ -305,6 +306,14 @@ class _Remote:
         except FileNotFoundError:
             return None
         return "read-back" if back == data else None
+
+    def describes(self, rel: str, sha: str) -> bool:
+        """Whether the row object at `rel` describes the image `sha` (written for another local item whose JPEG
+        has the very same bytes: the image is there once, and so is its row)."""
+        try:
+            return json.loads(self.fs.cat_file(self.key(rel))).get("sha256") == sha
+        except (FileNotFoundError, ValueError, AttributeError):
+            return False
 
     def put(self, rel: str, data: bytes, md5: str, bucket: TokenBucket | None, on_bytes) -> str:
         """Upload `data` to a temporary key, move it to `rel`, confirm it; returns how it was confirmed."""
@@ -330,6 +339,7 @@ class _Remote:
         how = self.matches(rel, data, md5)
         if how is None:
             raise SyncError(f"{self.display}/{rel}: the uploaded object does not match the local file")
+        self.listing[rel] = {"size": len(data), "type": "file", "confirmed_md5": md5}
         return how
 
 
@@ -440,13 +450,27 @@ def sync_harvest(
 
 def _sync_item(folder, record, remote: _Remote, state: _State, s: SyncSettings, bucket, count, attempt, summary, how):
     name, path = record["name"], folder / record["image"]
+    expected = record.get("bytes")
     try:
         stat = path.stat()
-        data = path.read_bytes()
     except FileNotFoundError:  # evicted between the manifest read and now
         summary.skipped += 1
         return "skipped"
-    expected = record.get("bytes")
+    known = state.items.get(name)
+    if (
+        not s.delete_local
+        and known
+        and (known.get("bytes"), known.get("mtime_ns")) == (stat.st_size, stat.st_mtime_ns)
+        and _listed(remote, known["sha256"], _row(record, known["sha256"], stat.st_size), stat.st_size)
+    ):
+        # confirmed by an earlier run, unchanged here and still listed with its sizes: not even read again
+        summary.already_remote += 1
+        return "remote"
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        summary.skipped += 1
+        return "skipped"
     if expected is not None and len(data) != int(expected):
         summary.skipped += 1  # not the file the manifest row describes: never upload it
         return "skipped"
@@ -455,28 +479,34 @@ def _sync_item(folder, record, remote: _Remote, state: _State, s: SyncSettings, 
     row = _row(record, sha, len(data))
     row_md5 = hashlib.md5(row, usedforsecurity=False).hexdigest()
     objects = ((image_rel, data, md5), (row_rel, row, row_md5))  # the row only after its image
-    known = state.items.get(name)
-    listed = all(int(remote.listing.get(rel, {}).get("size", -1)) == len(b) for rel, b, _ in objects)
-    if known and known.get("sha256") == sha and listed:
-        # confirmed by an earlier run and still listed with its size: nothing to do, unless it is to be deleted,
-        # which needs a fresh confirmation (size and hash) first
-        if not s.delete_local or all(attempt(f"checking {rel}", remote.matches, rel, b, m) for rel, b, m in objects):
+    if known and known.get("sha256") == sha and _listed(remote, sha, row, len(data)):
+        # to be deleted: confirmed by an earlier run, but deleting needs a fresh confirmation (size and hash)
+        if all(attempt(f"checking {rel}", remote.matches, rel, b, m) for rel, b, m in objects):
             summary.already_remote += 1
             return _maybe_delete(folder, record, path, state, s, summary) or "remote"
     sent = False
     for rel, payload, digest in objects:
         listed = remote.listing.get(rel)
         found = attempt(f"checking {rel}", remote.matches, rel, payload, digest, listed) if listed else None
+        if found is None and listed and rel == row_rel and attempt(f"reading {rel}", remote.describes, rel, sha):
+            found = "read-back"
         if found is None:
             found = attempt(f"uploading {rel}", remote.put, rel, payload, digest, bucket, count)
             sent = True
-        how.add(found)
+        if found in ("etag", "read-back"):
+            how.add(found)
     state.confirm(name, {"sha256": sha, "md5": md5, "bytes": len(data), "mtime_ns": stat.st_mtime_ns})
     if sent:
         summary.uploaded += 1
     else:
         summary.already_remote += 1
     return _maybe_delete(folder, record, path, state, s, summary) or ("uploaded" if sent else "remote")
+
+
+def _listed(remote: _Remote, sha: str, row: bytes, size: int) -> bool:
+    """Whether the start-of-run listing has the item's image and row with their sizes."""
+    sizes = {f"images/{sha}.jpg": size, f"manifest/{sha}.json": len(row)}
+    return all(int(remote.listing.get(rel, {}).get("size", -1)) == n for rel, n in sizes.items())
 
 
 def _maybe_delete(folder: Path, record: dict, path: Path, state: _State, s: SyncSettings, summary) -> str | None:
