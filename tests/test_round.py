@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from csst_edge.data.imageio import read_image
 from csst_edge.errors import ConfigError
+from csst_edge.evaluate.bootstrap import paired_bootstrap
 from csst_edge.pipeline.round import RoundError, RoundSettings, gate_decision, merge_harvests, run_round
 from csst_edge.runtime.harvest import Harvester, HarvestSettings
 from csst_edge.runtime.model_meta import ModelMeta
@@ -109,19 +110,53 @@ def test_gate_rules():
     rejected = gate_decision(before, slightly, NAMES, gate="per-class", margin=0.005, class_margin=0.05)
     assert not rejected.promote and rejected.regressed_classes == ["c2"]
     assert gate_decision(before, worse, NAMES, gate="always").promote
+    # new rule: the lower end must be strictly above -margin, so an unchanged student is not promoted at margin 0
+    same = gate_decision(before, before, NAMES)
+    assert not same.promote and same.verdict == "no detectable change"
+    assert gate_decision(before, before, NAMES, margin=0.001).promote
     with pytest.raises(ConfigError, match="--gate"):
         gate_decision(before, better, NAMES, gate="best")
 
 
+def test_gate_with_interval_decides_on_the_lower_end():
+    """A +0.05-point change whose interval spans 0 is 'no detectable change' and is not promoted at margin 0
+    (the old point-estimate gate promoted it); with a margin wider than the interval's low side it is."""
+    rng = np.random.default_rng(0)
+    mats = np.zeros((24, 3, 3), np.int64)
+    for i in range(24):
+        np.add.at(mats[i], (rng.integers(0, 3, 300), rng.integers(0, 3, 300)), 1)
+    other = mats.copy()
+    other[::2, 0, 0] += 3  # the new student is a little better on some images ...
+    other[1::2, 0, 1] += 3  # ... and a little worse on others
+    interval = paired_bootstrap(mats, other, NAMES)
+    before = {"miou": 0.50, "per_class_iou": [0.5, 0.5, 0.5]}
+    after = {"miou": 0.5005, "per_class_iou": [0.5, 0.5, 0.5]}
+    assert interval.low < 0 < interval.high
+    rejected = gate_decision(before, after, NAMES, interval=interval)
+    assert not rejected.promote and rejected.verdict == "no detectable change"
+    assert "interval" in rejected.reason and "no detectable change" in rejected.reason
+    assert (rejected.low, rejected.high) == (interval.low, interval.high)
+    assert gate_decision(before, after, NAMES, margin=-interval.low + 1e-6, interval=interval).promote
+
+
 def test_gate_on_real_checkpoints(world):
-    """The trained student beats the untrained one on the val set: promoted over it, and rejected in its place."""
+    """The trained student beats the untrained one on the val set: its paired-bootstrap interval lies above 0, it is
+    promoted over it, and rejected in its place; a student against itself gets exactly [0, 0]."""
     from csst_edge.evaluate.checkpoint_eval import evaluate_checkpoint
 
-    good, _ = evaluate_checkpoint(world["good"], world["data"], "val", "cpu", 0)
-    bad, _ = evaluate_checkpoint(world["bad"], world["data"], "val", "cpu", 0)
+    good, _ = evaluate_checkpoint(world["good"], world["data"], "val", "cpu", 0, per_image=True)
+    bad, _ = evaluate_checkpoint(world["bad"], world["data"], "val", "cpu", 0, per_image=True)
     assert good["miou"] > bad["miou"]
-    assert gate_decision(bad, good, NAMES).promote
-    assert not gate_decision(good, bad, NAMES).promote
+    assert good["names"] == bad["names"] and good["per_image_confusion"].shape == (4, 3, 3)
+    up = paired_bootstrap(bad["per_image_confusion"], good["per_image_confusion"], NAMES)
+    assert up.low > 0 and up.verdict == "better" and up.delta_miou == pytest.approx(good["miou"] - bad["miou"])
+    down = paired_bootstrap(good["per_image_confusion"], bad["per_image_confusion"], NAMES)
+    assert down.high < 0 and down.verdict == "worse"
+    same = paired_bootstrap(good["per_image_confusion"], good["per_image_confusion"], NAMES)
+    assert (same.low, same.high) == (0.0, 0.0) and same.verdict == "no detectable change"
+    assert gate_decision(bad, good, NAMES, interval=up).promote
+    assert not gate_decision(good, bad, NAMES, interval=down).promote
+    assert not gate_decision(good, good, NAMES, interval=same).promote
 
 
 def test_merge_deduplicates_across_vehicles(world, tmp_path):
@@ -193,6 +228,11 @@ def test_round_end_to_end(world, tmp_path):
     assert saved["centroid_index"]["images"] == 4 + 4  # labelled train split + the round's pseudo labels
     md = (out / "round.md").read_text()
     assert "Decision" in md and "current student" in md and "new student" in md
+    d = saved["decision"]
+    low, high = d["interval"]
+    assert low <= high and d["verdict"] in ("better", "worse", "no detectable change")
+    assert d["promote"] == (low > 0) and d["bootstrap"]["images"] == 4 and len(d["bootstrap"]["per_class"]) == 3
+    assert "95 % interval" in md and d["verdict"] in md
     if report["decision"]["promote"]:
         _check_export(out)
     else:

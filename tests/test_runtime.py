@@ -136,6 +136,7 @@ def test_runtime_imports_no_torch():
         "csst_edge.runtime.overlay",
         "csst_edge.runtime.preprocess",
         "csst_edge.runtime.postprocess",
+        "csst_edge.runtime.sync",
         "csst_edge.cli.runtime",
     ]
     code = (

@@ -58,13 +58,23 @@ def round_command(
     gate: Annotated[
         str,
         typer.Option(
-            help="miou (no mIoU drop beyond --margin), per-class (and no class beyond --class-margin), always."
+            help="miou (the 95 % bootstrap interval of ΔmIoU lies above -margin), per-class (and no class IoU "
+            "falls beyond --class-margin), always."
         ),
     ] = "miou",
-    margin: Annotated[float, typer.Option(help="Allowed mIoU drop in points (0.5 = half a point).")] = 0.0,
+    margin: Annotated[
+        float,
+        typer.Option(
+            help="Points: promote when the ΔmIoU interval's lower end is above -margin "
+            "(0 = only a detectably better student; 0.5 = not detectably worse by half a point)."
+        ),
+    ] = 0.0,
     class_margin: Annotated[
         float, typer.Option(help="per-class gate: allowed IoU drop of any class, in points.")
     ] = 5.0,
+    bootstrap_resamples: Annotated[
+        int, typer.Option(help="Paired bootstrap resamples of the val images for the ΔmIoU interval.")
+    ] = 1000,
     export_size: Annotated[
         str | None, typer.Option(help="HEIGHTxWIDTH of the exported model (default: the harvested frames' size).")
     ] = None,
@@ -75,8 +85,9 @@ def round_command(
     workers: Annotated[int, typer.Option(help="Data-loading workers.")] = 2,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
-    """Run the next self-training round from harvested frames, and promote the new student only if it does not
-    regress on the fixed val set.
+    """Run the next self-training round from harvested frames, and promote the new student only if the fixed val
+    set shows it is not worse: a paired bootstrap over the val images gives a 95 % interval for ΔmIoU, and the
+    gate wants its lower end above -margin.
 
     Examples:
 
@@ -109,6 +120,7 @@ def round_command(
         gate=gate,
         margin=margin / 100.0,
         class_margin=class_margin / 100.0,
+        bootstrap_resamples=bootstrap_resamples,
         export_size=size,
         export_output=export_output,
         device=device,

@@ -203,3 +203,108 @@ def run_command(
             f"{h['counts']['duplicate']}, blurred {h['counts']['blurred']})"
             + ("; mean class shares " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in top) if top else "")
         )
+
+
+@app.command("sync")
+def sync_command(
+    harvest: Annotated[Path, typer.Argument(help="Harvest folder (`runtime run --harvest`).")],
+    dest: Annotated[
+        str,
+        typer.Argument(
+            help="Destination URL (any fsspec URL: s3://bucket/prefix, gs://..., file:///mnt/usb/harvest, a path); "
+            "items go to DEST/<vehicle>/."
+        ),
+    ],
+    vehicle: Annotated[
+        str | None, typer.Option(help="Vehicle prefix under DEST (default: the vehicle in the harvest's meta.json).")
+    ] = None,
+    delete_local: Annotated[
+        bool,
+        typer.Option(
+            "--delete-local", help="Delete each local item once its image and manifest row are confirmed remotely."
+        ),
+    ] = False,
+    max_kbps: Annotated[float, typer.Option(help="Upload bandwidth cap in kilobits per second (0 = no cap).")] = 0.0,
+    storage_option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--storage-option",
+            "-O",
+            help="fsspec option KEY=VALUE (repeatable; dotted keys nest, JSON values are parsed), e.g. "
+            "endpoint_url=http://minio:9000. Credentials are better left to the environment (AWS_ACCESS_KEY_ID ...).",
+        ),
+    ] = None,
+    retries: Annotated[int, typer.Option(help="Retries per object on a failed request before the sync stops.")] = 3,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Upload the finished items of a harvest folder (JPEG + manifest row) to DEST/<vehicle>/, named by content hash:
+    a rerun uploads nothing new, a killed or disconnected sync resumes where it stopped, and nothing half-written
+    is ever uploaded. Torch-free.
+
+    Examples:
+
+      csst-edge runtime sync /data/harvest s3://fleet-bucket/harvest --vehicle car7 --max-kbps 2000
+
+      csst-edge runtime sync /data/harvest s3://fleet/h -O endpoint_url=http://10.0.0.2:9000 --delete-local
+
+      csst-edge runtime sync /data/harvest file:///mnt/usb/harvest --vehicle car7
+    """
+    import signal
+    import time
+
+    from csst_edge.runtime.sync import SyncSettings, parse_storage_options, sync_harvest
+
+    settings = SyncSettings(
+        vehicle=vehicle,
+        delete_local=delete_local,
+        max_kbps=max_kbps,
+        storage_options=parse_storage_options(storage_option or []),
+        retries=retries,
+    )
+    bar = None
+    if not quiet and console.is_terminal:
+        from csst_edge.progress import progress_bar
+
+        bar = progress_bar("item", console=console, extra_field=True)
+    task, sent = None, [0, 0.0]
+
+    def on_start(items: int, nbytes: int) -> None:
+        nonlocal task
+        sent[1] = time.monotonic()
+        if bar is not None:
+            task = bar.add_task("sync", total=items, info="")
+
+    def on_bytes(n: int) -> None:
+        sent[0] += n
+        if bar is not None and task is not None:
+            elapsed = max(1e-6, time.monotonic() - sent[1])
+            bar.update(task, info=f"{sent[0] / 2**20:.1f} MiB sent, {8 * sent[0] / elapsed / 1000:.0f} kbit/s")
+
+    def on_item(name: str, outcome: str) -> None:
+        if bar is not None and task is not None:
+            bar.update(task, advance=1)
+
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops like Ctrl-C: state saved
+    try:
+        if bar is not None:
+            bar.start()
+        summary = sync_harvest(harvest, dest, settings, on_start=on_start, on_bytes=on_bytes, on_item=on_item)
+    except KeyboardInterrupt:
+        if bar is not None:
+            bar.stop()
+        err_console.print("[yellow]stopped[/]: what was confirmed is recorded; run the same command to resume")
+        raise typer.Exit(130) from None
+    finally:
+        if bar is not None:
+            bar.stop()
+        signal.signal(signal.SIGTERM, previous)
+    rate = 8 * summary.bytes_uploaded / max(summary.seconds, 1e-6) / 1000
+    console.print(
+        f"[green]synced[/] {summary.items} items to {summary.destination} in {summary.seconds:.1f}s: "
+        f"uploaded {summary.uploaded} ({summary.bytes_uploaded / 2**20:.2f} MiB, {rate:.0f} kbit/s), "
+        f"already there {summary.already_remote}, deleted locally {summary.deleted_local}"
+        + (f", skipped {summary.skipped} (gone or incomplete)" if summary.skipped else "")
+        + (f", removed {summary.partials_removed} partial uploads" if summary.partials_removed else "")
+        + (f"; confirmed by {', '.join(summary.verified_by)}" if summary.verified_by else ""),
+        highlight=False,
+    )

@@ -14,8 +14,12 @@ from csst_edge.evaluate.evaluator import evaluate
 from csst_edge.models.checkpoint import model_from_checkpoint, normalization
 
 
-def evaluate_checkpoint(checkpoint: Path, data, split: str, device: str = "auto", workers: int = 2):
-    """Single-scale mIoU of a checkpoint on a dataset split. Returns (metrics, class_names)."""
+def evaluate_checkpoint(
+    checkpoint: Path, data, split: str, device: str = "auto", workers: int = 2, per_image: bool = False
+):
+    """Single-scale mIoU of a checkpoint on a dataset split. Returns (metrics, class_names); with `per_image`,
+    metrics also hold `per_image_confusion` (numpy N×C×C, in the split's fixed order) and the image `names`,
+    which the round gate's paired bootstrap needs (drop them before writing metrics to JSON)."""
     dev = torch.device(
         "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
     )
@@ -23,9 +27,15 @@ def evaluate_checkpoint(checkpoint: Path, data, split: str, device: str = "auto"
     mean, std = normalization(state)
     dataset, ds = eval_dataset(SourceConfig(data=str(data), split=split), mean, std)
     loader = DataLoader(dataset, batch_size=1, num_workers=workers, collate_fn=collate_eval)
-    metrics = evaluate(model.to(dev), loader, ds.num_classes, dev, ignore_index=ds.ignore_index, progress=False)
-    return {
+    metrics = evaluate(
+        model.to(dev), loader, ds.num_classes, dev, ignore_index=ds.ignore_index, progress=False, per_image=per_image
+    )
+    result = {
         "miou": metrics["miou"],
         "per_class_iou": [None if v != v else v for v in metrics["per_class_iou"]],
         "pixel_accuracy": metrics["pixel_accuracy"],
-    }, ds.class_names
+    }
+    if per_image:
+        result["per_image_confusion"] = metrics["per_image_confusion"]
+        result["names"] = metrics["names"]
+    return result, ds.class_names

@@ -92,6 +92,7 @@ def evaluate(
     palette: Sequence[Sequence[int]] | None = None,
     sharded: bool | None = None,
     console=None,
+    per_image: bool = False,
 ) -> dict:
     """ConfusionMatrix.compute() of `model` over `loader`, plus `num_images` and `seconds`.
 
@@ -99,11 +100,15 @@ def evaluate(
     DDP rank evaluates its own part of the data and the confusion matrices must be summed across ranks; by
     default, exactly when the loader uses a DistributedSampler. (Rank 0 evaluating the whole set alone, as
     the trainer does, must not enter a collective the other ranks never join.) `save_predictions`: a folder
-    for `<name>.png` predictions, coloured with `palette` when given. The model's train/eval flag is restored.
+    for `<name>.png` predictions, coloured with `palette` when given. `per_image`: also return every image's own
+    confusion matrix (`per_image_confusion`, an int64 numpy array N×C×C in loader order, and `names`), for the
+    paired bootstrap of the round gate; not with a sharded loader. The model's train/eval flag is restored.
     """
     device = torch.device(device)
     if sharded is None:
         sharded = _is_sharded(loader)
+    if per_image and sharded:
+        raise ValueError("per_image confusion matrices need the whole val set on one process, not a sharded loader")
     was_training = model.training
     model.eval()
     confmat = ConfusionMatrix(num_classes, ignore_index)
@@ -122,6 +127,8 @@ def evaluate(
     amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
     id_dtype = torch.uint8 if num_classes <= 256 else torch.int32  # uint8: a quarter of the host copy
     num_images = 0
+    image_mats: list[np.ndarray] = []
+    image_names: list[str] = []
     start = time.perf_counter()
     try:
         with bar if bar is not None else contextlib.nullcontext():
@@ -142,6 +149,9 @@ def evaluate(
                     )
                 pred = logits.argmax(1)
                 confmat.update(pred, labels)
+                if per_image:
+                    image_mats.append(per_image_confusion(pred, labels, num_classes, ignore_index))
+                    image_names += list(names)
                 if writer is not None:
                     for name, p in zip(names, pred.to(id_dtype).cpu().numpy(), strict=True):
                         writer.submit(name, p)
@@ -162,4 +172,24 @@ def evaluate(
             count = torch.tensor([num_images], dtype=torch.int64, device=confmat.mat.device)
             dist.all_reduce(count)
             num_images = int(count.item())
-    return {**confmat.compute(), "num_images": num_images, "seconds": time.perf_counter() - start}
+    result = {**confmat.compute(), "num_images": num_images, "seconds": time.perf_counter() - start}
+    if per_image:
+        n = num_classes
+        result["per_image_confusion"] = np.concatenate(image_mats) if image_mats else np.zeros((0, n, n), np.int64)
+        result["names"] = image_names
+    return result
+
+
+@torch.inference_mode()
+def per_image_confusion(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int = 255):
+    """One C×C confusion matrix per image of a batch (N×H×W predictions and targets), as int64 numpy N×C×C;
+    the same pixels count as in `ConfusionMatrix.update` (ignore and out-of-range targets are left out)."""
+    n = num_classes
+    batch = target.shape[0]
+    target = target.reshape(batch, -1).to(torch.int64)
+    pred = pred.reshape(batch, -1).to(target.device, torch.int64)
+    keep = (target >= 0) & (target < n) & (target != ignore_index)
+    image = torch.arange(batch, device=target.device).unsqueeze(1).expand_as(target)
+    flat = (image * n * n + n * target + pred)[keep]
+    mats = torch.bincount(flat, minlength=batch * n * n).reshape(batch, n, n)
+    return mats.cpu().numpy()

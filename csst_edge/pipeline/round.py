@@ -14,9 +14,12 @@ Stages, each cached in the round folder so a rerun continues where it stopped:
    round's index (`centroids.npz`; also the `--class-stats` of the next runtime deployment).
 4. **train** the next student on real + pseudo labels, from scratch (CSST) or from the current student.
    No val set is given to training: the gate's val set must not pick the checkpoint it then judges.
-5. **evaluate** the current and the new student on the same fixed labelled val set.
-6. **gate**: promote only if the new one does not regress (`miou`: mIoU >= current - margin; `per-class`: and no
-   class IoU falls by more than `class_margin`; `always`: bootstrap rounds).
+5. **evaluate** the current and the new student on the same fixed labelled val set, keeping every image's
+   confusion matrix, and a **paired bootstrap** over the val images (`evaluate.bootstrap`) gives a 95 % interval
+   for ΔmIoU and each class's ΔIoU.
+6. **gate**: promote only a change the val set can see (`miou`: the interval's lower end is above -margin, so with
+   margin 0 only a detectably better student; `per-class`: and no class IoU falls by more than `class_margin`;
+   `always`: bootstrap rounds). The interval in words: better (above 0), worse (below 0), no detectable change.
 7. **export** a promoted student to ONNX (`promoted/student.pt`, `promoted/student.onnx`).
 8. **report**: `round.json` + `round.md` (data added, per-class IoU before/after, decision).
 """
@@ -33,6 +36,8 @@ import numpy as np
 
 from csst_edge.data.pseudo_folder import manifest_files, read_pseudo_manifest
 from csst_edge.errors import ConfigError, CsstError
+from csst_edge.evaluate.bootstrap import BootstrapResult, paired_bootstrap
+from csst_edge.evaluate.bootstrap import verdict as in_words
 from csst_edge.fileio import atomic_write_json, read_jsonl
 from csst_edge.runtime.harvest import frame_descriptor, read_harvest_records
 
@@ -63,8 +68,10 @@ class RoundSettings:
     pseudo_flip: bool = True
     pseudo_threshold: float | None = None
     gate: str = "miou"
-    margin: float = 0.0  # allowed mIoU drop (fraction: 0.005 = half a point)
+    margin: float = 0.0  # the interval's lower end must be above -margin (fraction: 0.005 = half a point)
     class_margin: float = 0.05  # per-class gate: allowed IoU drop of any class
+    bootstrap_resamples: int = 1000  # paired bootstrap over val images for the ΔmIoU interval
+    bootstrap_seed: int = 0
     export_size: tuple[int, int] | None = None  # default: the harvested frames' size
     export_output: str = "probs"  # the runtime's harvester wants probabilities
     device: str = "auto"
@@ -73,6 +80,8 @@ class RoundSettings:
     def check(self) -> None:
         if self.gate not in GATES:
             raise ConfigError(f"--gate must be one of {', '.join(GATES)}, got {self.gate!r}")
+        if self.bootstrap_resamples < 1:
+            raise ConfigError(f"--bootstrap-resamples must be >= 1, got {self.bootstrap_resamples}")
         if self.init not in INITS:
             raise ConfigError(f"--init must be one of {', '.join(INITS)}, got {self.init!r}")
         if not self.harvests:
@@ -91,6 +100,9 @@ class GateDecision:
     reason: str
     delta_miou: float
     regressed_classes: list[str]
+    low: float | None = None  # the ΔmIoU interval the decision used
+    high: float | None = None
+    verdict: str = ""  # better | worse | no detectable change
 
 
 def gate_decision(
@@ -100,10 +112,14 @@ def gate_decision(
     gate: str = "miou",
     margin: float = 0.0,
     class_margin: float = 0.05,
+    interval: BootstrapResult | None = None,
 ) -> GateDecision:
-    """Promote `after` over `before` (metrics dicts: miou, per_class_iou) unless it regresses.
+    """Promote `after` over `before` (metrics dicts: miou, per_class_iou) only when the lower end of the ΔmIoU
+    interval is above -margin (and, for `per-class`, no class IoU falls by more than `class_margin`).
 
-    Classes absent from the val set (IoU None) are not compared."""
+    `interval`: the paired bootstrap of the two students on the val images (`paired_bootstrap`); without it the
+    interval is the point estimate itself (no error bars: promote when ΔmIoU > -margin). Classes absent from the
+    val set (IoU None) are not compared."""
     if gate not in GATES:
         raise ConfigError(f"--gate must be one of {', '.join(GATES)}, got {gate!r}")
     delta = float(after["miou"]) - float(before["miou"])
@@ -112,20 +128,31 @@ def gate_decision(
         for name, b, a in zip(class_names, before["per_class_iou"], after["per_class_iou"], strict=False)
         if a is not None and b is not None and a < b - class_margin
     ]
+    if interval is not None and interval.low is not None and interval.high is not None:
+        low, high = interval.low, interval.high
+        words = interval.verdict
+        shown = (
+            f"ΔmIoU {100 * delta:+.2f} points, {100 * interval.confidence:.0f} % interval "
+            f"[{100 * low:+.2f}, {100 * high:+.2f}] over {interval.images} val images: {words}"
+        )
+    else:
+        low = high = delta
+        words = in_words(low, high)
+        shown = f"ΔmIoU {100 * delta:+.2f} points (no interval): {words}"
+    floor = "0" if margin == 0 else f"-{100 * margin:.2f}"
+
+    def decide(promote: bool, reason: str) -> GateDecision:
+        return GateDecision(promote, reason, delta, regressed, low, high, words)
+
     if gate == "always":
-        return GateDecision(True, "gate 'always': promoted without comparison", delta, regressed)
-    if delta < -margin:
-        return GateDecision(
-            False, f"mIoU {100 * delta:+.2f} points is below the allowed -{100 * margin:.2f}", delta, regressed
-        )
+        return decide(True, f"gate 'always': promoted without comparison ({shown})")
+    if not low > -margin:
+        return decide(False, f"{shown}; promotion needs the lower end above {floor}")
     if gate == "per-class" and regressed:
-        return GateDecision(
-            False,
-            f"class IoU fell by more than {100 * class_margin:.1f} points: " + ", ".join(regressed),
-            delta,
-            regressed,
+        return decide(
+            False, f"{shown}, but class IoU fell by more than {100 * class_margin:.1f} points: " + ", ".join(regressed)
         )
-    return GateDecision(True, f"mIoU {100 * delta:+.2f} points (allowed drop {100 * margin:.2f})", delta, regressed)
+    return decide(True, f"{shown}; the lower end is above {floor}")
 
 
 # ------------------------------------------------------------------------------------------------ stages
@@ -330,12 +357,18 @@ def run_round(settings: RoundSettings, console=None, progress: bool = True) -> d
     candidate = run_dir / "last.pt"
 
     say("5/7 evaluate current vs new student on the fixed val set")
-    before, names = evaluate_checkpoint(s.student, s.val, s.val_split, s.device, s.workers)
-    after, _ = evaluate_checkpoint(candidate, s.val, s.val_split, s.device, s.workers)
+    before, names = evaluate_checkpoint(s.student, s.val, s.val_split, s.device, s.workers, per_image=True)
+    after, _ = evaluate_checkpoint(candidate, s.val, s.val_split, s.device, s.workers, per_image=True)
     class_names = names or class_names
+    mats_before, mats_after = before.pop("per_image_confusion"), after.pop("per_image_confusion")
+    if before.pop("names") != after.pop("names"):  # the bootstrap pairs image i with image i
+        raise RoundError(f"{s.val}: the val split listed different images for the two students")
+    interval = paired_bootstrap(
+        mats_before, mats_after, class_names, resamples=s.bootstrap_resamples, seed=s.bootstrap_seed
+    )
 
     say("6/7 gate")
-    decision = gate_decision(before, after, class_names, s.gate, s.margin, s.class_margin)
+    decision = gate_decision(before, after, class_names, s.gate, s.margin, s.class_margin, interval)
 
     exported = None
     if decision.promote:
@@ -378,7 +411,10 @@ def run_round(settings: RoundSettings, console=None, progress: bool = True) -> d
             "margin": s.margin,
             "class_margin": s.class_margin,
             "delta_miou": decision.delta_miou,
+            "interval": [decision.low, decision.high],
+            "verdict": decision.verdict,
             "regressed_classes": decision.regressed_classes,
+            "bootstrap": interval.to_dict(),
         },
         "export": exported,
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(s).items()},
@@ -430,7 +466,31 @@ def write_round_markdown(path: Path, report: dict) -> Path:
             ),
         ),
     ]
+    if d.get("bootstrap"):
+        sections.append(_bootstrap_section(d["bootstrap"]))
     return write_markdown(path, "Self-training round", sections)
+
+
+def _bootstrap_section(b: dict) -> tuple[str, str]:
+    """new - current in points, with the paired-bootstrap interval and its reading, overall and per class."""
+
+    def pts(v) -> str:
+        return "-" if v is None else f"{100 * v:+.2f}"
+
+    def span(lo, hi) -> str:
+        return "-" if lo is None or hi is None else f"[{100 * lo:+.2f}, {100 * hi:+.2f}]"
+
+    conf = f"{100 * b['confidence']:.0f} %"
+    rows = [f"| | Δ (points) | {conf} interval | reading |", "|---|---:|---:|---|"]
+    rows.append(f"| **mIoU** | **{pts(b['delta_miou'])}** | **{span(b['low'], b['high'])}** | **{b['verdict']}** |")
+    for c in b["per_class"]:
+        rows.append(f"| {c['name']} | {pts(c['delta'])} | {span(c['low'], c['high'])} | {c['verdict']} |")
+    text = (
+        f"New minus current student, with a paired bootstrap over the {b['images']} val images "
+        f"({b['resamples']} resamples of the images, both students' confusion matrices recomputed on each; "
+        f'seed {b["seed"]}). "better" / "worse": the interval lies above / below 0.\n\n' + "\n".join(rows)
+    )
+    return f"Change and its {conf} interval", text
 
 
 def _jsonable(value):
