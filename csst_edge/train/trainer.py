@@ -34,6 +34,7 @@ from csst_edge.models.checkpoint import (
 from csst_edge.progress import progress_bar
 from csst_edge.train.config import TrainConfig, config_to_dict, dump_config
 from csst_edge.train.data import (
+    EpochBatches,
     EpochPlanner,
     TrainDataset,
     TrainSet,
@@ -158,6 +159,7 @@ def train(
     if resume and resume_checkpoint(run_dir / "last.pt", state) and console and dist.is_main:
         console.print(f"resuming {run_dir / 'last.pt'} after epoch {state.epoch + 1} (iteration {state.iteration})")
     step_model = _wrap_for_training(model, cfg, dist, device)
+    loader = build_train_loader(train_set, cfg, soft_k, mean, std, device)
     val_loader = _val_loader(cfg, mean, std) if cfg.val is not None and dist.is_main else None
 
     start_epoch = state.epoch + 1
@@ -172,7 +174,7 @@ def train(
             labels = None
             if cfg.method == "consistency":
                 labels = refresh_online_labels(model, train_set, run_dir, epoch, cfg, device, mean, std, dist)
-            loader = _train_loader(train_set, batches, (ec.crop_h, ec.crop_w), labels, cfg, soft_k, mean, std, device)
+            loader.batch_sampler.set_epoch(batches, (ec.crop_h, ec.crop_w), labels)
             lr_at = partial(_scaled_poly_lr, cfg.optim, total_iters, ec.lr_scale)
             on_step = _step_reporter(cfg, run_dir, bar, task, ec) if dist.is_main else None
             t0 = time.perf_counter()
@@ -429,11 +431,6 @@ def ranks_in_sync(model, dist: DistInfo, device) -> dict:
     }
 
 
-def _transforms(cfg: TrainConfig, crop, ignore_index):
-    a = cfg.augment
-    return train_transforms(crop, tuple(a.scale), ignore_index, flip=a.flip, blur=a.blur, jitter=a.jitter)
-
-
 def _model_pretrained(cfg: TrainConfig):
     # `pretrained` is a backbone weight file / torchvision weight name, except for `finetune`, `consistency`
     # and `fewshot`, where it is the checkpoint the whole model starts from.
@@ -477,19 +474,42 @@ def _wrap_for_training(model, cfg: TrainConfig, dist: DistInfo, device):
 
 def _val_loader(cfg: TrainConfig, mean, std) -> DataLoader:
     val_set, _ = eval_dataset(cfg.val, mean, std)
-    return DataLoader(val_set, batch_size=cfg.eval_batch_size, num_workers=min(cfg.workers, 2), collate_fn=collate_eval)
-
-
-def _train_loader(train_set: TrainSet, batches, crop, labels, cfg: TrainConfig, soft_k: int, mean, std, device):
-    ignore = TrainDataset.soft_fill(soft_k, train_set.ignore_index) if soft_k else train_set.ignore_index
-    dataset = TrainDataset(train_set, _transforms(cfg, crop, ignore), mean, std, soft_k, labels)
+    workers = min(cfg.workers, 2)
     return DataLoader(
-        dataset,
-        batch_sampler=batches,
+        val_set,
+        batch_size=cfg.eval_batch_size,
+        num_workers=workers,
+        collate_fn=collate_eval,
+        persistent_workers=workers > 0,  # evaluated every `eval_every` epochs: start its workers once, too
+        generator=_loader_generator(cfg.seed),
+    )
+
+
+def build_train_loader(train_set: TrainSet, cfg: TrainConfig, soft_k: int, mean, std, device) -> DataLoader:
+    """The run's one training DataLoader: its workers start once and live across epochs; each epoch hands them
+    its batches and crop through `loader.batch_sampler.set_epoch` (an `EpochBatches`)."""
+    ignore = TrainDataset.soft_fill(soft_k, train_set.ignore_index) if soft_k else train_set.ignore_index
+    a = cfg.augment
+    transforms = partial(
+        train_transforms, scale=tuple(a.scale), ignore_index=ignore, flip=a.flip, blur=a.blur, jitter=a.jitter
+    )
+    return DataLoader(
+        TrainDataset(train_set, transforms, mean, std, soft_k),
+        batch_sampler=EpochBatches(),
         num_workers=cfg.workers,
         pin_memory=device.type == "cuda",
-        persistent_workers=False,
+        persistent_workers=cfg.workers > 0,
+        generator=_loader_generator(cfg.seed),
     )
+
+
+def _loader_generator(seed: int) -> torch.Generator:
+    # Starting a DataLoader's iterator draws its workers' base seed from this generator (the global torch RNG by
+    # default). A persistent loader starts its iterator once per process, so a resumed run would make that draw
+    # at another epoch than the uninterrupted run and every dropout mask after it would differ; a private
+    # generator leaves the global RNG to the model. (Worker seeds never reach the data: the planner seeds each
+    # sample's augmentation.)
+    return torch.Generator().manual_seed(seed)
 
 
 def _scaled_poly_lr(optim, total_iters: int, lr_scale: float, iteration: int) -> float:
