@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from csst_edge.data.transforms import train_transforms
 from csst_edge.errors import ConfigError
 from csst_edge.evaluate.dataset import collate_eval, eval_dataset
-from csst_edge.fileio import append_jsonl, atomic_write_json, atomic_write_text
+from csst_edge.fileio import atomic_write_json, atomic_write_text
 from csst_edge.models import create_model
 from csst_edge.models.checkpoint import (
     IMAGENET_MEAN,
@@ -44,6 +44,7 @@ from csst_edge.train.data import (
 )
 from csst_edge.train.distributed import DistInfo, barrier, cleanup, setup_distributed
 from csst_edge.train.finetune import load_for_finetune
+from csst_edge.train.loggers import Loggers, check_logger_packages, open_loggers
 from csst_edge.train.losses import SegLoss, SoftCrossEntropy, build_criterion, model_regularizer
 from csst_edge.train.schedules import CropSchedule
 
@@ -156,7 +157,8 @@ def train(
     )
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp == "fp16")
     state = TrainState(model, optimizer, scaler, checkpoint_meta(cfg, train_set, mean, std))
-    if resume and resume_checkpoint(run_dir / "last.pt", state) and console and dist.is_main:
+    resumed = resume and resume_checkpoint(run_dir / "last.pt", state)
+    if resumed and console and dist.is_main:
         console.print(f"resuming {run_dir / 'last.pt'} after epoch {state.epoch + 1} (iteration {state.iteration})")
     step_model = _wrap_for_training(model, cfg, dist, device)
     loader = build_train_loader(train_set, cfg, soft_k, mean, std, device)
@@ -166,7 +168,11 @@ def train(
     end_epoch = cfg.epochs if stop_after_epochs is None else min(cfg.epochs, start_epoch + stop_after_epochs)
     last_metrics: dict = {}
     bar_ctx = progress_bar("it", console, extra_field=True) if progress and dist.is_main else contextlib.nullcontext()
-    with bar_ctx as bar:
+    loggers = open_loggers(cfg, run_dir, state.iteration if resumed else None) if dist.is_main else Loggers([])
+    for where in (logger.where for logger in loggers.loggers if logger.where and console):
+        console.print(f"logging to {where}")
+    with loggers, bar_ctx as bar:
+        loggers.log_config(config_to_dict(cfg))
         task = bar.add_task("train", total=total_iters, completed=state.iteration, info="") if bar else None
         for epoch in range(start_epoch, end_epoch):
             ec = schedule.at(epoch)
@@ -176,7 +182,7 @@ def train(
                 labels = refresh_online_labels(model, train_set, run_dir, epoch, cfg, device, mean, std, dist)
             loader.batch_sampler.set_epoch(batches, (ec.crop_h, ec.crop_w), labels)
             lr_at = partial(_scaled_poly_lr, cfg.optim, total_iters, ec.lr_scale)
-            on_step = _step_reporter(cfg, run_dir, bar, task, ec) if dist.is_main else None
+            on_step = _step_reporter(cfg, loggers, bar, task, ec) if dist.is_main else None
             t0 = time.perf_counter()
             stats = train_one_epoch(
                 step_model, objective, optimizer, scaler, loader, device, cfg, epoch, state.iteration, lr_at, on_step
@@ -185,13 +191,11 @@ def train(
             record = {"epoch": epoch, "iteration": state.iteration, "crop": [ec.crop_h, ec.crop_w]}
             record.update(batch_size=ec.batch_size, time_s=round(time.perf_counter() - t0, 3), **stats)
             if dist.is_main:
-                last_metrics = finish_epoch(state, record, val_loader, train_set, cfg, run_dir, device)
+                last_metrics = finish_epoch(state, record, val_loader, train_set, cfg, run_dir, device, loggers)
                 if bar:
                     bar.update(task, info=_epoch_summary(record))
-    if dist.enabled:
-        check = ranks_in_sync(model, dist, device)
-        if dist.is_main:
-            append_jsonl(run_dir / "metrics.jsonl", {"type": "ddp_check", **check})
+        if dist.enabled:
+            loggers.log({"type": "ddp_check", **ranks_in_sync(model, dist, device)})
     cleanup(dist)
     return TrainResult(run_dir, state.best_miou, last_metrics, end_epoch - start_epoch)
 
@@ -242,7 +246,7 @@ def training_state(state: TrainState, metrics: dict) -> dict:
 
 
 def finish_epoch(
-    state: TrainState, record: dict, val_loader, train_set: TrainSet, cfg: TrainConfig, run_dir: Path, device
+    state: TrainState, record: dict, val_loader, train_set: TrainSet, cfg: TrainConfig, run_dir: Path, device, loggers
 ) -> dict:
     """Rank 0 after every epoch: evaluate when due (a new best writes `best.pt` and `eval.json`), then save
     `last.pt` and log the epoch line. `record` gains the val metrics; returns the metrics saved in `last.pt`."""
@@ -253,23 +257,22 @@ def finish_epoch(
             state.model, val_loader, train_set.num_classes, device, ignore_index=train_set.ignore_index, progress=False
         )
         record.update(val_miou=metrics["miou"], val_pixel_accuracy=metrics["pixel_accuracy"])
-        if state.best_miou is None or metrics["miou"] > state.best_miou:
+        result = {
+            "epoch": state.epoch,
+            "miou": metrics["miou"],
+            "pixel_accuracy": metrics["pixel_accuracy"],
+            "per_class_iou": dict(zip(train_set.class_names, _nan_to_none(metrics["per_class_iou"]), strict=False)),
+        }
+        best = state.best_miou is None or metrics["miou"] > state.best_miou
+        if best:
             state.best_miou = metrics["miou"]
             save_checkpoint(run_dir / "best.pt", training_state(state, {**record, "best_miou": state.best_miou}))
-            per_class = dict(zip(train_set.class_names, _nan_to_none(metrics["per_class_iou"]), strict=False))
-            atomic_write_json(
-                run_dir / "eval.json",
-                {
-                    "epoch": state.epoch,
-                    "miou": metrics["miou"],
-                    "pixel_accuracy": metrics["pixel_accuracy"],
-                    "per_class_iou": per_class,
-                },
-            )
+            atomic_write_json(run_dir / "eval.json", result)
+        loggers.log_eval(result, state.iteration, best)
         state.model.train()
     last_metrics = {**record, "best_miou": state.best_miou}
     save_checkpoint(run_dir / "last.pt", training_state(state, last_metrics))
-    append_jsonl(run_dir / "metrics.jsonl", {"type": "epoch", **record})
+    loggers.log({"type": "epoch", **record})
     return last_metrics
 
 
@@ -455,6 +458,7 @@ def _init_from_checkpoint(model, path, cfg: TrainConfig) -> None:
 
 
 def _check_setup(cfg: TrainConfig, dist: DistInfo, device) -> None:
+    check_logger_packages(cfg.logger)  # on every rank: rank 0 failing alone would leave the others waiting
     if cfg.amp != "none" and device.type != "cuda":
         raise ConfigError(f"config key 'amp' is '{cfg.amp}' but the device is {device}: AMP needs CUDA (use amp=none)")
     if cfg.batch_size % dist.world_size:
@@ -518,13 +522,12 @@ def _scaled_poly_lr(optim, total_iters: int, lr_scale: float, iteration: int) ->
     )
 
 
-def _step_reporter(cfg: TrainConfig, run_dir: Path, bar, task, ec):
-    """Rank 0's `on_step`: a metrics.jsonl line every `log_every` steps, and the progress bar."""
+def _step_reporter(cfg: TrainConfig, loggers, bar, task, ec):
+    """Rank 0's `on_step`: a step record to the loggers every `log_every` steps, and the progress bar."""
 
     def on_step(step: Step) -> None:
         if cfg.log_every and step.iteration % cfg.log_every == 0:
-            append_jsonl(
-                run_dir / "metrics.jsonl",
+            loggers.log(
                 {
                     "type": "step",
                     "epoch": step.epoch,
@@ -533,7 +536,7 @@ def _step_reporter(cfg: TrainConfig, run_dir: Path, bar, task, ec):
                     "lr": step.lr,
                     "img_per_s": round(step.img_per_s, 2),
                     **{k: round(v, 5) for k, v in step.parts.items()},
-                },
+                }
             )
         if bar is not None:
             bar.update(
