@@ -148,6 +148,40 @@ def test_cached_centroid_index_with_another_min_area_is_rebuilt(tiny_dataset, tm
         assert getattr(cached, key).tolist() == getattr(fresh, key).tolist()
 
 
+def _note_worker_start(folder, worker_id):
+    (folder / f"worker{worker_id}_{os.getpid()}").touch()
+
+
+def test_one_loader_keeps_its_workers_and_follows_the_crop_schedule(tiny_dataset, tmp_path):
+    """The crop and batch size change every epoch under coarse2fine+; they reach the same worker with the indices."""
+    import functools
+
+    from csst_edge.train.schedules import CropSchedule
+    from csst_edge.train.trainer import build_train_loader
+
+    cfg = _cfg(
+        tiny_dataset,
+        tmp_path / "run",
+        "crop_schedule=coarse2fine+",
+        "crop=[64,64]",
+        "max_batch=8",
+        "samples_per_epoch=8",
+        "workers=1",
+    )
+    ts = build_train_set(cfg.train)
+    planner = EpochPlanner(ts, cfg)
+    schedule = CropSchedule(cfg.crop_schedule, cfg.crop, cfg.batch_size, 3, cfg.crop_scales, cfg.max_batch)
+    loader = build_train_loader(ts, cfg, 0, (0.5,) * 3, (0.5,) * 3, torch.device("cpu"))
+    loader.worker_init_fn = functools.partial(_note_worker_start, tmp_path)
+    shapes = []
+    for epoch in range(4):
+        ec = schedule.at(epoch)
+        loader.batch_sampler.set_epoch(planner.plan(epoch, ec.batch_size), (ec.crop_h, ec.crop_w))
+        shapes.append({tuple(images.shape) for images, _ in loader})
+    assert shapes[0] == {(8, 3, 32, 32)} and shapes[2] == {(2, 3, 64, 64)} and shapes[3] == shapes[0]
+    assert len(list(tmp_path.glob("worker0_*"))) == 1  # started once, not once per epoch
+
+
 def test_cli_train_stray_class_id_is_one_clear_error(tiny_dataset, tmp_path):
     """A label id that is neither a class nor ignore, met inside a DataLoader worker: one line naming the file."""
     from csst_edge.cli.main import app
@@ -164,10 +198,11 @@ def test_cli_train_stray_class_id_is_one_clear_error(tiny_dataset, tmp_path):
     assert "id_remap: {200: 255}" in lines[0]
 
 
-def test_resume_after_stop_equals_uninterrupted(tiny_dataset, tmp_path):
-    full = _cfg(tiny_dataset, tmp_path / "full", "epochs=3", "val=null")
+@pytest.mark.parametrize("workers", [0, 1])  # with workers: one DataLoader for the run, started after resuming
+def test_resume_after_stop_equals_uninterrupted(tiny_dataset, tmp_path, workers):
+    full = _cfg(tiny_dataset, tmp_path / "full", "epochs=3", "val=null", f"workers={workers}")
     train(full, progress=False)
-    parts = _cfg(tiny_dataset, tmp_path / "parts", "epochs=3", "val=null")
+    parts = _cfg(tiny_dataset, tmp_path / "parts", "epochs=3", "val=null", f"workers={workers}")
     assert train(parts, progress=False, stop_after_epochs=1).epochs_run == 1
     assert load_checkpoint(tmp_path / "parts" / "last.pt")["epoch"] == 0
     assert train(parts, progress=False).epochs_run == 2

@@ -6,6 +6,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from typer.core import TyperGroup
 
 from csst_edge.errors import CsstError
@@ -33,7 +34,8 @@ class ErrorHandlingGroup(TyperGroup):
         except CsstError as e:
             if _state["debug"] or "--debug" in sys.argv:
                 raise
-            err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            # escaped: messages hold literal brackets (pip install "csst-edge[mlflow]") that are not markup
+            err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
 
 

@@ -45,6 +45,8 @@ def train_command(
       csst-edge train --model deeplabv3plus_r18 --data camvid --val camvid --epochs 80 --crop 360x480 --out runs/teacher
 
       torchrun --nproc_per_node 2 -m csst_edge train cfg.yaml        # DDP (gloo on CPU, NCCL on GPUs)
+
+      csst-edge train cfg.yaml logger=tensorboard,mlflow             # also to TensorBoard and MLflow (./mlruns)
     """
     from csst_edge.models import list_models as registered
     from csst_edge.train.config import load_train_config

@@ -12,6 +12,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -19,6 +20,7 @@ from csst_edge.data.selection import SourceConfig
 from csst_edge.errors import ConfigError
 from csst_edge.fileio import read_yaml_mapping
 from csst_edge.sizes import parse_hw
+from csst_edge.train.loggers import logger_names
 
 
 @dataclass
@@ -84,6 +86,9 @@ class TrainConfig:
     seed: int = 0
     out: str = "runs/train"
     log_every: int = 10  # iterations between metrics.jsonl step lines
+    logger: list[str] = field(default_factory=list)  # tensorboard, mlflow: besides metrics.jsonl (train/loggers.py)
+    mlflow_tracking_uri: str | None = None  # default $MLFLOW_TRACKING_URI, else a local SQLite store in ./mlruns
+    mlflow_experiment: str = "csst-edge"
 
 
 _ENUMS = {
@@ -199,6 +204,13 @@ def _check(cfg: TrainConfig) -> None:
         raise ConfigError("config keys 'epochs' and 'batch_size' must be >= 1")
     if cfg.real_fraction is not None and not 0.0 <= cfg.real_fraction <= 1.0:
         raise ConfigError(f"config key 'real_fraction' must be in [0, 1], got {cfg.real_fraction}")
+    cfg.logger = logger_names(cfg.logger)
+    if cfg.mlflow_tracking_uri and urlsplit(cfg.mlflow_tracking_uri).password is not None:
+        # the URI is saved in config.yaml and the checkpoints; MLflow reads credentials from the environment
+        raise ConfigError(
+            "config key 'mlflow_tracking_uri' holds a password, which would be saved with the run: "
+            "give it in MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) instead"
+        )
     for i, src in enumerate(cfg.train):
         if (src.data is None) == (src.pseudo is None):
             raise ConfigError(f"config key 'train.{i}': give exactly one of 'data' (dataset YAML) or 'pseudo' (folder)")

@@ -2,18 +2,20 @@
 
 An epoch is planned up front as a list of batches of `SampleRef`s (entry, anchor y/x, per-sample seed).
 Planning in the main process, not in workers, keeps it deterministic given (seed, epoch) and lets it
-be sharded across DDP ranks and mixed between real and pseudo labels batch by batch.
+be sharded across DDP ranks and mixed between real and pseudo labels batch by batch. The plan reaches the
+DataLoader's workers through `EpochBatches`, one `EpochItem` (the ref plus its epoch's crop) per sample.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from csst_edge.data.dataset import DatasetConfig, list_samples, load_dataset_config
 from csst_edge.data.imageio import read_image, read_label
@@ -179,41 +181,80 @@ def shard_batches(batches: list[list[SampleRef]], rank: int, world_size: int) ->
     return out
 
 
+@dataclass(frozen=True)
+class EpochItem:
+    """One DataLoader index: a planned sample plus what its epoch decides, the crop size (the crop schedule) and,
+    for method consistency, the refreshed label file that replaces the entry's own."""
+
+    ref: SampleRef
+    crop: tuple[int, int]
+    label: Path | None = None
+
+
+class EpochBatches(Sampler):
+    """The batch sampler of the one training DataLoader a run keeps: it yields the current epoch's batches.
+
+    A DataLoader's workers get the dataset once, when they start. What changes from epoch to epoch (the
+    planned samples, the crop and batch size of the crop schedule, refreshed labels) travels with the indices
+    instead, so the workers live for the whole run (`persistent_workers`) rather than being started again,
+    each a fork of the whole training process, at every epoch."""
+
+    def __init__(self):
+        self.batches: list[list[EpochItem]] = []
+
+    def set_epoch(
+        self, batches: list[list[SampleRef]], crop: tuple[int, int], labels: dict[int, Path] | None = None
+    ) -> None:
+        labels = labels or {}
+        self.batches = [[EpochItem(ref, tuple(crop), labels.get(ref.entry)) for ref in batch] for batch in batches]
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
 class TrainDataset(Dataset):
-    """Decodes one SampleRef: read image + label, transform with the centroid as anchor, normalise.
+    """Decodes one EpochItem: read image + label, transform at the item's crop with the centroid as anchor,
+    normalise. `transforms(crop)` builds the augmentation pipeline for a crop size (built once per size).
 
     With `soft_k` > 0 (the soft-label ablation) it also returns top-k ids [K,H,W] and probabilities [K,H,W]:
     pseudo entries from their .npz, real entries as a one-hot top-1. They travel through the transforms as
     extra label channels so they get exactly the same geometry.
     """
 
-    def __init__(self, train_set: TrainSet, transform: Compose, mean, std, soft_k: int = 0, label_override=None):
-        self.train_set, self.transform, self.mean, self.std = train_set, transform, mean, std
+    def __init__(self, train_set: TrainSet, transforms: Callable[[tuple[int, int]], Compose], mean, std, soft_k=0):
+        self.train_set, self.transforms, self.mean, self.std = train_set, transforms, mean, std
         self.soft_k = soft_k
-        self.label_override = label_override or {}  # entry id -> label path (online-refreshed pseudo labels)
+        self._by_crop: dict[tuple[int, int], Compose] = {}
 
     def __len__(self) -> int:
         return len(self.train_set.entries)
 
-    def __getitem__(self, ref: SampleRef):
+    def __getitem__(self, item: EpochItem):
+        ref = item.ref
         entry = self.train_set.entries[ref.entry]
         image = read_image(entry.image)
         label = read_label(
-            self.label_override.get(ref.entry, entry.label),
+            item.label or entry.label,
             self.train_set.luts[entry.lut_id],
             num_classes=self.train_set.num_classes,
             ignore_index=self.train_set.ignore_index,
         )
         if label.shape != image.shape[:2]:
             raise DatasetError(f"{entry.label}: label size {label.shape[::-1]} does not match image {entry.image}")
+        if item.crop not in self._by_crop:
+            self._by_crop[item.crop] = self.transforms(item.crop)
+        transform = self._by_crop[item.crop]
         anchor = (ref.y, ref.x) if ref.y >= 0 else None
         rng = np.random.default_rng(ref.seed)
         x = lambda img: torch.from_numpy(normalize(img, self.mean, self.std))  # noqa: E731
         if not self.soft_k:
-            image, label, _ = self.transform(image, label, anchor, rng)
+            image, label, _ = transform(image, label, anchor, rng)
             return x(image), torch.from_numpy(label.astype(np.int64))
         stacked = np.concatenate([label[..., None], self._soft_channels(entry, label)], axis=-1)
-        image, stacked, _ = self.transform(image, stacked, anchor, rng)
+        image, stacked, _ = transform(image, stacked, anchor, rng)
         k = self.soft_k
         ids = torch.from_numpy(stacked[..., 1 : 1 + k].transpose(2, 0, 1).astype(np.int64))
         probs = torch.from_numpy(stacked[..., 1 + k :].transpose(2, 0, 1).astype(np.float32) / 255.0)
