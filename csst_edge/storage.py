@@ -215,6 +215,18 @@ def read_json(location):
     return json.loads(read_text(location))
 
 
+def sha256(location, length: int = 16) -> str:
+    """Short content hash of a file or object (ties outputs to the checkpoint that made them)."""
+    local = local_path(location)
+    if local is not None:
+        from csst_edge.fileio import file_sha256
+
+        return file_sha256(local, length)
+    import hashlib
+
+    return hashlib.sha256(read_bytes(location)).hexdigest()[:length]
+
+
 def find(location, detail: bool = False):
     """Every file below a folder / prefix, recursively, sorted: full paths (Path) or URLs (str). With `detail`,
     a dict location -> {"size", "token"} (token: ETag or mtime, what the cache compares)."""
