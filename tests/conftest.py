@@ -95,8 +95,10 @@ def s3_server():
     workers started later inherit them. Yields the endpoint URL."""
     pytest.importorskip("s3fs")
     moto_server = pytest.importorskip("moto.server")
+    import logging
     import os
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one INFO line per request otherwise
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
     server.start()
     host, port = server.get_host_and_port()
