@@ -461,6 +461,20 @@ def cache_files(locations: list, infos: dict | None = None) -> list[Path]:
     return out
 
 
+def local_copy(location) -> Path:
+    """A local path for one file: itself, or a cached copy of a remote object (fetched again when it changed)."""
+    local = local_path(location)
+    if local is not None:
+        return local
+    fs, path = _remote(location)
+    try:
+        info = fs.info(path)
+    except Exception as e:
+        raise _fail(location, "read", e) from None
+    stamp = {"size": int(info.get("size") or 0), "token": _token(info)}
+    return cache_files([str(location)], {str(location): stamp})[0]
+
+
 def mirror(location) -> Path:
     """A local copy of a folder / prefix (one listing, then only new or changed objects are fetched); a local
     folder comes back as it is."""

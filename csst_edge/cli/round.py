@@ -12,10 +12,18 @@ from csst_edge.cli.common import console, fail
 
 def round_command(
     harvests: Annotated[
-        list[Path], typer.Argument(help="Harvest folders (`runtime run --harvest`), one per vehicle or drive.")
+        list[str],
+        typer.Argument(
+            help="Harvest folders (`runtime run --harvest`), one per vehicle or drive; or URLs: a harvest folder in a "
+            "bucket, a `runtime sync` vehicle prefix, or the sync destination (every vehicle below it)."
+        ),
     ],
-    teacher: Annotated[Path, typer.Option(help="Teacher checkpoint that pseudo-labels the harvested frames.")],
-    student: Annotated[Path, typer.Option(help="Current (deployed) student checkpoint: the gate's reference.")],
+    teacher: Annotated[
+        str, typer.Option(help="Teacher checkpoint (path or URL) that pseudo-labels the harvested frames.")
+    ],
+    student: Annotated[
+        str, typer.Option(help="Current (deployed) student checkpoint (path or URL): the gate's reference.")
+    ],
     data: Annotated[
         str, typer.Option(help="Labelled dataset YAML; its train split is trained on with the pseudo labels.")
     ],
@@ -44,7 +52,8 @@ def round_command(
     ] = None,
     epochs: Annotated[int | None, typer.Option(help="Training epochs of the new student.")] = None,
     previous_pseudo: Annotated[
-        list[Path] | None, typer.Option(help="Pseudo-label folders of earlier rounds to keep training on (repeatable).")
+        list[str] | None,
+        typer.Option(help="Pseudo-label folders (or URLs) of earlier rounds to keep training on (repeatable)."),
     ] = None,
     index: Annotated[Path | None, typer.Option(help="Previous round's centroid index, updated incrementally.")] = None,
     duplicate_similarity: Annotated[
@@ -84,6 +93,9 @@ def round_command(
 
       csst-edge round harvest --teacher t.pt --student s.pt --data camvid --val camvid -o rounds/r02 \\
           --init student --epochs 20 --gate per-class --class-margin 3 --previous-pseudo rounds/r01/pseudo
+
+      csst-edge round s3://fleet-bucket/fleet --teacher s3://fleet-bucket/models/teacher.pt \\
+          --student s3://fleet-bucket/models/student.pt --data cityA.yaml --val cityB_val.yaml -o rounds/r03
     """
     from csst_edge.pipeline.round import RoundSettings, run_round
 
