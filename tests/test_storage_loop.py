@@ -129,3 +129,23 @@ def test_credentials_in_a_source_url_are_refused_and_never_printed(tmp_path):
     )
     assert result.exit_code == 1 and "s3://bucket/unlabelled" in result.output
     assert "wJalrXUtnFEMIsecret" not in result.output and "AKIDEXAMPLE" not in result.output
+
+
+def test_a_dataset_whose_root_is_a_bucket_is_mirrored_locally(tmp_path, s3_bucket, monkeypatch):
+    import yaml
+
+    from csst_edge.data.dataset import list_samples, load_dataset_config
+
+    monkeypatch.setenv("CSST_CACHE", str(tmp_path / "cache"))
+    data = write_tiny_dataset(tmp_path / "tiny", n=2, size=(32, 48))
+    for path in storage.find(tmp_path / "tiny"):
+        if path.suffix == ".png":
+            storage.upload(path, f"{s3_bucket}/datasets/tiny/{path.relative_to(tmp_path / 'tiny').as_posix()}")
+    cfg = yaml.safe_load(data.read_text())
+    (tmp_path / "remote.yaml").write_text(yaml.safe_dump({**cfg, "root": f"{s3_bucket}/datasets/tiny"}))
+    ds = load_dataset_config(tmp_path / "remote.yaml")
+    samples = list_samples(ds, "train")
+    assert len(samples) == 2 and (tmp_path / "cache") in ds.root.parents
+    assert [s.label.read_bytes() for s in samples] == [
+        (tmp_path / "tiny" / "labels" / "train" / f"img{i:02d}.png").read_bytes() for i in range(2)
+    ]
