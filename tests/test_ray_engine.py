@@ -56,7 +56,7 @@ def test_ray_engine_matches_the_local_engine_and_resumes(tmp_path, ray_local, mo
     teacher = make_teacher(tmp_path / "teacher.pt")
     write_images(tmp_path / "imgs" / "seq", 6)
     (tmp_path / "imgs" / "seq" / "broken.png").write_bytes(b"not a png")
-    s = settings(flip=True, topk=2)
+    s = settings(flip=True, topk=2, threads=1)  # the Ray CPU actors' default: one torch thread each
     generate_pseudo_labels("teacher.pt", ["imgs"], "local", s, progress=False)
 
     result = CliRunner().invoke(
@@ -94,7 +94,7 @@ def test_ray_engine_from_bucket_to_bucket(tmp_path, ray_local, s3_bucket):
         storage.upload(path, f"{s3_bucket}/fleet/car1/harvest/images/{path.name}")
     storage.write_bytes(f"{s3_bucket}/fleet/car1/harvest/images/corrupt.jpg", b"\xff\xd8 not really")
     storage.upload(teacher, f"{s3_bucket}/models/teacher.pt")
-    s = settings(flip=True)
+    s = settings(flip=True, threads=1)
     generate_pseudo_labels(teacher, [tmp_path / "imgs"], tmp_path / "local", s, progress=False)
 
     out = f"{s3_bucket}/pseudo/r01"

@@ -36,6 +36,13 @@ def pseudo_label_command(
     batch_size: Annotated[int, typer.Option(help="Images per forward pass (same-sized images are batched).")] = 1,
     workers: Annotated[int, typer.Option(help="DataLoader decoding workers.")] = 2,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda ...")] = "auto",
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            help="Torch CPU threads per process (default: all cores locally, 1 per Ray CPU actor); the same count "
+            "in two runs gives the same bytes."
+        ),
+    ] = None,
     engine: Annotated[
         str,
         typer.Option(help="local (this machine; torchrun shards it) or ray (Ray Data actors: one per GPU, else CPU)."),
@@ -90,6 +97,7 @@ def pseudo_label_command(
         batch_size=batch_size,
         workers=workers,
         device=device,
+        threads=threads,
     )
     if engine == "ray":
         from csst_edge.pseudo.ray_engine import generate_pseudo_labels_ray

@@ -63,6 +63,16 @@ def round_command(
     threshold: Annotated[
         float | None, typer.Option(help="Pseudo-label pixels below this teacher confidence become ignore.")
     ] = None,
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="Pseudo-labelling engine: local, or ray (one actor per GPU; on a multi-node cluster --out must be "
+            "on storage every node reads)."
+        ),
+    ] = "local",
+    address: Annotated[
+        str | None, typer.Option(help="--engine ray: join this Ray cluster ('auto'); default: start Ray here.")
+    ] = None,
     gate: Annotated[
         str,
         typer.Option(
@@ -123,6 +133,8 @@ def round_command(
         duplicate_similarity=duplicate_similarity,
         pseudo_flip=flip,
         pseudo_threshold=threshold,
+        pseudo_engine=engine,
+        ray_address=address,
         gate=gate,
         margin=margin / 100.0,
         class_margin=class_margin / 100.0,

@@ -66,6 +66,8 @@ class RoundSettings:
     duplicate_similarity: float = 0.95
     pseudo_flip: bool = True
     pseudo_threshold: float | None = None
+    pseudo_engine: str = "local"  # local | ray (Ray Data actors; the round folder must be readable by the workers)
+    ray_address: str | None = None  # with pseudo_engine ray: join this cluster, else start Ray here
     gate: str = "miou"
     margin: float = 0.0  # allowed mIoU drop (fraction: 0.005 = half a point)
     class_margin: float = 0.05  # per-class gate: allowed IoU drop of any class
@@ -79,6 +81,8 @@ class RoundSettings:
             raise ConfigError(f"--gate must be one of {', '.join(GATES)}, got {self.gate!r}")
         if self.init not in INITS:
             raise ConfigError(f"--init must be one of {', '.join(INITS)}, got {self.init!r}")
+        if self.pseudo_engine not in ("local", "ray"):
+            raise ConfigError(f"--engine must be local or ray, got {self.pseudo_engine!r}")
         if not self.harvests:
             raise ConfigError("give at least one harvest folder")
         self.harvests = expand_harvest_sources(self.harvests)
@@ -352,14 +356,23 @@ def run_round(settings: RoundSettings, console=None, progress: bool = True) -> d
 
     say(f"2/7 pseudo-label {merged['kept']} frames with the teacher")
     pseudo_dir = out / "pseudo"
-    generate_pseudo_labels(
-        s.teacher,
-        [out / "frames"],
-        pseudo_dir,
-        PseudoLabelSettings(flip=s.pseudo_flip, threshold=s.pseudo_threshold, workers=0, device=s.device),
-        progress=progress,
-        console=console,
-    )
+    pseudo_settings = PseudoLabelSettings(flip=s.pseudo_flip, threshold=s.pseudo_threshold, workers=0, device=s.device)
+    if s.pseudo_engine == "ray":
+        from csst_edge.pseudo.ray_engine import generate_pseudo_labels_ray
+
+        generate_pseudo_labels_ray(
+            s.teacher,
+            [out / "frames"],
+            pseudo_dir,
+            pseudo_settings,
+            address=s.ray_address,
+            progress=progress,
+            console=console,
+        )
+    else:
+        generate_pseudo_labels(
+            s.teacher, [out / "frames"], pseudo_dir, pseudo_settings, progress=progress, console=console
+        )
     current = load_checkpoint(s.student)
     class_names = list(current.get("class_names") or [])
     pseudo_dirs = [pseudo_dir, *map(storage.as_location, s.previous_pseudo)]

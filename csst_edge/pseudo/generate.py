@@ -52,6 +52,10 @@ class PseudoLabelSettings:
     batch_size: int = 1
     workers: int = 2
     device: str = "auto"
+    # torch intra-op threads per process (None: torch's default, all cores, in the local engine; 1 per Ray CPU actor).
+    # CPU kernels may round the last bit differently with another thread count, which can flip the argmax of a pixel
+    # whose top two classes tie to ~1e-7; two runs with the same count write the same bytes.
+    threads: int | None = None
     amp: bool = True  # fp16 autocast on CUDA
     extra: dict = field(default_factory=dict)
 
@@ -60,6 +64,8 @@ class PseudoLabelSettings:
             raise ConfigError(f"--mode must be 'single' or 'multiscale', got '{self.mode}'")
         if self.threshold is not None and not 0.0 < self.threshold < 1.0:
             raise ConfigError(f"--threshold must be between 0 and 1, got {self.threshold}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"--threads must be >= 1, got {self.threads}")
 
 
 @dataclass
@@ -267,6 +273,9 @@ def generate_pseudo_labels(
     pool = ThreadPoolExecutor(max_workers=2)
     futures = []
     bar = progress_bar("img", console) if progress and dist.is_main else None
+    threads_before = torch.get_num_threads()
+    if s.threads:
+        torch.set_num_threads(s.threads)
     try:
         if bar:
             bar.start()
@@ -289,6 +298,7 @@ def generate_pseudo_labels(
         for f in futures:
             f.result()
     finally:
+        torch.set_num_threads(threads_before)
         pool.shutdown(wait=True)
         manifest.close()
         if bar:

@@ -6,11 +6,13 @@
 The driver expands the sources and drops the items already in the manifest (resume), exactly as the local engine
 does, and turns the rest into a `ray.data.from_items` dataset. `map_batches` runs `Labeller`, a callable class
 that holds the teacher: one actor per GPU where the cluster has GPUs (`num_gpus=1` each), else one single-threaded
-CPU actor per CPU. An actor decodes, labels and writes its items with the local engine's own functions
-(`decode_item`, `predict_probs`, `write_item_outputs`), so the label files are byte for byte the local engine's,
-and returns their manifest records. The driver streams the results (`iter_batches`) and appends every record as it
-arrives; a file is always complete before its manifest line, so a kill loses only unfinished items, and a rerun
-skips the rest. A corrupt item comes back as an error record, as in the local engine.
+CPU actor per CPU (`PseudoLabelSettings.threads` threads and CPUs per actor). An actor decodes, labels and writes
+its items with the local engine's own functions (`decode_item`, `predict_probs`, `write_item_outputs`), so the
+label files are byte for byte the local engine's at the same torch thread count (`threads`: CPU kernels may round
+the last bit differently with another count, which can flip a pixel whose top two classes tie), and returns their
+manifest records. The driver streams the results (`iter_batches`) and appends every record as it arrives; a file
+is always complete before its manifest line, so a kill loses only unfinished items, and a rerun skips the rest.
+A corrupt item comes back as an error record, as in the local engine.
 
 The teacher checkpoint is read once by the driver (a path or a URL) and shipped to the actors through Ray's
 object store, so a cluster's workers need no access to the driver's disk. Inputs and outputs that the workers
@@ -72,6 +74,7 @@ class Labeller:
         data = ray.get(checkpoint[0])  # an ObjectRef in a list: Ray resolves only top-level refs itself
         state = load_checkpoint_bytes(data, where)
         self.device = torch.device("cuda" if gpu and torch.cuda.is_available() else "cpu")
+        torch.set_num_threads(settings.threads or (torch.get_num_threads() if gpu else 1))
         self.model, _ = model_from_checkpoint(state)
         self.model.to(self.device).eval()
         self.mean, self.std = normalization(state)
@@ -146,7 +149,7 @@ def generate_pseudo_labels_ray(
     context.enable_progress_bars = False  # ours shows img/s; Ray's would interleave with it
     data_log.setLevel(logging.ERROR)  # Ray Data's per-run INFO lines and the "progress bars disabled" notice
     try:
-        gpu, n_actors, remote_args = _actor_plan(ray, s.device, actors, len(todo))
+        gpu, n_actors, remote_args = _actor_plan(ray, s.device, actors, len(todo), s.threads or 1)
         batch_size = max(1, s.batch_size)
         rows = [_row(it) for it in todo]
         # enough blocks to keep every actor fed, small enough that results stream back as they are done
@@ -214,16 +217,17 @@ def _start_ray(ray, address: str | None, num_cpus: int | None) -> None:
         raise ConfigError(f"cannot start {where}: {storage.redact_text(str(e).splitlines()[0][:200])}") from None
 
 
-def _actor_plan(ray, device: str, actors: int | None, items: int) -> tuple[bool, int, dict]:
-    """(use GPUs, number of actors, resources per actor): one actor per GPU of the cluster, else one per CPU."""
+def _actor_plan(ray, device: str, actors: int | None, items: int, threads: int = 1) -> tuple[bool, int, dict]:
+    """(use GPUs, number of actors, resources per actor): one actor per GPU of the cluster, else one per `threads`
+    CPUs."""
     resources = ray.cluster_resources()
     gpus = int(resources.get("GPU", 0)) if device != "cpu" else 0
     if device.startswith("cuda") and not gpus:
         raise ConfigError("--device cuda with --engine ray, but the Ray cluster has no GPUs")
     if gpus:
         return True, max(1, min(actors or gpus, items)), {"num_gpus": 1}
-    cpus = max(1, int(resources.get("CPU", 1)))
-    return False, max(1, min(actors or cpus, items)), {"num_cpus": 1}
+    fit = max(1, int(resources.get("CPU", 1)) // threads)
+    return False, max(1, min(actors or fit, items)), {"num_cpus": threads}
 
 
 def _row(item) -> dict:
