@@ -119,3 +119,17 @@ def test_ray_engine_from_bucket_to_bucket(tmp_path, ray_local, s3_bucket):
         f"{s3_bucket}/models/teacher.pt", [f"{s3_bucket}/fleet/car1/harvest"], out, s, progress=False
     )
     assert (again.done_before, again.labelled, again.failed) == (5, 0, 1)
+
+
+def test_engine_options_are_checked_before_anything_runs(tmp_path):
+    from csst_edge.cli.main import app
+    from csst_edge.pipeline.round import RoundSettings
+
+    teacher = str(make_teacher(tmp_path / "t.pt"))
+    runner = CliRunner()
+    result = runner.invoke(app, ["pseudo-label", teacher, str(tmp_path), "-o", str(tmp_path / "o"), "--address", "x"])
+    assert result.exit_code == 1 and "--engine ray" in result.output
+    result = runner.invoke(app, ["pseudo-label", teacher, str(tmp_path), "-o", str(tmp_path / "o"), "--engine", "dask"])
+    assert result.exit_code != 0 and "local or ray" in result.output
+    with pytest.raises(ConfigError, match="--engine"):
+        RoundSettings([tmp_path], teacher, teacher, "d", "v", tmp_path / "r", pseudo_engine="dask").check()
