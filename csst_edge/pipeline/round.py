@@ -162,10 +162,7 @@ def _child_folders(source) -> list[Path | str]:
 
 
 def _harvest_tag(k: int, folder) -> str:
-    name = storage.name_of(folder)
-    if name == "harvest" and storage.name_of(storage.parent_of(folder)):  # s3://b/fleet/car1/harvest -> car1
-        name = storage.name_of(storage.parent_of(folder))
-    return f"{k:02d}_{name}"
+    return f"{k:02d}_{storage.name_of(folder)}"
 
 
 # ------------------------------------------------------------------------------------------------ stages
