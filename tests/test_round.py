@@ -68,7 +68,7 @@ def world(tmp_path_factory):
     return {"root": root, "data": data, "good": root / "good" / "last.pt", "bad": root / "bad.pt", "harvests": harvests}
 
 
-def _harvest(folder: Path, images: list[Path], vehicle: str) -> Path:
+def _harvest(folder: Path, images: list[Path], vehicle: str, start: int = 0) -> Path:
     meta = ModelMeta(
         arch="fastscnn",
         num_classes=3,
@@ -87,7 +87,7 @@ def _harvest(folder: Path, images: list[Path], vehicle: str) -> Path:
         HarvestSettings(rate_per_min=0, min_score=0.0, min_sharpness=0.0, duplicate_similarity=1.0, vehicle=vehicle),
         class_frequencies=np.ones(3),
     )
-    for i, path in enumerate(images):
+    for i, path in enumerate(images, start):
         image = read_image(path)
         h.consider(
             Frame(i, image, float(i), 1.7e9 + i, path.name),
@@ -286,3 +286,41 @@ def _check_export(out: Path) -> None:
     frame = cv2.resize(np.zeros((10, 10, 3), np.uint8), (W, H))
     out_probs = load_backend(onnx_path, providers="cpu").infer(frame)
     assert out_probs.shape == (1, 3, H, W)
+
+
+# ------------------------------------------------------------------------------------------ harvests in a bucket
+def test_harvests_in_a_bucket_merge_as_local_ones_do(world, tmp_path, s3_bucket, monkeypatch):
+    """A URL harvest (`runtime run --harvest s3://...`: staged locally, mirrored on close), a `runtime sync`
+    vehicle prefix (images/<sha>.jpg + manifest/<sha>.json rows) and the destination holding it merge to the same
+    frames as the local folders."""
+    import hashlib
+
+    from csst_edge import storage
+    from csst_edge.pipeline.round import expand_harvest_sources
+    from csst_edge.runtime.harvest import read_harvest_records
+
+    monkeypatch.setenv("CSST_CACHE", str(tmp_path / "cache"))
+    images = sorted((world["root"] / "tiny" / "images" / "val").glob("*.png"))
+    car1 = _harvest(f"{s3_bucket}/fleet/car1/harvest", images[:3], "car1")
+    assert storage.isfile(f"{car1}/manifest.jsonl") and len(storage.find(f"{car1}/images")) == 3
+    # a later run on the same URL continues that harvest, even from a fresh staging folder (it pulls it first)
+    monkeypatch.setenv("CSST_CACHE", str(tmp_path / "cache2"))
+    _harvest(car1, images[3:], "car1", start=3)
+    assert len(read_harvest_records(car1)) == 4 and len(storage.find(f"{car1}/images")) == 4
+    # car2 as `runtime sync` lays it out
+    synced = f"{s3_bucket}/synced/car2"
+    for record in read_harvest_records(world["harvests"][1]):
+        data = (world["harvests"][1] / record["image"]).read_bytes()
+        sha = hashlib.sha256(data).hexdigest()
+        storage.write_bytes(f"{synced}/images/{sha}.jpg", data)
+        storage.write_json(f"{synced}/manifest/{sha}.json", {**record, "image": f"images/{sha}.jpg", "sha256": sha})
+    assert expand_harvest_sources([f"{s3_bucket}/synced"]) == [synced]
+    local = merge_harvests(world["harvests"], tmp_path / "local")
+    remote = merge_harvests(expand_harvest_sources([car1, f"{s3_bucket}/synced"]), tmp_path / "remote")
+    assert remote["kept"] == local["kept"] == 4
+    assert sorted(f.read_bytes() for f in (tmp_path / "remote").rglob("*.jpg")) == sorted(
+        f.read_bytes() for f in (tmp_path / "local").rglob("*.jpg")
+    )
+    assert set(remote["per_harvest"]) == {car1, synced}
+    with pytest.raises(RoundError, match="not a harvest folder"):
+        expand_harvest_sources([f"{s3_bucket}/nothing-here"])

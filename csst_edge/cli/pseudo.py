@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from csst_edge.cli.common import console
+from csst_edge.cli.common import console, fail
 
 
 def pseudo_label_command(
-    checkpoint: Annotated[Path, typer.Argument(help="Teacher checkpoint (.pt).")],
+    checkpoint: Annotated[str, typer.Argument(help="Teacher checkpoint (.pt): a path or a URL (s3://, gs://).")],
     sources: Annotated[
-        list[Path], typer.Argument(help="Image folders (recursive), list files (.txt), images or videos.")
+        list[str],
+        typer.Argument(help="Image folders (recursive), list files (.txt), images or videos: paths or URLs."),
     ],
     out: Annotated[
-        Path, typer.Option("--out", "-o", help="Output folder (labels/, soft/, manifest.jsonl, meta.json).")
+        str,
+        typer.Option(
+            "--out", "-o", help="Output folder or URL (labels/, soft/, manifest.jsonl, meta.json), e.g. s3://b/pseudo."
+        ),
     ],
     multiscale: Annotated[bool, typer.Option(help="Average predictions over --scales.")] = False,
     scales: Annotated[
@@ -33,6 +36,24 @@ def pseudo_label_command(
     batch_size: Annotated[int, typer.Option(help="Images per forward pass (same-sized images are batched).")] = 1,
     workers: Annotated[int, typer.Option(help="DataLoader decoding workers.")] = 2,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda ...")] = "auto",
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            help="Torch CPU threads per process (default: all cores locally, 1 per Ray CPU actor); the same count "
+            "in two runs gives the same bytes."
+        ),
+    ] = None,
+    engine: Annotated[
+        str,
+        typer.Option(help="local (this machine; torchrun shards it) or ray (Ray Data actors: one per GPU, else CPU)."),
+    ] = "local",
+    address: Annotated[
+        str | None,
+        typer.Option(help="--engine ray: join this Ray cluster ('auto', 'ray://head:10001'); default: start Ray here."),
+    ] = None,
+    actors: Annotated[
+        int | None, typer.Option(help="--engine ray: number of actors (default: one per GPU, else one per CPU).")
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Label unlabelled images with a teacher. Reruns skip finished images.
@@ -44,8 +65,21 @@ def pseudo_label_command(
       csst-edge pseudo-label teacher.pt drive.mp4 --video-fps 2 --multiscale --flip --threshold 0.9 -o pseudo/drive
 
       torchrun --nproc_per_node 4 -m csst_edge pseudo-label teacher.pt imgs/ -o pseudo/   # sharded over ranks
+
+      csst-edge pseudo-label s3://b/teacher.pt s3://b/fleet/car1/harvest -o s3://b/pseudo/r01 --engine ray \
+          --address auto --flip   # on a Ray cluster, bucket to bucket
     """
+    import os
+
+    from csst_edge import storage
     from csst_edge.pseudo import PseudoLabelSettings, generate_pseudo_labels
+
+    if engine not in ("local", "ray"):
+        raise typer.BadParameter(f"'{engine}' is not an engine: local or ray", param_hint="--engine")
+    if engine == "local" and (address is not None or actors is not None):
+        fail("--address and --actors are options of --engine ray")
+    if engine == "ray" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        fail("--engine ray runs on one driver: start it with python -m csst_edge / csst-edge, not torchrun")
 
     try:
         scale_list = tuple(float(s) for s in scales.split(",") if s.strip())
@@ -63,12 +97,19 @@ def pseudo_label_command(
         batch_size=batch_size,
         workers=workers,
         device=device,
+        threads=threads,
     )
-    summary = generate_pseudo_labels(
-        checkpoint, [str(s) for s in sources], out, settings, progress=not quiet, console=console
-    )
+    if engine == "ray":
+        from csst_edge.pseudo.ray_engine import generate_pseudo_labels_ray
+
+        summary = generate_pseudo_labels_ray(
+            checkpoint, sources, out, settings, address=address, actors=actors, progress=not quiet, console=console
+        )
+    else:
+        summary = generate_pseudo_labels(checkpoint, sources, out, settings, progress=not quiet, console=console)
     conf = f", mean confidence {summary.mean_confidence:.3f}" if summary.mean_confidence is not None else ""
     console.print(
         f"[green]done[/]: {summary.labelled} labelled, {summary.done_before} already done, "
-        f"{summary.failed} failed (see manifest){conf} → {summary.out_dir}"
+        f"{summary.failed} failed (see manifest){conf} → {storage.redact(summary.out_dir)}",
+        highlight=False,
     )

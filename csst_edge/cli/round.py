@@ -13,10 +13,18 @@ from csst_edge.sizes import parse_hw
 
 def round_command(
     harvests: Annotated[
-        list[Path], typer.Argument(help="Harvest folders (`runtime run --harvest`), one per vehicle or drive.")
+        list[str],
+        typer.Argument(
+            help="Harvest folders (`runtime run --harvest`), one per vehicle or drive; or URLs: a harvest folder in a "
+            "bucket, a `runtime sync` vehicle prefix, or the sync destination (every vehicle below it)."
+        ),
     ],
-    teacher: Annotated[Path, typer.Option(help="Teacher checkpoint that pseudo-labels the harvested frames.")],
-    student: Annotated[Path, typer.Option(help="Current (deployed) student checkpoint: the gate's reference.")],
+    teacher: Annotated[
+        str, typer.Option(help="Teacher checkpoint (path or URL) that pseudo-labels the harvested frames.")
+    ],
+    student: Annotated[
+        str, typer.Option(help="Current (deployed) student checkpoint (path or URL): the gate's reference.")
+    ],
     data: Annotated[
         str, typer.Option(help="Labelled dataset YAML; its train split is trained on with the pseudo labels.")
     ],
@@ -45,7 +53,8 @@ def round_command(
     ] = None,
     epochs: Annotated[int | None, typer.Option(help="Training epochs of the new student.")] = None,
     previous_pseudo: Annotated[
-        list[Path] | None, typer.Option(help="Pseudo-label folders of earlier rounds to keep training on (repeatable).")
+        list[str] | None,
+        typer.Option(help="Pseudo-label folders (or URLs) of earlier rounds to keep training on (repeatable)."),
     ] = None,
     index: Annotated[Path | None, typer.Option(help="Previous round's centroid index, updated incrementally.")] = None,
     duplicate_similarity: Annotated[
@@ -54,6 +63,16 @@ def round_command(
     flip: Annotated[bool, typer.Option(help="Flip test-time augmentation for the pseudo labels.")] = True,
     threshold: Annotated[
         float | None, typer.Option(help="Pseudo-label pixels below this teacher confidence become ignore.")
+    ] = None,
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="Pseudo-labelling engine: local, or ray (one actor per GPU; on a multi-node cluster --out must be "
+            "on storage every node reads)."
+        ),
+    ] = "local",
+    address: Annotated[
+        str | None, typer.Option(help="--engine ray: join this Ray cluster ('auto'); default: start Ray here.")
     ] = None,
     gate: Annotated[
         str,
@@ -96,6 +115,9 @@ def round_command(
 
       csst-edge round harvest --teacher t.pt --student s.pt --data camvid --val camvid -o rounds/r02 \\
           --init student --epochs 20 --gate per-class --class-margin 3 --previous-pseudo rounds/r01/pseudo
+
+      csst-edge round s3://fleet-bucket/fleet --teacher s3://fleet-bucket/models/teacher.pt \\
+          --student s3://fleet-bucket/models/student.pt --data cityA.yaml --val cityB_val.yaml -o rounds/r03
     """
     from csst_edge.pipeline.round import RoundSettings, run_round
 
@@ -117,6 +139,8 @@ def round_command(
         duplicate_similarity=duplicate_similarity,
         pseudo_flip=flip,
         pseudo_threshold=threshold,
+        pseudo_engine=engine,
+        ray_address=address,
         gate=gate,
         margin=margin / 100.0,
         class_margin=class_margin / 100.0,

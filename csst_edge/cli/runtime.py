@@ -61,8 +61,11 @@ def run_command(
         Path | None, typer.Option(help="Per-frame JSONL log (timestamp, latency, class shares, harvest scores).")
     ] = None,
     harvest: Annotated[
-        Path | None,
-        typer.Option(help="Harvest folder: keep the frames the next round learns most from (pseudo-label input)."),
+        str | None,
+        typer.Option(
+            help="Harvest folder (or URL, mirrored when the run ends): keep the frames the next round learns most "
+            "from (pseudo-label input)."
+        ),
     ] = None,
     harvest_rate: Annotated[
         float,

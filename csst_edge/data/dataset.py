@@ -3,7 +3,8 @@
 A dataset YAML (like ultralytics' data YAMLs):
 
     name: camvid
-    root: /path/to/camvid          # relative paths are relative to the YAML's folder
+    root: /path/to/camvid          # relative paths are relative to the YAML's folder; a URL (s3://...) is
+                                   # mirrored into the local cache ($CSST_CACHE) on first use
     layout: folder                 # folder | cityscapes | camvid-segnet
     splits: {train: train, val: val}
     classes: [sky, building, ...]
@@ -29,6 +30,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from csst_edge import storage
 from csst_edge.data.imageio import IMAGE_EXTENSIONS, read_image, read_label
 from csst_edge.errors import ConfigError, DatasetError
 from csst_edge.fileio import read_yaml_mapping
@@ -182,14 +184,20 @@ def dataset_config_from_dict(raw: dict, source: Path | None = None, root_overrid
         }
         if bad:
             raise ConfigError(f"{where}: id_remap entries out of range: {bad}")
-    root = Path(_expand_env(str(root_override if root_override is not None else raw["root"]))).expanduser()
+    root_text = _expand_env(str(root_override if root_override is not None else raw["root"]))
+    if storage.is_remote(root_text):
+        # a dataset in a bucket: mirrored into the local cache (a later load fetches only what changed), so
+        # DataLoader workers read local files
+        root = storage.mirror(root_text)
+    else:
+        root = storage.local_path(root_text).expanduser()
     if not root.is_absolute() and source is not None:
         root = (source.parent / root).resolve()
     splits = raw.get("splits") or {"train": "train", "val": "val"}
     if not isinstance(splits, dict):
         splits = {s: s for s in splits}
     return DatasetConfig(
-        name=str(raw.get("name", root.name)),
+        name=str(raw.get("name", storage.name_of(root_text))),
         root=root,
         layout=layout,
         splits={str(k): str(v) for k, v in splits.items()},

@@ -1,6 +1,7 @@
 """Reading images and label maps with errors that name the file.
 
-Images are returned as RGB uint8 HxWx3, label maps as uint8 HxW class ids (255 = ignore).
+Images are returned as RGB uint8 HxWx3, label maps as uint8 HxW class ids (255 = ignore). A path may also be an
+fsspec URL (s3://, gs://, file://): the bytes come through csst_edge.storage and are decoded the same way.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from csst_edge import storage
 from csst_edge.errors import DatasetError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -19,11 +21,11 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Decode an image file to RGB uint8. Raises DatasetError for a missing, empty or corrupt file."""
-    path = Path(path)
+    path = storage.as_location(path)
     data = _read_bytes(path)
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
-        raise DatasetError(f"{path}: not a readable image (corrupt or unsupported format)")
+        raise DatasetError(f"{storage.redact(path)}: not a readable image (corrupt or unsupported format)")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
@@ -35,11 +37,11 @@ def read_label(
     With `num_classes`, the remapped ids are checked (`check_label_ids`): every reader that trains, evaluates or
     indexes on a label map passes it, so an id that is neither a class nor `ignore_index` is one clear error.
     """
-    path = Path(path)
+    path = storage.as_location(path)
     data = _read_bytes(path)
     label = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if label is None:
-        raise DatasetError(f"{path}: not a readable label image (corrupt or unsupported format)")
+        raise DatasetError(f"{storage.redact(path)}: not a readable label image (corrupt or unsupported format)")
     if label.ndim == 3:
         raise DatasetError(f"{path}: label must be a single-channel image of class ids, got {label.shape[2]} channels")
     if label.dtype != np.uint8:
@@ -76,7 +78,12 @@ def check_label_ids(label: np.ndarray, num_classes: int, ignore_index: int, path
     )
 
 
-def _read_bytes(path: Path) -> bytes:
+def _read_bytes(path: Path | str) -> bytes:
+    if isinstance(path, str):  # a remote URL
+        data = storage.read_bytes(path)  # StorageError: names the (redacted) URL
+        if not data:
+            raise DatasetError(f"{storage.redact(path)}: file is empty")
+        return data
     try:
         data = path.read_bytes()
     except FileNotFoundError:

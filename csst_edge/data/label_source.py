@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from csst_edge import storage
 from csst_edge.errors import DatasetError
 
 
@@ -27,19 +28,24 @@ class LabelSet:
 def resolve_label_set(
     source: str, split: str = "train", num_classes: int | None = None, ignore_index: int = 255
 ) -> LabelSet:
-    path = Path(source)
-    if path.is_dir() and (path / "meta.json").is_file():
+    remote = storage.is_remote(source)  # a URL: a pseudo-label folder in a bucket (its labels are cached locally)
+    path = None if remote else storage.local_path(source)
+    if (
+        storage.isfile(storage.join(source, "meta.json"))
+        if remote
+        else path.is_dir() and (path / "meta.json").is_file()
+    ):
         from csst_edge.data.pseudo_folder import read_pseudo_manifest
 
-        pairs, meta = read_pseudo_manifest(path)
+        pairs, meta = read_pseudo_manifest(source if remote else path)
         return LabelSet(
-            path.name,
+            storage.name_of(source),
             [p[2] for p in pairs],
             [None] * len(pairs),
             list(meta["class_names"]),
             int(meta.get("ignore_index", 255)),
         )
-    if path.is_dir():
+    if not remote and path.is_dir():
         files = sorted(p for p in path.rglob("*.png") if p.is_file())
         if not files:
             raise DatasetError(f"{path}: no label PNGs found")

@@ -13,12 +13,11 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from csst_edge import __version__
+from csst_edge import __version__, storage
 from csst_edge.errors import CheckpointError
 from csst_edge.fileio import atomic_write_bytes
 from csst_edge.models.registry import create_model  # the package's __init__ has registered every model
@@ -49,25 +48,44 @@ def clean_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
+    """A checkpoint from a path or a URL (s3://..., read through csst_edge.storage)."""
+    location = storage.as_location(path)
+    if isinstance(location, str):
+        try:
+            data = storage.read_bytes(location)
+        except storage.StorageError as e:
+            raise CheckpointError(f"{e} (checkpoint)") from None
+        return load_checkpoint_bytes(data, storage.redact(location), map_location)
+    if not location.is_file():
+        raise CheckpointError(f"{location}: checkpoint not found")
+    return _checked(_torch_load(location, str(location), map_location), str(location))
+
+
+def load_checkpoint_bytes(data: bytes, where: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """A checkpoint from its bytes (what a Ray driver ships to its actors); `where` names it in errors."""
+    return _checked(_torch_load(io.BytesIO(data), where, map_location), where)
+
+
+def _torch_load(source, where: str, map_location):
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(source, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises many types for truncated / foreign files
         raise CheckpointError(
-            f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+            f"{where}: not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
         ) from None
+
+
+def _checked(state, where: str) -> dict[str, Any]:
     if not isinstance(state, dict) or any(k not in state for k in REQUIRED_KEYS):
         missing = [k for k in REQUIRED_KEYS if not isinstance(state, dict) or k not in state]
-        raise CheckpointError(f"{path}: not a csst-edge checkpoint (missing keys: {', '.join(missing)})")
+        raise CheckpointError(f"{where}: not a csst-edge checkpoint (missing keys: {', '.join(missing)})")
     return state
 
 
 def model_from_checkpoint(checkpoint: str | os.PathLike | dict[str, Any], map_location: str = "cpu"):
     """Rebuild the model a checkpoint describes and load its weights. Returns (model in eval mode, checkpoint dict)."""
     state = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint, map_location)
-    source = "checkpoint" if isinstance(checkpoint, dict) else str(checkpoint)
+    source = "checkpoint" if isinstance(checkpoint, dict) else storage.redact(checkpoint)
     model = create_model(state["arch"], num_classes=int(state["num_classes"]), **dict(state.get("model_kwargs") or {}))
     try:
         model.load_state_dict(clean_state_dict(state["model"]))

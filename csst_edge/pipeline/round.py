@@ -8,7 +8,10 @@ Stages, each cached in the round folder so a rerun continues where it stopped:
 
 1. **merge**: the frames currently in every harvest folder (manifest minus evictions), near-duplicates across
    vehicles removed (the harvester's thumbnail descriptor; the higher-scoring copy is kept), hard-linked (or
-   copied) to `frames/<harvest>/<name>.jpg`.
+   copied) to `frames/<harvest>/<name>.jpg`. A harvest may be a URL: a harvest folder in a bucket
+   (`runtime run --harvest s3://...`), a vehicle prefix `runtime sync` wrote (`<dest>/<vehicle>/`), or the sync
+   destination itself (`<dest>`: every vehicle below it); its frames are fetched into the local cache first.
+   The teacher and the current student may be URLs too (fetched into the cache); the round folder is local.
 2. **pseudo-label** them with the teacher (`pseudo/`, the usual pseudo-label folder).
 3. **centroid index** of the labelled train split + all pseudo labels, updated incrementally from the previous
    round's index (`centroids.npz`; also the `--class-stats` of the next runtime deployment).
@@ -28,18 +31,19 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from csst_edge import storage
 from csst_edge.data.pseudo_folder import manifest_files, read_pseudo_manifest
 from csst_edge.errors import ConfigError, CsstError
 from csst_edge.evaluate.bootstrap import BootstrapResult, paired_bootstrap
 from csst_edge.evaluate.bootstrap import verdict as in_words
-from csst_edge.fileio import atomic_write_json, read_jsonl
-from csst_edge.runtime.harvest import frame_descriptor, read_harvest_records
+from csst_edge.fileio import atomic_write_json
+from csst_edge.runtime.harvest import frame_descriptor, harvest_layout, read_harvest_records
 
 GATES = ("miou", "per-class", "always")
 INITS = ("scratch", "student")
@@ -51,9 +55,9 @@ class RoundError(CsstError):
 
 @dataclass
 class RoundSettings:
-    harvests: list[Path]
-    teacher: Path
-    student: Path  # the current (deployed) student checkpoint
+    harvests: list[Path | str]  # harvest folders or URLs (see the module docstring)
+    teacher: Path | str
+    student: Path | str  # the current (deployed) student checkpoint
     data: str  # labelled dataset YAML (its train split is trained on)
     val: str  # the fixed labelled val set the gate compares on
     out: Path
@@ -62,11 +66,13 @@ class RoundSettings:
     config: Path | None = None  # training config YAML for the student (default: the current student's own config)
     overrides: list[str] = field(default_factory=list)  # key=value on top of the config
     epochs: int | None = None
-    previous_pseudo: list[Path] = field(default_factory=list)  # earlier rounds' pseudo folders, kept in training
+    previous_pseudo: list[Path | str] = field(default_factory=list)  # earlier rounds' pseudo folders (or URLs)
     index: Path | None = None  # the previous round's centroid index, updated incrementally
     duplicate_similarity: float = 0.95
     pseudo_flip: bool = True
     pseudo_threshold: float | None = None
+    pseudo_engine: str = "local"  # local | ray (Ray Data actors; the round folder must be readable by the workers)
+    ray_address: str | None = None  # with pseudo_engine ray: join this cluster, else start Ray here
     gate: str = "miou"
     margin: float = 0.0  # the interval's lower end must be above -margin (fraction: 0.005 = half a point)
     class_margin: float = 0.05  # per-class gate: allowed IoU drop of any class
@@ -84,14 +90,14 @@ class RoundSettings:
             raise ConfigError(f"--bootstrap-resamples must be >= 1, got {self.bootstrap_resamples}")
         if self.init not in INITS:
             raise ConfigError(f"--init must be one of {', '.join(INITS)}, got {self.init!r}")
+        if self.pseudo_engine not in ("local", "ray"):
+            raise ConfigError(f"--engine must be local or ray, got {self.pseudo_engine!r}")
         if not self.harvests:
             raise ConfigError("give at least one harvest folder")
-        for folder in self.harvests:
-            if not (Path(folder) / "manifest.jsonl").is_file():
-                raise RoundError(f"{folder}: not a harvest folder (no manifest.jsonl; made by `runtime run --harvest`)")
+        self.harvests = expand_harvest_sources(self.harvests)
         for name, path in (("--teacher", self.teacher), ("--student", self.student)):
-            if not Path(path).is_file():
-                raise RoundError(f"{path}: {name} checkpoint not found")
+            if not storage.isfile(path):
+                raise RoundError(f"{storage.redact(path)}: {name} checkpoint not found")
 
 
 @dataclass
@@ -155,23 +161,57 @@ def gate_decision(
     return decide(True, f"{shown}; the lower end is above {floor}")
 
 
+def expand_harvest_sources(sources: list) -> list[Path | str]:
+    """Harvest folders / synced vehicle prefixes as given, and a folder of them (a sync destination) as its
+    children; anything else is a RoundError naming it."""
+    out = []
+    for source in sources:
+        source = storage.as_location(source)
+        if harvest_layout(source):
+            out.append(source)
+            continue
+        children = _child_folders(source)
+        found = [c for c in children if harvest_layout(c)]
+        if not found:
+            raise RoundError(
+                f"{storage.redact(source)}: not a harvest folder (no manifest.jsonl; made by `runtime run "
+                "--harvest`), a vehicle prefix of `runtime sync` (manifest/) or a folder of them"
+            )
+        out += found
+    return out
+
+
+def _child_folders(source) -> list[Path | str]:
+    if isinstance(source, Path):
+        return sorted(p for p in source.iterdir() if p.is_dir()) if source.is_dir() else []
+    children = {storage.relative_to(f, source).split("/", 1)[0] for f in storage.find(source)}
+    return [storage.join(source, c) for c in sorted(children) if c and not c.startswith(".")]
+
+
+def _harvest_tag(k: int, folder) -> str:
+    return f"{k:02d}_{storage.name_of(folder)}"
+
+
 # ------------------------------------------------------------------------------------------------ stages
-def merge_harvests(harvests: list[Path], out: Path, duplicate_similarity: float = 0.95) -> dict:
-    """Frames of every harvest folder into `out/<folder tag>/`, near-duplicates across folders removed (best
-    score kept). Returns counts per folder and the kept records."""
+def merge_harvests(harvests: list, out: Path, duplicate_similarity: float = 0.95) -> dict:
+    """Frames of every harvest folder (paths or URLs) into `out/<folder tag>/`, near-duplicates across folders
+    removed (best score kept). Returns counts per folder and the kept records."""
     candidates = []
     for k, folder in enumerate(harvests):
-        folder = Path(folder)
-        tag = f"{k:02d}_{folder.name}"
-        for record in read_harvest_records(folder):
-            candidates.append((float(record.get("score", 0.0)), tag, folder, record))
+        folder = storage.as_location(folder)
+        tag = _harvest_tag(k, folder)
+        records = read_harvest_records(folder)
+        # remote frames are fetched once into the local cache (content-named, so a cached copy stands)
+        sources = storage.cache_files([storage.join(folder, r["image"]) for r in records])
+        for record, source in zip(records, sources, strict=True):
+            candidates.append((float(record.get("score", 0.0)), tag, folder, record, source))
     candidates.sort(key=lambda c: -c[0])  # best first: a duplicate loses to the copy that scored higher
     kept, descriptors, seen = [], [], set()
-    per_folder = {str(f): {"frames": 0, "kept": 0, "duplicates": 0, "unreadable": 0} for f in harvests}
-    for score, tag, folder, record in candidates:
-        stats = per_folder[str(folder)]
+    per_folder = {storage.redact(f): {"frames": 0, "kept": 0, "duplicates": 0, "unreadable": 0} for f in harvests}
+    for score, tag, folder, record, source in candidates:
+        stats = per_folder[storage.redact(folder)]
         stats["frames"] += 1
-        grey = cv2.imread(str(folder / record["image"]), cv2.IMREAD_REDUCED_GRAYSCALE_2)
+        grey = cv2.imread(str(source), cv2.IMREAD_REDUCED_GRAYSCALE_2)
         if grey is None:
             stats["unreadable"] += 1
             continue
@@ -187,15 +227,15 @@ def merge_harvests(harvests: list[Path], out: Path, duplicate_similarity: float 
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = target.with_name(f".{target.name}.tmp")
             try:
-                os.link(folder / record["image"], tmp)  # same filesystem: no copy
+                os.link(source, tmp)  # same filesystem: no copy
             except OSError:
-                shutil.copyfile(folder / record["image"], tmp)
+                shutil.copyfile(source, tmp)
             os.replace(tmp, target)
         stats["kept"] += 1
         kept.append(
             {
                 "image": str(target),
-                "harvest": str(folder),
+                "harvest": storage.redact(folder),
                 "score": score,
                 "vehicle": record.get("vehicle"),
                 "model_sha256": record.get("model_sha256"),
@@ -210,7 +250,7 @@ def merge_harvests(harvests: list[Path], out: Path, duplicate_similarity: float 
 
 
 def _pseudo_composition(pseudo_dir: Path, class_names: list[str]) -> dict:
-    records = [r for f in manifest_files(pseudo_dir) for r in read_jsonl(f) if r.get("status") == "ok"]
+    records = [r for f in manifest_files(pseudo_dir) for r in storage.read_jsonl(f) if r.get("status") == "ok"]
     hist = np.zeros(len(class_names), np.int64)
     conf = []
     for r in records:
@@ -234,7 +274,7 @@ def update_round_index(settings: RoundSettings, pseudo_dirs: list[Path], out_pat
     files = [str(p) for p in real]
     luts = [ds.label_lut] * len(real)
     for folder in pseudo_dirs:
-        pairs, _ = read_pseudo_manifest(Path(folder))
+        pairs, _ = read_pseudo_manifest(folder)  # a URL folder: local cached copies
         files += [str(label) for _, _, label, _ in pairs]
         luts += [None] * len(pairs)
     previous = (
@@ -322,8 +362,9 @@ def run_round(settings: RoundSettings, console=None, progress: bool = True) -> d
     from csst_edge.pseudo import PseudoLabelSettings, generate_pseudo_labels
     from csst_edge.train.trainer import train
 
-    s = settings
-    s.check()
+    settings.check()
+    # remote checkpoints are fetched into the local cache once; the report names them as given (redacted)
+    s = replace(settings, teacher=storage.local_copy(settings.teacher), student=storage.local_copy(settings.student))
     out = Path(s.out)
     out.mkdir(parents=True, exist_ok=True)
     say = (lambda m: console.rule(f"[bold]{m}")) if console is not None else (lambda m: None)
@@ -331,21 +372,30 @@ def run_round(settings: RoundSettings, console=None, progress: bool = True) -> d
     say("1/7 merge harvested frames")
     merged = merge_harvests(s.harvests, out / "frames", s.duplicate_similarity)
     if not merged["kept"]:
-        raise RoundError(f"no frames in {', '.join(map(str, s.harvests))}: nothing to learn from this round")
+        raise RoundError(f"no frames in {', '.join(map(storage.redact, s.harvests))}: nothing to learn from this round")
 
     say(f"2/7 pseudo-label {merged['kept']} frames with the teacher")
     pseudo_dir = out / "pseudo"
-    generate_pseudo_labels(
-        s.teacher,
-        [out / "frames"],
-        pseudo_dir,
-        PseudoLabelSettings(flip=s.pseudo_flip, threshold=s.pseudo_threshold, workers=0, device=s.device),
-        progress=progress,
-        console=console,
-    )
+    pseudo_settings = PseudoLabelSettings(flip=s.pseudo_flip, threshold=s.pseudo_threshold, workers=0, device=s.device)
+    if s.pseudo_engine == "ray":
+        from csst_edge.pseudo.ray_engine import generate_pseudo_labels_ray
+
+        generate_pseudo_labels_ray(
+            s.teacher,
+            [out / "frames"],
+            pseudo_dir,
+            pseudo_settings,
+            address=s.ray_address,
+            progress=progress,
+            console=console,
+        )
+    else:
+        generate_pseudo_labels(
+            s.teacher, [out / "frames"], pseudo_dir, pseudo_settings, progress=progress, console=console
+        )
     current = load_checkpoint(s.student)
     class_names = list(current.get("class_names") or [])
-    pseudo_dirs = [pseudo_dir, *map(Path, s.previous_pseudo)]
+    pseudo_dirs = [pseudo_dir, *map(storage.as_location, s.previous_pseudo)]
 
     say("3/7 update the centroid index")
     index_info = update_round_index(s, pseudo_dirs, out / "centroids.npz")
@@ -389,15 +439,15 @@ def run_round(settings: RoundSettings, console=None, progress: bool = True) -> d
 
     report = {
         "round": str(out),
-        "teacher": str(s.teacher),
-        "current_student": str(s.student),
+        "teacher": storage.redact(settings.teacher),
+        "current_student": storage.redact(settings.student),
         "new_student": str(candidate),
         "init": s.init,
         "data_added": {
             "harvests": merged["per_harvest"],
             "frames_kept": merged["kept"],
             "pseudo_labels": _pseudo_composition(pseudo_dir, class_names),
-            "previous_pseudo": [str(p) for p in s.previous_pseudo],
+            "previous_pseudo": [storage.redact(p) for p in s.previous_pseudo],
         },
         "centroid_index": index_info,
         "val": {"data": s.val, "split": s.val_split},
@@ -417,10 +467,10 @@ def run_round(settings: RoundSettings, console=None, progress: bool = True) -> d
             "bootstrap": interval.to_dict(),
         },
         "export": exported,
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(s).items()},
+        "settings": {k: (storage.redact(v) if isinstance(v, (Path, str)) else v) for k, v in asdict(settings).items()},
     }
-    report["settings"]["harvests"] = [str(p) for p in s.harvests]
-    report["settings"]["previous_pseudo"] = [str(p) for p in s.previous_pseudo]
+    report["settings"]["harvests"] = [storage.redact(p) for p in s.harvests]
+    report["settings"]["previous_pseudo"] = [storage.redact(p) for p in s.previous_pseudo]
     atomic_write_json(out / "round.json", _jsonable(report))
     write_round_markdown(out / "round.md", report)
     return report

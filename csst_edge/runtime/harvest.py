@@ -30,6 +30,13 @@ Folder layout (directly usable as `csst-edge pseudo-label` input: it reads the i
 
 A crash loses at most the frame being written: an image without its manifest line (or a leftover temp file) is
 deleted when the folder is opened again, and an eviction logged before its file was deleted is completed.
+
+The folder may be a URL (s3://bucket/fleet/car1/harvest): the harvest is then kept in a local staging folder
+(`<cache>/harvest/<protocol>/<bucket>/<key>`, $CSST_CACHE) with the quota and the crash rules above, pulled from the
+URL when the staging folder is new, and mirrored to it when the harvester closes (new images, then the manifest and
+meta.json as whole objects, then the evicted images deleted). `csst-edge runtime sync` is the upload path made for
+vehicles (content-hash names, resumable, bandwidth cap); the URL form suits a machine that is online when it stops.
+`read_harvest_records` reads both a harvest folder and a synced vehicle prefix (`manifest/<sha256>.json` rows).
 Torch-free.
 """
 
@@ -46,12 +53,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from csst_edge import storage
 from csst_edge.errors import CsstError
 from csst_edge.fileio import append_jsonl, atomic_write_bytes, atomic_write_json, read_jsonl
 from csst_edge.runtime.model_meta import ModelMeta
 
 MANIFEST = "manifest.jsonl"
 IMAGES = "images"
+SYNCED_ROWS = "manifest"  # `runtime sync`'s layout: <vehicle>/manifest/<sha256>.json, one row per item
 DESCRIPTOR_SIZE = (32, 16)  # (width, height) of the novelty thumbnail
 SHARPNESS_WIDTH = 320
 UNCERTAINTY_MODES = ("entropy", "low-confidence")
@@ -220,7 +229,8 @@ class Harvester:
         source_name: str = "",
         class_frequencies: np.ndarray | None = None,
     ):
-        self.folder = Path(folder)
+        self.url = None if storage.local_path(folder) is not None else storage.as_location(folder)
+        self.folder = storage.local_path(folder) or staging_folder(self.url)
         self.settings = s = settings or HarvestSettings()
         s.check()
         self.meta = meta
@@ -251,6 +261,8 @@ class Harvester:
         return sum(e.bytes for e in self.entries.values())
 
     def _open_folder(self) -> None:
+        if self.url is not None and not self.manifest.is_file():
+            pull_harvest(self.url, self.folder)  # a new staging folder continues the harvest already at the URL
         try:
             (self.folder / IMAGES).mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -370,9 +382,11 @@ class Harvester:
         return 60.0 / rate if rate > 0 else 0.0
 
     def close(self) -> None:
-        """Write the frame waiting for its window (a clean stop keeps it)."""
+        """Write the frame waiting for its window (a clean stop keeps it); mirror a URL harvest to its URL."""
         if self.pending is not None:
             self._commit_pending()
+        if self.url is not None:
+            push_harvest(self.folder, self.url, self.entries)
 
     # ------------------------------------------------------------------ writing
     def _commit_pending(self) -> None:
@@ -469,7 +483,7 @@ class Harvester:
             composition = {names[i] if i < len(names) else str(i): round(float(v), 4) for i, v in enumerate(mean)}
             frames_with = {names[i] if i < len(names) else str(i): int(v) for i, v in enumerate(present)}
         return {
-            "folder": str(self.folder),
+            "folder": storage.redact(self.url) if self.url is not None else str(self.folder),
             "frames": len(self.entries),
             "bytes": self.total_bytes,
             "counts": dict(self.counts),
@@ -479,13 +493,18 @@ class Harvester:
         }
 
 
-def read_harvest_entries(folder: str | os.PathLike) -> dict[str, HarvestEntry]:
-    """The frames currently in a harvest folder, from its manifest (harvest events minus evictions), in order.
-    A torn last line (a crash mid-append) is ignored."""
-    folder = Path(folder)
+def read_harvest_entries(folder) -> dict[str, HarvestEntry]:
+    """The frames currently in a harvest folder (a path or a URL), from its manifest (harvest events minus
+    evictions), in order. A torn last line (a crash mid-append) is ignored."""
+    folder = storage.as_location(folder)
+    if isinstance(folder, Path):
+        present = lambda rel: (folder / rel).is_file()  # noqa: E731
+    else:
+        listed = set(storage.find(storage.join(folder, IMAGES)))  # one listing, not a request per frame
+        present = lambda rel: storage.join(folder, rel) in listed  # noqa: E731
     entries: dict[str, HarvestEntry] = {}
-    for r in read_jsonl(folder / MANIFEST):
-        if r.get("event") == "harvest" and (folder / r["image"]).is_file():
+    for r in storage.read_jsonl(storage.join(folder, MANIFEST)):
+        if r.get("event") == "harvest" and present(r["image"]):
             entries[r["name"]] = HarvestEntry(
                 r["name"], r["image"], float(r.get("score", 0.0)), int(r.get("bytes", 0)), r.get("class_shares")
             )
@@ -494,15 +513,87 @@ def read_harvest_entries(folder: str | os.PathLike) -> dict[str, HarvestEntry]:
     return entries
 
 
-def read_harvest_records(folder: str | os.PathLike) -> list[dict]:
-    """Full manifest records of the frames currently in a harvest folder (for `csst-edge round`)."""
-    folder = Path(folder)
+def harvest_layout(folder) -> str | None:
+    """ "harvest" (a harvest folder: manifest.jsonl), "synced" (a `runtime sync` vehicle prefix: manifest/*.json
+    rows) or None."""
+    if storage.isfile(storage.join(folder, MANIFEST)):
+        return "harvest"
+    if storage.isdir(storage.join(folder, SYNCED_ROWS)):
+        return "synced"
+    return None
+
+
+def read_harvest_records(folder) -> list[dict]:
+    """Full manifest records of the frames currently in a harvest folder or a synced vehicle prefix (a path or a
+    URL), for `csst-edge round`; `image` is relative to `folder`."""
+    if harvest_layout(folder) == "synced":
+        return read_synced_rows(folder)
     live = read_harvest_entries(folder)
     records = {}
-    for r in read_jsonl(folder / MANIFEST):
+    for r in storage.read_jsonl(storage.join(folder, MANIFEST)):
         if r.get("event") == "harvest" and r.get("name") in live:
             records[r["name"]] = r
     return list(records.values())
+
+
+def read_synced_rows(prefix) -> list[dict]:
+    """The rows `runtime sync` wrote under <prefix>/manifest/ (one JSON object per item, written only once its
+    image is confirmed), oldest first."""
+    import json
+
+    rows = []
+    for location in storage.find(storage.join(prefix, SYNCED_ROWS)):
+        if str(location).endswith(".json"):
+            try:
+                row = json.loads(storage.read_text(location))
+            except ValueError:
+                continue
+            if isinstance(row, dict) and row.get("image"):
+                rows.append(row)
+    return sorted(rows, key=lambda r: (float(r.get("wall") or 0.0), str(r.get("name", ""))))
+
+
+# ------------------------------------------------------------------------------------------- URL harvests
+def staging_folder(url: str) -> Path:
+    """The local folder a URL harvest is kept in."""
+    return storage.cache_root() / "harvest" / storage.cache_path(url).relative_to(storage.cache_root() / "objects")
+
+
+def pull_harvest(url: str, folder: Path) -> int:
+    """Copy the harvest at `url` (manifest, meta.json, images) into an empty local `folder`; returns the number of
+    images. Nothing at the URL: nothing to do."""
+    listing = storage.find(url, detail=True)
+    wanted = [
+        loc
+        for loc in listing
+        if storage.relative_to(loc, url) in (MANIFEST, "meta.json")
+        or storage.relative_to(loc, url).startswith(f"{IMAGES}/")
+    ]
+    if not any(storage.name_of(loc) == MANIFEST for loc in wanted):
+        return 0
+    for loc, cached in zip(wanted, storage.cache_files(wanted, listing), strict=True):
+        target = folder / storage.relative_to(loc, url)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(target, cached.read_bytes())
+    return sum(1 for loc in wanted if storage.relative_to(loc, url).startswith(f"{IMAGES}/"))
+
+
+def push_harvest(folder: Path, url: str, entries: dict[str, HarvestEntry]) -> dict:
+    """Mirror a local harvest folder to `url`: images the URL lacks, then manifest.jsonl and meta.json (whole
+    objects), then the images evicted since deleted. A reader of the URL always finds every listed image."""
+    remote = {storage.relative_to(loc, url) for loc in storage.find(url)}
+    wanted = {e.image for e in entries.values()}
+    uploaded = 0
+    for rel in sorted(wanted - remote):
+        storage.upload(folder / rel, storage.join(url, rel))
+        uploaded += 1
+    for name in (MANIFEST, "meta.json"):
+        if (folder / name).is_file():
+            storage.upload(folder / name, storage.join(url, name))
+    stale = sorted(rel for rel in remote if rel.startswith(f"{IMAGES}/") and rel not in wanted)
+    for rel in stale:
+        storage.remove(storage.join(url, rel))
+    return {"uploaded": uploaded, "deleted": len(stale)}
 
 
 def _utc(t: float, compact: bool = False) -> str:

@@ -25,6 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from csst_edge import storage
 from csst_edge.errors import CsstError
 from csst_edge.fileio import atomic_write_json, file_sha256
 from csst_edge.runtime.backends import Backend, load_backend
@@ -59,7 +60,7 @@ class RuntimeSettings:
     show: bool = False
     log: Path | None = None  # per-frame JSONL
     log_fsync_s: float = 1.0  # the log is flushed every line and fsynced at most this often
-    harvest: Path | None = None
+    harvest: Path | str | None = None  # a folder, or a URL (kept in a local staging folder, mirrored at the end)
     harvest_settings: HarvestSettings = field(default_factory=HarvestSettings)
     class_stats: Path | None = None
     analysis_stride: int = 4
@@ -366,7 +367,9 @@ def run_runtime(
         unreadable=capture.stats.unreadable,
     )
     summary_path = s.summary_json or (
-        s.log.with_name(s.log.stem + ".summary.json") if s.log else (s.harvest / "last_run.json" if s.harvest else None)
+        s.log.with_name(s.log.stem + ".summary.json")
+        if s.log
+        else (harvester.folder / "last_run.json" if harvester else None)
     )
     if summary_path is not None:
         atomic_write_json(summary_path, summary.to_dict())
@@ -426,8 +429,8 @@ def _open_harvester(
     rec = harvester.recovered
     if rec["orphans_deleted"] or rec["evictions_completed"]:
         say(
-            f"{s.harvest}: cleaned up after an interrupted run ({rec['orphans_deleted']} unlisted file(s) "
-            f"deleted, {rec['evictions_completed']} eviction(s) completed)"
+            f"{storage.redact(s.harvest)}: cleaned up after an interrupted run ({rec['orphans_deleted']} "
+            f"unlisted file(s) deleted, {rec['evictions_completed']} eviction(s) completed)"
         )
     return harvester
 

@@ -66,7 +66,7 @@ def build_train_set(sources: list[SourceConfig]) -> TrainSet:
             items = [(s.name, s.image, s.label, None) for s in select(list_samples(ds, src.split), src)]
             group = "real"
         else:
-            pairs, meta = read_pseudo_manifest(Path(src.pseudo))
+            pairs, meta = read_pseudo_manifest(src.pseudo)  # a URL folder: local cached copies
             names, pal, ign, lut = meta["class_names"], meta["palette"], meta.get("ignore_index", 255), None
             items = select(pairs, src)
             group = "pseudo"

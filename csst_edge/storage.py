@@ -1,0 +1,508 @@
+"""Paths and URLs, one interface: local paths (and `file://`) as today, object stores through fsspec.
+
+    storage.write_bytes("s3://bucket/pseudo/labels/a.png", data)    # one PUT: the object appears whole or not at all
+    storage.write_bytes("runs/pseudo/labels/a.png", data)           # temp file + fsync + rename (csst_edge.fileio)
+    storage.find("s3://bucket/fleet/car1/harvest")                  # every file below, as full URLs, sorted
+
+Local paths and `file://` URLs come back as `pathlib.Path`; everything else stays a string URL. Writes to an object
+store put the whole object at once, which S3 / GCS make atomic, so a reader never sees a torn object (there is no
+append: a manifest on an object store is written in whole parts, see `ManifestWriter`).
+
+Credentials come from each backend's usual environment and config files (AWS_ACCESS_KEY_ID / ~/.aws for S3,
+GOOGLE_APPLICATION_CREDENTIALS / gcloud for GCS); the endpoint of an S3-compatible store from AWS_ENDPOINT_URL or
+fsspec's own config (FSSPEC_S3_ENDPOINT_URL, ~/.config/fsspec). A URL never carries them: one with a user or
+password is refused, and every URL that reaches a log, a manifest or a report goes through `redact` first.
+
+Reading at scale (training from a bucket) goes through the local cache (`mirror`, `cache_files`): objects are
+downloaded once to $CSST_CACHE (default ~/.cache/csst-edge) and re-fetched only when their size or ETag changes.
+Torch-free, and fsspec is imported on first use, so the vehicle runtime pays nothing for it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from csst_edge.errors import CsstError
+from csst_edge.fileio import append_jsonl, atomic_write_bytes
+
+# protocol -> the extra that installs its fsspec backend
+EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs"}
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]+://")
+_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]+://)[^/@\s]*@")
+_SECRET_QUERY = re.compile(r"(secret|token|key|password|passwd|signature|credential|sig|x-amz-)", re.I)
+
+
+class StorageError(CsstError):
+    """A path or URL cannot be read or written; the message names it (without credentials)."""
+
+
+# ------------------------------------------------------------------------------------------------ names
+def is_url(location) -> bool:
+    """True for `scheme://...` (s3://, gs://, file://, memory://, http://); False for plain paths."""
+    return isinstance(location, str) and bool(_URL.match(location))
+
+
+def local_path(location) -> Path | None:
+    """The local path of a plain path or a `file://` URL; None for anything remote."""
+    if isinstance(location, os.PathLike):
+        return Path(location)
+    if not is_url(location):
+        return Path(location)
+    if location.lower().startswith("file://"):
+        return Path(urlsplit(location).path)
+    return None
+
+
+def is_remote(location) -> bool:
+    return local_path(location) is None
+
+
+def as_location(location) -> Path | str:
+    """A plain path or file:// URL as a Path, a remote URL as its string: the form every function here returns."""
+    local = local_path(location)
+    return local if local is not None else str(location).rstrip("/")
+
+
+def redact(location) -> str:
+    """The URL without user, password or secret-looking query parameters: s3://KEY:SECRET@bucket/x -> s3://bucket/x.
+    Plain paths come back unchanged."""
+    text = str(location)
+    if not is_url(text):
+        return text
+    parts = urlsplit(text)
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    kept = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if not _SECRET_QUERY.search(k)]
+    query = urlencode(kept)
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def redact_text(text: str) -> str:
+    """Any text (an error message) with the user:password@ part of every URL in it removed."""
+    return _USERINFO.sub(r"\1", str(text))
+
+
+def join(base, *parts: str) -> Path | str:
+    """base / parts, for a path or a URL (URLs join with '/')."""
+    base = as_location(base)
+    if isinstance(base, Path):
+        return base.joinpath(*parts)
+    tail = "/".join(str(p).strip("/") for p in parts if str(p).strip("/"))
+    return f"{base}/{tail}" if tail else base
+
+
+def name_of(location) -> str:
+    """The last component (file or folder name) of a path or URL."""
+    loc = as_location(location)
+    return loc.name if isinstance(loc, Path) else loc.rstrip("/").rsplit("/", 1)[-1]
+
+
+def parent_of(location) -> Path | str:
+    loc = as_location(location)
+    if isinstance(loc, Path):
+        return loc.parent
+    head, _, _ = loc.rstrip("/").rpartition("/")
+    return head if not head.endswith(":/") else loc
+
+
+def relative_to(location, base) -> str:
+    """location relative to base, as a posix path ('seq01/000123.jpg')."""
+    loc, root = as_location(location), as_location(base)
+    if isinstance(loc, Path) and isinstance(root, Path):
+        return loc.relative_to(root).as_posix()
+    loc, root = str(loc), str(root).rstrip("/") + "/"
+    if not loc.startswith(root):
+        raise ValueError(f"{redact(loc)} is not below {redact(root)}")
+    return loc[len(root) :]
+
+
+# ------------------------------------------------------------------------------------------- filesystems
+def filesystem(location):
+    """(fsspec filesystem, path inside it) for a URL. Errors name the URL (redacted) and the extra to install."""
+    if not is_url(location):
+        raise StorageError(f"{location}: not a URL")
+    text = str(location)
+    parts = urlsplit(text)
+    protocol = parts.scheme.lower()
+    if "@" in parts.netloc and protocol not in ("http", "https", "ftp", "sftp", "ssh"):
+        raise StorageError(
+            f"{redact(text)}: credentials in a {protocol}:// URL are not used; set them in the environment or the "
+            "backend's config file (for S3: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or ~/.aws/credentials)"
+        )
+    try:
+        import fsspec
+    except ImportError:  # pragma: no cover - fsspec is a core dependency
+        raise StorageError(f"{redact(text)}: URLs need fsspec (pip install fsspec)") from None
+    try:
+        return fsspec.core.url_to_fs(text)
+    except ImportError:
+        extra = EXTRAS.get(protocol)
+        hint = f'pip install "csst-edge[{extra}]"' if extra else f"install the fsspec backend for {protocol}://"
+        raise StorageError(f"{redact(text)}: {protocol}:// needs its fsspec backend: {hint}") from None
+    except ValueError as e:
+        raise StorageError(f"{redact(text)}: {redact_text(e)}") from None
+
+
+def _fail(location, action: str, error: BaseException) -> StorageError:
+    if isinstance(error, FileNotFoundError):
+        return StorageError(f"{redact(location)}: not found")
+    if isinstance(error, PermissionError):
+        return StorageError(f"{redact(location)}: permission denied ({action})")
+    detail = redact_text(str(error).splitlines()[0][:200] if str(error) else type(error).__name__)
+    return StorageError(f"{redact(location)}: cannot {action} ({detail})")
+
+
+def _remote(location) -> tuple[object, str]:
+    return filesystem(str(location))
+
+
+# --------------------------------------------------------------------------------------------- reading
+def exists(location) -> bool:
+    local = local_path(location)
+    if local is not None:
+        return local.exists()
+    fs, path = _remote(location)
+    try:
+        return bool(fs.exists(path))
+    except Exception as e:
+        raise _fail(location, "check", e) from None
+
+
+def isfile(location) -> bool:
+    local = local_path(location)
+    if local is not None:
+        return local.is_file()
+    fs, path = _remote(location)
+    try:
+        return bool(fs.isfile(path))
+    except Exception as e:
+        raise _fail(location, "check", e) from None
+
+
+def isdir(location) -> bool:
+    """A folder (locally), or a prefix with objects below it (object stores have no empty folders)."""
+    local = local_path(location)
+    if local is not None:
+        return local.is_dir()
+    fs, path = _remote(location)
+    try:
+        return bool(fs.isdir(path))
+    except Exception as e:
+        raise _fail(location, "check", e) from None
+
+
+def read_bytes(location) -> bytes:
+    local = local_path(location)
+    if local is not None:
+        return local.read_bytes()  # callers map OSError to their own error naming the file
+    fs, path = _remote(location)
+    try:
+        return fs.cat_file(path)
+    except Exception as e:
+        raise _fail(location, "read", e) from None
+
+
+def read_text(location) -> str:
+    return read_bytes(location).decode("utf-8")
+
+
+def read_json(location):
+    return json.loads(read_text(location))
+
+
+def sha256(location, length: int = 16) -> str:
+    """Short content hash of a file or object (ties outputs to the checkpoint that made them)."""
+    local = local_path(location)
+    if local is not None:
+        from csst_edge.fileio import file_sha256
+
+        return file_sha256(local, length)
+    import hashlib
+
+    return hashlib.sha256(read_bytes(location)).hexdigest()[:length]
+
+
+def find(location, detail: bool = False):
+    """Every file below a folder / prefix, recursively, sorted: full paths (Path) or URLs (str). With `detail`,
+    a dict location -> {"size", "token"} (token: ETag or mtime, what the cache compares)."""
+    local = local_path(location)
+    if local is not None:
+        files = sorted(p for p in local.rglob("*") if p.is_file())
+        if not detail:
+            return files
+        return {p: {"size": (st := p.stat()).st_size, "token": str(st.st_mtime_ns)} for p in files}
+    fs, path = _remote(location)
+    try:
+        infos = fs.find(path, detail=True)
+    except FileNotFoundError:
+        infos = {}
+    except Exception as e:
+        raise _fail(location, "list", e) from None
+    base = str(location).rstrip("/")
+    root = path.rstrip("/")
+    out = {}
+    for key in sorted(infos):
+        info = infos[key]
+        if info.get("type", "file") != "file":
+            continue
+        rel = key[len(root) :].lstrip("/") if key.startswith(root) else key
+        out[f"{base}/{rel}" if rel else base] = {"size": int(info.get("size") or 0), "token": _token(info)}
+    return out if detail else list(out)
+
+
+def glob(pattern) -> list[Path | str]:
+    """Paths / URLs matching a glob pattern (`*`, `**`), sorted."""
+    local = local_path(pattern)
+    if local is not None:
+        if local.is_absolute():
+            return sorted(Path("/").glob(str(local.relative_to("/"))))
+        return sorted(Path().glob(str(local)))
+    fs, path = _remote(pattern)
+    try:
+        hits = fs.glob(path)
+    except Exception as e:
+        raise _fail(pattern, "list", e) from None
+    return [fs.unstrip_protocol(hit) for hit in sorted(hits)]
+
+
+def _token(info: dict) -> str:
+    for key in ("ETag", "etag", "md5Hash", "generation", "mtime", "LastModified", "created"):
+        if info.get(key) is not None:
+            return str(info[key]).strip('"')
+    return ""
+
+
+# --------------------------------------------------------------------------------------------- writing
+def write_bytes(location, data: bytes) -> None:
+    """Atomic write: temp file + rename locally, one whole-object PUT on an object store."""
+    local = local_path(location)
+    if local is not None:
+        atomic_write_bytes(local, data)
+        return
+    fs, path = _remote(location)
+    try:
+        fs.pipe_file(path, data)
+    except Exception as e:
+        raise _fail(location, "write", e) from None
+
+
+def write_text(location, text: str) -> None:
+    write_bytes(location, text.encode("utf-8"))
+
+
+def write_json(location, obj) -> None:
+    write_text(location, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def makedirs(location) -> None:
+    """Create a local folder; a no-op on object stores (prefixes exist once an object is below them)."""
+    local = local_path(location)
+    if local is not None:
+        local.mkdir(parents=True, exist_ok=True)
+
+
+def remove(location) -> None:
+    """Delete one file / object; a missing one is not an error."""
+    local = local_path(location)
+    if local is not None:
+        local.unlink(missing_ok=True)
+        return
+    fs, path = _remote(location)
+    try:
+        fs.rm_file(path)
+    except FileNotFoundError:
+        pass
+    except Exception as e:
+        raise _fail(location, "delete", e) from None
+
+
+def upload(local_file: str | os.PathLike, location) -> None:
+    """Copy a local file to a path or URL (whole object)."""
+    write_bytes(location, Path(local_file).read_bytes())
+
+
+# --------------------------------------------------------------------------------------------- manifests
+class ManifestWriter:
+    """Appends JSON lines to `<folder>/<name>` (a JSONL manifest) wherever the folder is.
+
+    Locally every line is appended and fsynced (csst_edge.fileio.append_jsonl). An object store cannot append, so
+    lines are buffered and written as whole part objects `<stem>-part-<run>-<n>.jsonl` (every `flush_every` lines
+    or `flush_seconds`); `close()` folds this writer's parts and any left by an earlier killed run into
+    `<name>` and deletes them. Readers glob `manifest*.jsonl` and so see the parts too: a kill loses at most the
+    lines not yet flushed, and those items are simply redone. One writer per name at a time."""
+
+    def __init__(self, folder, name: str = "manifest.jsonl", flush_every: int = 64, flush_seconds: float = 10.0):
+        self.folder = as_location(folder)
+        self.name = name
+        self.target = join(self.folder, name)
+        self.remote = isinstance(self.folder, str)
+        self.flush_every, self.flush_seconds = max(1, flush_every), flush_seconds
+        self.buffer: list[str] = []
+        self.parts = 0
+        self.run = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
+        self.last_flush = time.monotonic()
+
+    def append(self, record: dict) -> None:
+        if not self.remote:
+            append_jsonl(self.target, record)
+            return
+        self.buffer.append(json.dumps(record, separators=(",", ":")))
+        if len(self.buffer) >= self.flush_every or time.monotonic() - self.last_flush >= self.flush_seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        self.last_flush = time.monotonic()
+        if not self.remote or not self.buffer:
+            return
+        stem = self.name.removesuffix(".jsonl")
+        write_text(join(self.folder, f"{stem}-part-{self.run}-{self.parts:05d}.jsonl"), "\n".join(self.buffer) + "\n")
+        self.parts += 1
+        self.buffer = []
+
+    def close(self) -> None:
+        self.flush()
+        if self.remote:
+            compact_manifest(self.folder, self.name)
+
+
+def compact_manifest(folder, name: str = "manifest.jsonl") -> None:
+    """Fold the part objects of `name` into it (one whole-object write), then delete the parts. A kill between
+    the two leaves lines twice, which every reader tolerates (records are keyed by name)."""
+    stem = name.removesuffix(".jsonl")
+    parts = [p for p in find(folder) if name_of(p).startswith(f"{stem}-part-") and name_of(p).endswith(".jsonl")]
+    if not parts:
+        return
+    target = join(folder, name)
+    text = read_text(target) if exists(target) else ""
+    if text and not text.endswith("\n"):
+        text += "\n"
+    text += "".join(_complete_lines(read_text(p)) for p in parts)
+    write_text(target, text)
+    for p in parts:
+        remove(p)
+
+
+def _complete_lines(text: str) -> str:
+    return text if not text or text.endswith("\n") else text + "\n"
+
+
+def read_jsonl(location) -> list[dict]:
+    """The records of a JSONL file at a path or URL, ignoring a torn last line."""
+    local = local_path(location)
+    if local is not None:
+        from csst_edge.fileio import read_jsonl as read_local
+
+        return read_local(local)
+    if not exists(location):
+        return []
+    records = []
+    for line in read_text(location).splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return records
+
+
+# ----------------------------------------------------------------------------------------------- cache
+def cache_root() -> Path:
+    return Path(os.environ.get("CSST_CACHE") or Path.home() / ".cache" / "csst-edge")
+
+
+def cache_path(location) -> Path:
+    """Where a remote object lives in the local cache: <cache>/objects/<protocol>/<bucket>/<key>."""
+    url = redact(location)
+    parts = urlsplit(url)
+    return cache_root() / "objects" / parts.scheme / (parts.netloc or "_") / parts.path.lstrip("/")
+
+
+def cache_files(locations: list, infos: dict | None = None) -> list[Path]:
+    """Local copies of files (paths come back unchanged). A cached copy is reused when its recorded size and token
+    (from `infos`, a `find(detail=True)` result) still match, or, without `infos`, when it exists: pass infos
+    for objects that can change; content-named objects (harvest frames, synced items) never do."""
+    out: list[Path] = []
+    wanted: dict[str, list[tuple[str, Path]]] = {}
+    for loc in locations:
+        local = local_path(loc)
+        if local is not None:
+            out.append(local)
+            continue
+        target = cache_path(loc)
+        out.append(target)
+        info = (infos or {}).get(str(loc))
+        if _cached(target, info):
+            continue
+        wanted.setdefault(urlsplit(str(loc)).scheme, []).append((str(loc), target))
+    for group in wanted.values():
+        fs, _ = _remote(group[0][0])
+        paths = [filesystem(u)[1] for u, _ in group]
+        tmps = []
+        for _, target in group:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmps.append(str(target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.part")))
+        try:
+            fs.get(paths, tmps)  # one call: the backend fetches them concurrently
+        except Exception as e:
+            for t in tmps:
+                Path(t).unlink(missing_ok=True)
+            raise _fail(group[0][0] if len(group) == 1 else parent_of(group[0][0]), "download", e) from None
+        for (url, target), tmp in zip(group, tmps, strict=True):
+            os.replace(tmp, target)
+            info = (infos or {}).get(url)
+            _stamp(target, info or {"size": target.stat().st_size, "token": ""})
+    return out
+
+
+def local_copy(location) -> Path:
+    """A local path for one file: itself, or a cached copy of a remote object (fetched again when it changed)."""
+    local = local_path(location)
+    if local is not None:
+        return local
+    fs, path = _remote(location)
+    try:
+        info = fs.info(path)
+    except Exception as e:
+        raise _fail(location, "read", e) from None
+    stamp = {"size": int(info.get("size") or 0), "token": _token(info)}
+    return cache_files([str(location)], {str(location): stamp})[0]
+
+
+def mirror(location) -> Path:
+    """A local copy of a folder / prefix (one listing, then only new or changed objects are fetched); a local
+    folder comes back as it is."""
+    local = local_path(location)
+    if local is not None:
+        return local
+    infos = find(location, detail=True)
+    if not infos:
+        raise StorageError(f"{redact(location)}: no files found")
+    cache_files(list(infos), infos)
+    return cache_path(location)
+
+
+def _stamp_path(target: Path) -> Path:
+    return target.with_name(f".{target.name}.cache.json")
+
+
+def _stamp(target: Path, info: dict) -> None:
+    _stamp_path(target).write_text(json.dumps({"size": int(info.get("size", 0)), "token": info.get("token", "")}))
+
+
+def _cached(target: Path, info: dict | None) -> bool:
+    if not target.is_file():
+        return False
+    if info is None:
+        return True
+    try:
+        stamp = json.loads(_stamp_path(target).read_text())
+    except (OSError, ValueError):
+        return False
+    return stamp.get("size") == int(info.get("size", -1)) and stamp.get("token") == info.get("token", "")
