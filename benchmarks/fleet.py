@@ -1,0 +1,305 @@
+"""Does harvesting pay? A simulated fleet on the synthetic city-B drives, against frames picked at random.
+
+Starts from a finished `csst-edge demo` folder (its teacher, its CSST student and its city-A / city-B data). Each
+round, every simulated vehicle drives a new city-B video of its own:
+  - harvested arm: the deployed student runs on the video through the vehicle runtime (`run_runtime`) with
+    harvesting; the harvest is uploaded with `runtime sync` to an S3-compatible server on 127.0.0.1 (moto), and
+    the round job (`run_round`: pseudo-label with the teacher, continue the student on real + pseudo labels, gate
+    on city-B val) reads the bucket;
+  - random arm: the same number of frames per vehicle, chosen uniformly at random from the same video, goes the same
+    way (bucket, round, gate).
+Each arm deploys its student only when its gate promotes it, and keeps every earlier round's pseudo labels.
+After each round both deployed students are scored on city-B val with per-image confusion matrices; a paired
+bootstrap over the val images gives the 95 % interval of harvested - random, and of each arm against the demo's
+student (round 0).
+
+    csst-edge demo --out runs/demo -q
+    python3 benchmarks/fleet.py --demo runs/demo --out benchmarks/out/fleet
+
+Outputs fleet.json (written after every round), fleet.md and fleet.png in --out. The drives are cached there; a
+rerun starts the rounds afresh in a new --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from csst_edge.fileio import atomic_write_json, atomic_write_text  # noqa: E402
+
+ARMS = ("harvested", "random")
+
+
+def start_s3() -> tuple[object, str]:
+    """moto's S3 server on a free 127.0.0.1 port, with dummy credentials in the environment (where s3fs finds
+    them, as it would find a vehicle's real ones)."""
+    import logging
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not one line per request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="fleet-bench",
+        AWS_SECRET_ACCESS_KEY="fleet-bench",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_ENDPOINT_URL=endpoint,
+    )
+    return server, endpoint
+
+
+def random_harvest(video: Path, count: int, folder: Path, meta, vehicle: str, seed: int) -> int:
+    """`count` frames of `video`, drawn uniformly without replacement, written as a harvest folder (same format
+    as the runtime's, so sync and round treat both arms alike). Returns the number written."""
+    from csst_edge.runtime.harvest import Harvester, HarvestSettings
+    from csst_edge.runtime.postprocess import Prediction
+    from csst_edge.runtime.sources import Frame
+
+    cap = cv2.VideoCapture(str(video))
+    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    fps = cap.get(cv2.CAP_PROP_FPS) or 15.0
+    chosen = set(np.random.default_rng(seed).choice(total, size=min(count, total), replace=False).tolist())
+    # accept every frame it is given: no rate limit, score floor, blur floor or duplicate check
+    settings = HarvestSettings(
+        rate_per_min=0, min_score=0, min_sharpness=0, sharpness_ratio=0, duplicate_similarity=1.0, vehicle=vehicle
+    )
+    harvester = Harvester(folder, meta, settings, class_frequencies=np.ones(meta.num_classes))
+    uniform = np.full((meta.num_classes, 8, 8), 1.0 / meta.num_classes, np.float32)
+    index = 0
+    while True:
+        ok, bgr = cap.read()
+        if not ok:
+            break
+        if index in chosen:
+            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            frame = Frame(index, rgb, index / fps, time.time(), str(index))
+            harvester.consider(frame, rgb, Prediction(uniform, meta))
+        index += 1
+    cap.release()
+    harvester.close()
+    return harvester.counts["harvested"]
+
+
+def per_image(checkpoint: Path, city_b: Path, workers: int):
+    from csst_edge.evaluate.checkpoint_eval import evaluate_checkpoint
+
+    metrics, names = evaluate_checkpoint(checkpoint, city_b, "val", "auto", workers, per_image=True)
+    return metrics["miou"], metrics["per_image_confusion"], names
+
+
+def interval(before, after, names, resamples: int) -> dict:
+    from csst_edge.evaluate.bootstrap import paired_bootstrap
+
+    r = paired_bootstrap(before, after, names, resamples=resamples)
+    return {"delta": r.delta_miou, "low": r.low, "high": r.high, "verdict": r.verdict}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--demo", type=Path, default=Path("runs/demo"), help="a finished `csst-edge demo` folder")
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/out/fleet"))
+    ap.add_argument("--vehicles", type=int, default=4)
+    ap.add_argument("--frames", type=int, default=150, help="frames per drive (15 FPS)")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=4, help="training epochs of each round's student")
+    ap.add_argument("--rate", type=float, default=120.0, help="harvest rate limit (frames per minute of video)")
+    ap.add_argument("--min-score", type=float, default=0.1)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--resamples", type=int, default=1000)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+
+    from csst_edge.data.synth import write_video
+    from csst_edge.export.onnx_export import export_onnx
+    from csst_edge.pipeline.round import RoundSettings, run_round
+    from csst_edge.runtime.harvest import HarvestSettings
+    from csst_edge.runtime.loop import RuntimeSettings, run_runtime
+    from csst_edge.runtime.model_meta import read_onnx_metadata
+    from csst_edge.runtime.sync import SyncSettings, sync_harvest
+
+    demo, out = args.demo, args.out
+    teacher, student0 = demo / "teacher" / "last.pt", demo / "student_csst" / "last.pt"
+    city_a, city_b = demo / "data" / "cityA.yaml", demo / "data" / "cityB.yaml"
+    for p in (teacher, student0, city_a, city_b):
+        if not p.is_file():
+            sys.exit(f"{p}: missing; run `csst-edge demo --out {demo}` first")
+    out.mkdir(parents=True, exist_ok=True)
+    state_path = out / "fleet.json"
+    state = json.loads(state_path.read_text()) if state_path.is_file() else {"rounds": []}
+    state["settings"] = {k: str(v) for k, v in vars(args).items()}
+
+    server, endpoint = start_s3()
+    import s3fs
+
+    s3fs.S3FileSystem(endpoint_url=endpoint).mkdir("fleet")
+    h, w = cv2.imread(str(next((demo / "data" / "cityB" / "images" / "val").iterdir()))).shape[:2]
+    base_miou, base_mats, names = per_image(student0, city_b, args.workers)
+    state["round0_miou"] = base_miou
+    deployed = {arm: student0 for arm in ARMS}
+    pseudo = {arm: [] for arm in ARMS}
+    t_start = time.perf_counter()
+    try:
+        for r in range(1, args.rounds + 1):
+            rec = {"round": r, "arms": {}}
+            counts: dict[str, int] = {}
+            for arm in ARMS:
+                t = time.perf_counter()
+                onnx = out / arm / f"round{r}" / "deployed.onnx"
+                if not onnx.is_file():
+                    export_onnx(deployed[arm], onnx, h, w, output="probs")
+                meta = read_onnx_metadata(onnx)
+                dest = f"s3://fleet/{arm}/round{r}"
+                harvested = 0
+                for v in range(args.vehicles):
+                    vehicle = f"car{v + 1}"
+                    video = out / "drives" / f"round{r}_{vehicle}.mp4"
+                    if not video.is_file():
+                        video.parent.mkdir(parents=True, exist_ok=True)
+                        write_video(video, city="B", frames=args.frames, height=h, width=w, seed=1000 * r + v)
+                    folder = out / arm / f"round{r}" / "vehicles" / vehicle
+                    if arm == "harvested":
+                        settings = HarvestSettings(rate_per_min=args.rate, min_score=args.min_score, vehicle=vehicle)
+                        run = run_runtime(
+                            onnx,
+                            str(video),
+                            RuntimeSettings(threads=args.workers, harvest=folder, harvest_settings=settings),
+                        )
+                        counts[vehicle] = int((run.harvest or {}).get("frames", 0))
+                    else:
+                        seed = args.seed + 100 * r + v
+                        counts[vehicle] = random_harvest(video, counts[vehicle], folder, meta, vehicle, seed)
+                    harvested += counts[vehicle]
+                    sync_harvest(folder, dest, SyncSettings(vehicle=vehicle))
+                report = run_round(
+                    RoundSettings(
+                        harvests=[dest],
+                        teacher=teacher,
+                        student=deployed[arm],
+                        data=str(city_a),
+                        val=str(city_b),
+                        out=out / arm / f"round{r}" / "round",
+                        init="student",
+                        epochs=args.epochs,
+                        previous_pseudo=list(pseudo[arm]),
+                        overrides=[f"workers={args.workers}", f"seed={args.seed + r}"],
+                        workers=args.workers,
+                    ),
+                    progress=False,
+                )
+                pseudo[arm].append(out / arm / f"round{r}" / "round" / "pseudo")
+                if report["decision"]["promote"]:
+                    deployed[arm] = Path(report["export"]["checkpoint"])
+                rec["arms"][arm] = {
+                    "frames": harvested,
+                    "frames_kept": report["data_added"]["frames_kept"],
+                    "candidate_miou": report["after"]["miou"],
+                    "gate": {k: report["decision"].get(k) for k in ("promote", "reason", "interval", "verdict")},
+                    "deployed": str(deployed[arm]),
+                    "wall_s": round(time.perf_counter() - t, 1),
+                }
+            mats = {}
+            for arm in ARMS:
+                miou, mats[arm], _ = per_image(deployed[arm], city_b, args.workers)
+                rec["arms"][arm]["deployed_miou"] = miou
+                rec["arms"][arm]["vs_round0"] = interval(base_mats, mats[arm], names, args.resamples)
+            rec["harvested_minus_random"] = interval(mats["random"], mats["harvested"], names, args.resamples)
+            state["rounds"] = [x for x in state["rounds"] if x["round"] != r] + [rec]
+            atomic_write_json(state_path, state)
+            d = rec["harvested_minus_random"]
+            print(
+                f"round {r}: harvested {100 * rec['arms']['harvested']['deployed_miou']:.1f}, random "
+                f"{100 * rec['arms']['random']['deployed_miou']:.1f}, harvested - random {100 * d['delta']:+.2f} "
+                f"[{100 * d['low']:+.2f}, {100 * d['high']:+.2f}] ({d['verdict']})",
+                flush=True,
+            )
+    finally:
+        server.stop()
+    state["wall_s"] = round(time.perf_counter() - t_start, 1)
+    atomic_write_json(state_path, state)
+    write_report(state, out)
+
+
+def write_report(state: dict, out: Path) -> None:
+    def iv(d):
+        return f"{100 * d['delta']:+.2f} [{100 * d['low']:+.2f}, {100 * d['high']:+.2f}]"
+
+    s = state["settings"]
+    lines = [
+        f"{s['vehicles']} vehicles x {s['frames']}-frame city-B drives per round, {s['rounds']} rounds of "
+        f"{s['epochs']} epochs; round 0 (the demo's CSST student): {100 * state['round0_miou']:.1f} mIoU on city-B "
+        f"val. Intervals: paired bootstrap over the val images, 95 %, in mIoU points.",
+        "",
+        "| round | frames (each arm) | harvested mIoU | vs round 0 | random mIoU | vs round 0 | harvested - random |",
+        "|---:|---:|---:|---|---:|---|---|",
+    ]
+    for rec in state["rounds"]:
+        a, b = rec["arms"]["harvested"], rec["arms"]["random"]
+        lines.append(
+            f"| {rec['round']} | {a['frames']} | {100 * a['deployed_miou']:.1f} | {iv(a['vs_round0'])} | "
+            f"{100 * b['deployed_miou']:.1f} | {iv(b['vs_round0'])} | {iv(rec['harvested_minus_random'])} "
+            f"({rec['harvested_minus_random']['verdict']}) |"
+        )
+    lines += ["", "Gate decisions (the deployed student changes only when its round is promoted):", ""]
+    for rec in state["rounds"]:
+        for arm in ARMS:
+            g = rec["arms"][arm]["gate"]
+            lines.append(
+                f"- round {rec['round']} {arm}: candidate {100 * rec['arms'][arm]['candidate_miou']:.1f}, "
+                f"{'promoted' if g['promote'] else 'rejected'} ({g['reason']})"
+            )
+    lines.append(f"\nWall time: {state.get('wall_s', 0):.0f} s. Plot: fleet.png")
+    atomic_write_text(out / "fleet.md", "\n".join(lines) + "\n")
+    plot(state, out / "fleet.png")
+    print("\n".join(lines))
+
+
+def plot(state: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    base = 100 * state["round0_miou"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for arm, colour in zip(ARMS, ("tab:blue", "tab:orange"), strict=True):
+        rounds = [0] + [rec["round"] for rec in state["rounds"]]
+        miou = [base] + [100 * rec["arms"][arm]["deployed_miou"] for rec in state["rounds"]]
+        # error bars: the paired interval against round 0, placed around the arm's mIoU
+        low = [0] + [
+            100 * (rec["arms"][arm]["vs_round0"]["delta"] - rec["arms"][arm]["vs_round0"]["low"])
+            for rec in state["rounds"]
+        ]
+        high = [0] + [
+            100 * (rec["arms"][arm]["vs_round0"]["high"] - rec["arms"][arm]["vs_round0"]["delta"])
+            for rec in state["rounds"]
+        ]
+        ax.errorbar(rounds, miou, yerr=[low, high], marker="o", capsize=4, label=f"{arm} frames", color=colour)
+    ax.set_xlabel("round")
+    ax.set_ylabel("city-B val mIoU (%) of the deployed student")
+    ax.set_xticks(range(len(state["rounds"]) + 1))
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
