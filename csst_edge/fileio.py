@@ -74,19 +74,24 @@ def append_jsonl(path: str | os.PathLike, record: dict) -> None:
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
     """Read a JSONL file, ignoring a torn last line left by a crash."""
-    records = []
     path = Path(path)
     if not path.exists():
-        return records
+        return []
     with open(path, encoding="utf-8") as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
+        return parse_jsonl_lines(f)
+
+
+def parse_jsonl_lines(lines) -> list[dict]:
+    """The records of JSONL lines up to the first line that does not parse (a torn last line left by a crash)."""
+    records = []
+    for line in lines:
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
     return records
 
 

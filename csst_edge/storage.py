@@ -29,7 +29,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from csst_edge.errors import CsstError
-from csst_edge.fileio import append_jsonl, atomic_write_bytes
+from csst_edge.fileio import append_jsonl, atomic_write_bytes, parse_jsonl_lines
 
 # protocol -> the extra that installs its fsspec backend
 EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs"}
@@ -400,16 +400,7 @@ def read_jsonl(location) -> list[dict]:
         return read_local(local)
     if not exists(location):
         return []
-    records = []
-    for line in read_text(location).splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-    return records
+    return parse_jsonl_lines(read_text(location).splitlines())
 
 
 # ----------------------------------------------------------------------------------------------- cache
