@@ -18,6 +18,24 @@ def camvid_root() -> Path:
     return CAMVID
 
 
+def probs_meta(height: int, width: int, class_names: list[str]):
+    """Runtime metadata of a 3-class probabilities model, for harvest folders written by the real harvester."""
+    from csst_edge.runtime.model_meta import ModelMeta
+
+    return ModelMeta(
+        arch="fastscnn",
+        num_classes=len(class_names),
+        class_names=list(class_names),
+        palette=[[0, 0, 0]] * len(class_names),
+        mean=[0.5] * 3,
+        std=[0.25] * 3,
+        input_height=height,
+        input_width=width,
+        output_kind="probs",
+        output_name="probs",
+    )
+
+
 def free_port() -> int:
     """A TCP port nobody listens on, for torchrun's rendezvous in multi-process tests."""
     with socket.socket() as s:

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import add_stray_id, write_tiny_dataset
+from conftest import add_stray_id, probs_meta, write_tiny_dataset
 from typer.testing import CliRunner
 
 from csst_edge.data.imageio import read_image
@@ -18,7 +18,6 @@ from csst_edge.errors import ConfigError
 from csst_edge.evaluate.bootstrap import paired_bootstrap
 from csst_edge.pipeline.round import RoundError, RoundSettings, gate_decision, merge_harvests, run_round
 from csst_edge.runtime.harvest import Harvester, HarvestSettings
-from csst_edge.runtime.model_meta import ModelMeta
 from csst_edge.runtime.postprocess import Prediction
 from csst_edge.runtime.sources import Frame
 
@@ -69,18 +68,7 @@ def world(tmp_path_factory):
 
 
 def _harvest(folder: Path, images: list[Path], vehicle: str, start: int = 0) -> Path:
-    meta = ModelMeta(
-        arch="fastscnn",
-        num_classes=3,
-        class_names=NAMES,
-        palette=[[0, 0, 0]] * 3,
-        mean=[0.5] * 3,
-        std=[0.25] * 3,
-        input_height=H,
-        input_width=W,
-        output_kind="probs",
-        output_name="probs",
-    )
+    meta = probs_meta(H, W, NAMES)
     h = Harvester(
         folder,
         meta,

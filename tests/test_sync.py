@@ -17,12 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import free_port
+from conftest import free_port, probs_meta
 from typer.testing import CliRunner
 
 from csst_edge.fileio import read_jsonl
 from csst_edge.runtime.harvest import Harvester, HarvestSettings, read_harvest_records
-from csst_edge.runtime.model_meta import ModelMeta
 from csst_edge.runtime.postprocess import Prediction
 from csst_edge.runtime.sources import Frame
 from csst_edge.runtime.sync import (
@@ -43,18 +42,7 @@ KEY, SECRET = "AKIDUMMYKEYFORTESTS", "dummy-secret-never-printed"
 
 def make_harvest(folder: Path, n: int = 4, vehicle: str = "car1", seed: int = 0, first: int = 0) -> Path:
     """A harvest folder of `n` noise frames (~30 KB JPEGs each), written by the real harvester."""
-    meta = ModelMeta(
-        arch="fastscnn",
-        num_classes=3,
-        class_names=["a", "b", "c"],
-        palette=[[0, 0, 0]] * 3,
-        mean=[0.5] * 3,
-        std=[0.25] * 3,
-        input_height=H,
-        input_width=W,
-        output_kind="probs",
-        output_name="probs",
-    )
+    meta = probs_meta(H, W, ["a", "b", "c"])
     settings = HarvestSettings(
         rate_per_min=0, min_score=0.0, min_sharpness=0.0, duplicate_similarity=1.0, vehicle=vehicle
     )
