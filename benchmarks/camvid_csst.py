@@ -81,9 +81,18 @@ def main() -> None:
     ap.add_argument("--max-batch", type=int, default=32, help="largest batch of the small-crop epochs")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--real-fraction", type=float, default=0.5)
+    ap.add_argument(
+        "--real-fraction",
+        default="0.5",
+        help="share of real images in every CSST batch, or 'proportional' (by dataset size: 92 of 367)",
+    )
     ap.add_argument("--pseudo-scales", default="0.75,1.0,1.25,1.5")
-    ap.add_argument("--stages", default="teacher,pseudo,baseline,csst,csst_nocs")
+    ap.add_argument(
+        "--stages",
+        default="teacher,pseudo,baseline,csst,csst_nocs",
+        help="any of teacher, pseudo, pseudo_tta (pseudo-label quality without TTA: single scale, flip only), "
+        "baseline, csst, csst_nocs",
+    )
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args()
 
@@ -142,6 +151,8 @@ def main() -> None:
                     "sampling",
                     "optim.lr",
                     "loss.name",
+                    "real_fraction",
+                    "model_kwargs",
                 )
             },
             miou=metrics["miou"],
@@ -196,6 +207,9 @@ def main() -> None:
         rec["quality"] = pseudo_label_quality(ds, train_samples, pseudo)
         state["stages"]["pseudo"] = rec
         atomic_write_json(state_path, state)
+    if "pseudo_tta" in stages:
+        state["stages"]["pseudo_tta"] = pseudo_tta(args, ds, train_samples, out)
+        atomic_write_json(state_path, state)
     per_epoch = labelled_count + len(unlabelled)
     student = [
         f"model={args.student}",
@@ -211,11 +225,42 @@ def main() -> None:
     if "baseline" in stages:
         run_train("baseline" + args.suffix, student + [f"train=[{real}]", "sampling=random"])
     both = f"train=[{real}, {{pseudo: '{pseudo}'}}]"
+    real_fraction = "null" if args.real_fraction == "proportional" else float(args.real_fraction)
     if "csst" in stages:
-        run_train("csst" + args.suffix, student + [both, "sampling=centroid", f"real_fraction={args.real_fraction}"])
+        run_train("csst" + args.suffix, student + [both, "sampling=centroid", f"real_fraction={real_fraction}"])
     if "csst_nocs" in stages:
-        run_train("csst_nocs" + args.suffix, student + [both, "sampling=random", f"real_fraction={args.real_fraction}"])
+        run_train("csst_nocs" + args.suffix, student + [both, "sampling=random", f"real_fraction={real_fraction}"])
     write_report(state, out)
+
+
+def _recipe(rec: dict) -> str:
+    r = rec.get("recipe") or {}
+    if not r:
+        return ""
+    samples = int(r["epochs"]) * int(r["samples_per_epoch"]) if r.get("epochs") and r.get("samples_per_epoch") else "?"
+    return f"{r.get('model')}, {r.get('crop_schedule')}, {samples} samples, seed {r.get('seed')}"
+
+
+def pseudo_tta(args, ds, train_samples, out: Path) -> dict:
+    """The teacher's pseudo labels without test-time augmentation (single scale; flip only), scored like the
+    multi-scale + flip ones the students train on: what TTA buys. Returns {mode: quality, ..., wall_s}."""
+    from csst_edge.pseudo import PseudoLabelSettings, generate_pseudo_labels
+
+    t = time.perf_counter()
+    record = {}
+    for name, flip in (("single", False), ("flip", True)):
+        folder = out / "pseudo_tta" / name
+        generate_pseudo_labels(
+            out / "teacher" / "last.pt",
+            [str(out / "unlabelled.txt")],
+            folder,
+            PseudoLabelSettings(mode="single", flip=flip, workers=args.workers, device=args.device),
+            progress=not args.quiet,
+        )
+        record[name] = pseudo_label_quality(ds, train_samples, folder)
+        print(f"pseudo labels, {name}: {100 * record[name]['miou']:.2f} mIoU vs GT", flush=True)
+    record["wall_s"] = round(time.perf_counter() - t, 1)
+    return record
 
 
 def pseudo_label_quality(ds, samples, pseudo_dir: Path) -> dict:
@@ -264,19 +309,37 @@ def write_report(state: dict, out: Path) -> None:
         "",
         markdown_table(table, class_names),
         "",
-        "| stage | val mIoU (%) | rare-5 mean IoU (%) | wall time (s) |",
-        "|---|---:|---:|---:|",
+        "| stage | val mIoU (%) | rare-5 mean IoU (%) | wall time (s) | recipe |",
+        "|---|---:|---:|---:|---|",
     ]
+
+    def rare5(rec: dict) -> float:
+        return 100 * sum(rec["per_class_iou"][i] or 0.0 for i in rare) / len(rare)
+
     for name, rec in state["stages"].items():
         if "miou" in rec:
-            ious = [rec["per_class_iou"][i] or 0.0 for i in rare]
             lines.append(
-                f"| {name} | {100 * rec['miou']:.1f} | {100 * sum(ious) / len(ious):.1f} | {rec['wall_s']:.0f} |"
+                f"| {name} | {100 * rec['miou']:.1f} | {rare5(rec):.1f} | {rec['wall_s']:.0f} | {_recipe(rec)} |"
             )
         else:
-            lines.append(f"| {name} | - | - | {rec.get('wall_s', 0):.0f} |")
-    if "baseline" in runs and "csst" in runs:
-        lines.append(f"\nCSST - baseline: {100 * (runs['csst']['miou'] - runs['baseline']['miou']):+.1f} mIoU")
+            lines.append(f"| {name} | - | - | {rec.get('wall_s', 0):.0f} | |")
+    tta = state["stages"].get("pseudo_tta")
+    if tta and quality:
+        lines.append(
+            "\npseudo labels vs GT: single scale {:.1f}, flip {:.1f}, multi-scale + flip {:.1f} mIoU".format(
+                100 * tta["single"]["miou"], 100 * tta["flip"]["miou"], 100 * quality["miou"]
+            )
+        )
+    # one line per student set (stage-name suffix: "", "_s1", "_lite0", ...)
+    for suffix in (n[len("baseline") :] for n in runs if n.startswith("baseline")):
+        base, csst, nocs = (runs.get(n + suffix) for n in ("baseline", "csst", "csst_nocs"))
+        if csst:
+            lines.append(f"\nCSST{suffix} - baseline{suffix}: {100 * (csst['miou'] - base['miou']):+.1f} mIoU")
+        if csst and nocs:
+            lines.append(
+                f"centroid sampling{suffix}: rare-5 {rare5(csst):.1f} vs {rare5(nocs):.1f} without "
+                f"({rare5(csst) - rare5(nocs):+.1f}), mIoU {100 * (csst['miou'] - nocs['miou']):+.1f}"
+            )
     atomic_write_text(out / "camvid_csst.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
