@@ -35,7 +35,7 @@ from csst_edge.fileio import append_jsonl, atomic_write_bytes, parse_jsonl_lines
 EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs"}
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]+://")
 _USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]+://)[^/@\s]*@")
-_SECRET_QUERY = re.compile(r"(secret|token|key|password|passwd|signature|credential|sig|x-amz-)", re.I)
+_SECRET_QUERY = re.compile(r"(secret|token|key|password|passwd|signature|credential|sig|auth|x-amz-)", re.I)
 
 
 class StorageError(CsstError):
@@ -77,9 +77,14 @@ def redact(location) -> str:
         return text
     parts = urlsplit(text)
     netloc = parts.netloc.rsplit("@", 1)[-1]
-    kept = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if not _SECRET_QUERY.search(k)]
+    kept = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if not is_secret_name(k)]
     query = urlencode(kept)
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether a query parameter or storage option called `name` holds a credential (key, token, signature...)."""
+    return bool(_SECRET_QUERY.search(name))
 
 
 def redact_text(text: str) -> str:

@@ -145,7 +145,7 @@ def test_urls_are_shown_without_credentials():
     url = "s3://AKIDSECRETUSER:topsecretpw@bucket/pre?X-Amz-Signature=abcdef123&region=eu"
     shown = _display_url(url)
     assert "AKIDSECRETUSER" not in shown and "topsecretpw" not in shown and "abcdef123" not in shown
-    assert shown.startswith("s3://***@bucket/pre") and "region=eu" in shown
+    assert shown == "s3://bucket/pre?region=eu"
     assert _display_url("s3://b/p/oops-hunter2-xx", {"secret": "hunter2-xx"}) == "s3://b/p/oops-***"
 
 

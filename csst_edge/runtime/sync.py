@@ -44,8 +44,8 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from csst_edge import storage
 from csst_edge.errors import CsstError
 from csst_edge.fileio import append_jsonl, atomic_write_json
 from csst_edge.runtime.harvest import MANIFEST, read_harvest_records
@@ -54,7 +54,6 @@ STATE_DIR = ".sync"
 STATE_FLUSH_S = 2.0
 CHUNK = 64 * 1024
 OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "memory", "oss", "r2"}
-_SECRET_WORDS = ("key", "secret", "token", "password", "passwd", "signature", "sig", "credential", "auth")
 
 
 class SyncError(CsstError):
@@ -114,24 +113,12 @@ class TokenBucket:
 
 # ---------------------------------------------------------------------------------------------- URL display
 def _display_url(url: str, storage_options: dict | None = None) -> str:
-    """`url` with no credentials: user info and secret-looking query values become ***."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable URL>"
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = "***@" + netloc.rsplit("@", 1)[1]
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode([(k, "***" if _secret_name(k) else v) for k, v in pairs], safe="*")
-    return _scrub(urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment)), storage_options)
+    """`url` with no credentials: no user info, no secret-looking query parameters, no storage-option secret."""
+    return _scrub(storage.redact(url), storage_options)
 
 
 def _secret_name(name: str) -> bool:
-    name = name.lower().replace("-", "_")
-    return any(word in name for word in _SECRET_WORDS)
+    return storage.is_secret_name(name.replace("-", "_"))
 
 
 def _secret_values(options: dict | None) -> list[str]:
