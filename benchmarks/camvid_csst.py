@@ -52,6 +52,7 @@ def main() -> None:
     ap.add_argument("--data", default="camvid")
     ap.add_argument("--teacher", default="deeplabv3plus_r18")
     ap.add_argument("--teacher-lr", type=float, default=0.01)
+    ap.add_argument("--teacher-loss", default="ohem", choices=("ohem", "ce"), help="the teacher's loss")
     ap.add_argument(
         "--teacher-pretrained",
         default=None,
@@ -180,7 +181,7 @@ def main() -> None:
                 f"optim.lr={args.teacher_lr}",
                 "optim.weight_decay=5e-4",
                 "optim.warmup_iters=100",
-                "loss.name=ohem",
+                f"loss.name={args.teacher_loss}",
                 "loss.ohem_min_kept=50000",
                 f"eval_every={max(1, _epochs(n, labelled_count) // 5)}",
             ],
