@@ -14,7 +14,7 @@ recipe); the students use the constant crop schedule (`--schedule`), the teacher
 The paper's regime, as measured on a 2-core CPU (benchmarks/README.md): an ImageNet-pretrained DeepLabV3+-Lite0
 teacher (the `pretrained` extra's wheel), 128 channels wide (2.2x faster to train than 256 on a CPU), ~31 min:
 
-    B="python3 benchmarks/camvid_csst.py --teacher deeplabv3plus_lite0 --teacher-pretrained efficientnet-lite0 \
+    B="python3 benchmarks/camvid_csst.py --teacher deeplabv3plus_lite0 --teacher-pretrained efficientnet-lite0 \\
        --teacher-channels 128 --channels-last --teacher-budget 0.2 --out benchmarks/out/camvid_pre"
     $B --budget 0.1 --suffix _const                                   # teacher, pseudo, Fast-SCNN trio
     $B --stages baseline,csst --budget 0.1 --seed 1 --suffix _const_s1  # second seed
@@ -138,7 +138,6 @@ def main() -> None:
         f"device={args.device}",
         f"workers={args.workers}",
         f"val={{data: '{args.data}', split: val}}",
-        f"crop_schedule={args.schedule}",
         f"max_batch={args.max_batch}",
         f"channels_last={str(args.channels_last).lower()}",
     ]
@@ -227,6 +226,7 @@ def main() -> None:
     per_epoch = labelled_count + len(unlabelled)
     student = [
         f"model={args.student}",
+        f"crop_schedule={args.schedule}",
         f"pretrained={args.student_pretrained or 'null'}",
         f"seed={args.seed}",
         f"samples_per_epoch={per_epoch}",
