@@ -101,6 +101,13 @@ def main() -> None:
     )
     ap.add_argument("--pseudo-scales", default="0.75,1.0,1.25,1.5")
     ap.add_argument(
+        "--pseudo-threshold",
+        type=float,
+        default=None,
+        help="confidence below which pseudo-label pixels are ignored (pseudo-label --threshold); the labels go to "
+        "pseudo_t<T> in --out and the CSST stages train on them",
+    )
+    ap.add_argument(
         "--stages",
         default="teacher,pseudo,baseline,csst,csst_nocs",
         help="any of teacher, pseudo, pseudo_tta (pseudo-label quality without TTA: single scale, flip only), "
@@ -131,6 +138,14 @@ def main() -> None:
         unlabelled=len(unlabelled),
     )
     stages = args.stages.split(",")
+
+    def save_stage(name: str, record: dict) -> None:
+        # re-read the file first: runs with other --suffix values may share --out and finish in between
+        if state_path.is_file():
+            state["stages"] = json.loads(state_path.read_text())["stages"]
+        state["stages"][name] = record
+        atomic_write_json(state_path, state)
+
     real = f"{{data: '{args.data}', split: train, every: 4, offset: 0}}"
     common = [
         f"crop=[{args.crop}]",
@@ -171,10 +186,10 @@ def main() -> None:
             per_class_iou=metrics["per_class_iou"],
             class_names=class_names,
             best_miou_during_training=result.best_miou,
+            pseudo_labels=pseudo_name if any("pseudo:" in o for o in overrides) else None,
             wall_s=round(rec.get("wall_s", 0) + time.perf_counter() - t, 1),
         )
-        state["stages"][name] = rec
-        atomic_write_json(state_path, state)
+        save_stage(name, rec)
         print(f"{name}: val mIoU {100 * metrics['miou']:.2f}", flush=True)
 
     if "teacher" in stages:
@@ -198,7 +213,8 @@ def main() -> None:
                 f"eval_every={max(1, _epochs(n, labelled_count) // 5)}",
             ],
         )
-    pseudo = out / "pseudo"
+    pseudo_name = "pseudo" if args.pseudo_threshold is None else f"pseudo_t{args.pseudo_threshold:g}"
+    pseudo = out / pseudo_name
     if "pseudo" in stages:
         t = time.perf_counter()
         listing = out / "unlabelled.txt"
@@ -208,21 +224,26 @@ def main() -> None:
             out / "teacher" / "last.pt",
             [str(listing)],
             pseudo,
-            PseudoLabelSettings(mode="multiscale", scales=scales, flip=True, workers=args.workers, device=args.device),
+            PseudoLabelSettings(
+                mode="multiscale",
+                scales=scales,
+                flip=True,
+                threshold=args.pseudo_threshold,
+                workers=args.workers,
+                device=args.device,
+            ),
             progress=not args.quiet,
         )
-        rec = state["stages"].get("pseudo", {})
+        rec = state["stages"].get(pseudo_name, {})
         rec.update(
             images=summary.total,
             mean_confidence=summary.mean_confidence,
             wall_s=round(rec.get("wall_s", 0) + time.perf_counter() - t, 1),
         )
         rec["quality"] = pseudo_label_quality(ds, train_samples, pseudo)
-        state["stages"]["pseudo"] = rec
-        atomic_write_json(state_path, state)
+        save_stage(pseudo_name, rec)
     if "pseudo_tta" in stages:
-        state["stages"]["pseudo_tta"] = pseudo_tta(args, ds, train_samples, out)
-        atomic_write_json(state_path, state)
+        save_stage("pseudo_tta", pseudo_tta(args, ds, train_samples, out))
     per_epoch = labelled_count + len(unlabelled)
     student = [
         f"model={args.student}",
@@ -289,16 +310,21 @@ def pseudo_label_quality(ds, samples, pseudo_dir: Path) -> dict:
 
     truth = {str(Path(s.image).resolve()): s.label for s in samples}
     confusion = ConfusionMatrix(ds.num_classes, ds.ignore_index)
+    kept = labelled = 0
     for entry in (e for f in manifest_files(pseudo_dir) for e in read_jsonl(f)):
         gt_path = truth.get(str(Path(entry["image"]).resolve()))
         if entry.get("status") != "ok" or gt_path is None:
             continue
         pred = read_label(pseudo_dir / entry["label"])
         gt = read_label(gt_path, ds.label_lut)  # a fresh array: safe to mark pixels in it
+        valid = gt != ds.ignore_index
+        labelled += int(valid.sum())
+        kept += int((valid & (pred < ds.num_classes)).sum())
         gt[pred >= ds.num_classes] = ds.ignore_index  # pixels a confidence threshold left unlabelled
         confusion.update(torch.from_numpy(pred), torch.from_numpy(gt))
     metrics = confusion.compute()
-    return {"miou": metrics["miou"], "per_class_iou": metrics["per_class_iou"]}
+    # coverage: the share of ground-truth-labelled pixels that kept a pseudo label (1.0 without a threshold)
+    return {"miou": metrics["miou"], "per_class_iou": metrics["per_class_iou"], "coverage": kept / max(labelled, 1)}
 
 
 def write_report(state: dict, out: Path) -> None:

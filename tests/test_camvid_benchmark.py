@@ -56,6 +56,10 @@ def test_pseudo_label_quality_scores_against_the_withheld_ground_truth(tmp_path,
     assert quality["per_class_iou"] == pytest.approx(expected)
     assert quality["miou"] == pytest.approx(sum(expected) / 3)
     assert quality["miou"] < 1.0
+    # coverage: of the ground-truth-labelled pixels, all but the one left unlabelled kept a pseudo label
+    valid = sum(int((g != ds.ignore_index).sum()) for g in gts)
+    skipped = int(gts[1][0, 0] != ds.ignore_index)
+    assert skipped == 1 and quality["coverage"] == pytest.approx((valid - skipped) / valid)
 
 
 def test_report_lists_stages_rare_classes_and_the_gain(tmp_path, bench):
