@@ -50,3 +50,17 @@ def test_demo_runs_end_to_end_in_reduced_mode(tmp_path):
     loop = on_disk["vehicle_loop"]
     assert loop["runtime"]["frames"] == 24 and loop["runtime"]["harvest"]["frames"] >= 1
     assert (out / "round1" / "round.json").is_file() and isinstance(loop["round_decision"]["promote"], bool)
+
+
+def test_demo_rerun_with_other_settings_is_an_error_that_names_the_folder(tmp_path):
+    import pytest
+
+    from csst_edge.errors import ConfigError
+    from csst_edge.pipeline.demo import check_cached_settings
+
+    out = tmp_path / "demo"
+    check_cached_settings(DemoSettings(out=out), out)
+    check_cached_settings(DemoSettings(out=out, workers=0, device="cpu"), out)  # speed-only options may change
+    with pytest.raises(ConfigError, match=r"demo holds a demo run with other settings \(seed 0 -> 1\)"):
+        check_cached_settings(DemoSettings(out=out, seed=1), out)
+    assert json.loads((out / "demo_settings.json").read_text())["seed"] == "0"  # the record is not overwritten

@@ -27,6 +27,9 @@ def demo_command(
         ),
     ] = None,
     student: Annotated[str | None, typer.Option(help="Student model [default: fastscnn].")] = None,
+    seed: Annotated[
+        int, typer.Option(help="Seed of the synthetic frames and of every training run (the gain varies by seed).")
+    ] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda.")] = "auto",
     workers: Annotated[int, typer.Option(help="Data-loading workers.")] = 2,
     vehicle_loop: Annotated[
@@ -43,6 +46,8 @@ def demo_command(
 
       csst-edge demo --teacher icnet_r18 --teacher-pretrained none   # the from-scratch teacher
 
+      csst-edge demo --seed 1 --out runs/demo_s1   # another draw of frames and training streams
+
       csst-edge demo --scale 3 --out runs/demo_long --device cuda
     """
     from csst_edge.pipeline.demo import DemoSettings, run_demo
@@ -53,6 +58,7 @@ def demo_command(
         teacher=teacher or defaults.teacher,
         teacher_pretrained=_teacher_weights(teacher_pretrained, teacher, defaults),
         student=student or defaults.student,
+        seed=seed,
         device=device,
         workers=workers,
         vehicle_loop=vehicle_loop,

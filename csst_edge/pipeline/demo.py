@@ -8,6 +8,7 @@ all three on B's val frames. Every stage is cached in the output folder, so a re
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -70,6 +71,7 @@ def run_demo(s: DemoSettings, console, progress: bool = True) -> dict:
     from csst_edge.train.trainer import train
 
     out = Path(s.out)
+    check_cached_settings(s, out)
     timings: dict[str, float] = {}
 
     t = stage_rule(console, "1/8 synthetic data: city A (labelled) and city B (unlabelled + val)")
@@ -228,6 +230,32 @@ def run_demo(s: DemoSettings, console, progress: bool = True) -> dict:
         summary["vehicle_loop"] = run_vehicle_loop(s, out, data, city_a, city_b, console, progress, timings)
         atomic_write_json(out / "demo.json", summary)
     return summary
+
+
+# settings that change what a cached stage would hold; device, workers and the like only change how fast it runs
+_RUN_INDEPENDENT = ("out", "device", "workers", "vehicle_loop")
+
+
+def check_cached_settings(s: DemoSettings, out: Path) -> None:
+    """Stages are cached in `out`, so a rerun with other settings (another --seed, --scale or teacher) would
+    silently reuse the old ones. The first run records its settings; a rerun that differs is an error that names
+    the folder and the settings."""
+    from csst_edge.errors import ConfigError
+
+    wanted = {k: str(v) for k, v in asdict(s).items() if k not in _RUN_INDEPENDENT}
+    record = out / "demo_settings.json"
+    if record.is_file():
+        cached = json.loads(record.read_text())
+        changed = sorted(k for k in wanted.keys() | cached.keys() if wanted.get(k) != cached.get(k))
+        if changed:
+            diff = ", ".join(f"{k} {cached.get(k)} -> {wanted.get(k)}" for k in changed)
+            raise ConfigError(
+                f"{out} holds a demo run with other settings ({diff}); pass another --out, or delete the folder "
+                "to start over"
+            )
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(record, wanted)
 
 
 def run_vehicle_loop(
