@@ -99,6 +99,12 @@ def main() -> None:
         default="0.5",
         help="share of real images in every CSST batch, or 'proportional' (by dataset size: 92 of 367)",
     )
+    ap.add_argument(
+        "--real-only-tail",
+        type=float,
+        default=0.0,
+        help="share of the CSST stages' last epochs that train on the real labels alone (config real_only_tail)",
+    )
     ap.add_argument("--pseudo-scales", default="0.75,1.0,1.25,1.5")
     ap.add_argument(
         "--pseudo-threshold",
@@ -179,6 +185,7 @@ def main() -> None:
                     "optim.lr",
                     "loss.name",
                     "real_fraction",
+                    "real_only_tail",
                     "model_kwargs",
                 )
             },
@@ -261,10 +268,11 @@ def main() -> None:
         run_train("baseline" + args.suffix, student + [f"train=[{real}]", "sampling=random"])
     both = f"train=[{real}, {{pseudo: '{pseudo}'}}]"
     real_fraction = "null" if args.real_fraction == "proportional" else float(args.real_fraction)
+    mix = [both, f"real_fraction={real_fraction}", f"real_only_tail={args.real_only_tail}"]
     if "csst" in stages:
-        run_train("csst" + args.suffix, student + [both, "sampling=centroid", f"real_fraction={real_fraction}"])
+        run_train("csst" + args.suffix, student + mix + ["sampling=centroid"])
     if "csst_nocs" in stages:
-        run_train("csst_nocs" + args.suffix, student + [both, "sampling=random", f"real_fraction={real_fraction}"])
+        run_train("csst_nocs" + args.suffix, student + mix + ["sampling=random"])
     write_report(state, out)
 
 
@@ -370,12 +378,17 @@ def write_report(state: dict, out: Path) -> None:
                 100 * tta["single"]["miou"], 100 * tta["flip"]["miou"], 100 * quality["miou"]
             )
         )
-    # one line per student set (stage-name suffix: "", "_s1", "_lite0", ...)
-    for suffix in (n[len("baseline") :] for n in runs if n.startswith("baseline")):
-        base, csst, nocs = (runs.get(n + suffix) for n in ("baseline", "csst", "csst_nocs"))
-        if csst:
-            lines.append(f"\nCSST{suffix} - baseline{suffix}: {100 * (csst['miou'] - base['miou']):+.1f} mIoU")
-        if csst and nocs:
+    # one line per CSST stage, against the baseline whose suffix is the longest prefix of its own (csst_b02_tail
+    # is compared with baseline_b02), and one per CSST / CSST-without-CS pair of the same suffix
+    baselines = {n[len("baseline") :]: rec for n, rec in runs.items() if n.startswith("baseline")}
+    for name, csst in ((n, r) for n, r in runs.items() if n.startswith("csst") and not n.startswith("csst_nocs")):
+        suffix = name[len("csst") :]
+        base_suffix = max((b for b in baselines if suffix.startswith(b)), key=len, default=None)
+        if base_suffix is not None:
+            gain = 100 * (csst["miou"] - baselines[base_suffix]["miou"])
+            lines.append(f"\ncsst{suffix} - baseline{base_suffix}: {gain:+.1f} mIoU")
+        nocs = runs.get("csst_nocs" + suffix)
+        if nocs:
             lines.append(
                 f"centroid sampling{suffix}: rare-5 {rare5(csst):.1f} vs {rare5(nocs):.1f} without "
                 f"({rare5(csst) - rare5(nocs):+.1f}), mIoU {100 * (csst['miou'] - nocs['miou']):+.1f}"

@@ -238,6 +238,41 @@ def test_each_ablation_method_trains_a_few_steps(tmp_path, method):
         assert not any(same)
 
 
+def test_student_with_real_only_tail_trains_from_pseudo_folder(tmp_path):
+    """Centroid sampling over real + pseudo in proportion, then a real-only last epoch: the real group gets its
+    own centroid index beside the joint one, and the log marks the tail epoch."""
+    from csst_edge.train.config import load_train_config
+    from csst_edge.train.trainer import train
+
+    data = write_tiny_dataset(tmp_path / "tiny", splits=("train", "val"), n=4, size=(32, 48))
+    pseudo = tmp_path / "pseudo"
+    generate_pseudo_labels(
+        make_teacher(tmp_path / "teacher.pt"),
+        [str(tmp_path / "tiny" / "images" / "val")],
+        pseudo,
+        settings(),
+        progress=False,
+    )
+    out = tmp_path / "student"
+    overrides = [
+        f"train=[{{data: '{data}', split: train}}, {{pseudo: '{pseudo}'}}]",
+        "sampling=centroid",
+        "min_area=1",
+        "real_only_tail=0.34",
+        "epochs=3",
+        "batch_size=2",
+        "samples_per_epoch=4",
+        "crop=[32,32]",
+        "workers=0",
+        "val=null",
+        f"out={out}",
+    ]
+    train(load_train_config(None, overrides), progress=False)
+    epochs = [r for r in read_jsonl(out / "metrics.jsonl") if r["type"] == "epoch"]
+    assert [bool(r.get("real_only")) for r in epochs] == [False, False, True]
+    assert (out / "centroids_all.npz").is_file() and (out / "centroids_real.npz").is_file()
+
+
 def test_soft_method_needs_topk_pseudo_labels(tmp_path):
     from csst_edge.errors import ConfigError
     from csst_edge.train.config import load_train_config

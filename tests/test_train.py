@@ -92,6 +92,38 @@ def test_planner_mixes_real_and_pseudo_in_every_batch(tiny_dataset, tmp_path):
     assert sorted(seen, key=id) and len(seen) == 40
 
 
+@pytest.mark.parametrize("real_fraction", ["0.5", "null"])
+def test_planner_real_only_tail_draws_only_real_labels(tiny_dataset, tmp_path, real_fraction):
+    """The last round(0.25 * 8) = 2 of 8 epochs take every sample from the real group, mixed or proportional;
+    the earlier epochs still draw pseudo samples, and every epoch keeps samples_per_epoch samples."""
+    other = write_tiny_dataset(tmp_path / "other", n=6, seed=1)
+    cfg = _cfg(
+        tiny_dataset,
+        tmp_path / "run",
+        f"train=[{{data: '{tiny_dataset}'}}, {{data: '{other}'}}]",
+        f"real_fraction={real_fraction}",
+        "real_only_tail=0.25",
+        "epochs=8",
+        "samples_per_epoch=40",
+        "batch_size=4",
+    )
+    ts = build_train_set(cfg.train)
+    ts.entries = [
+        e if i < 4 else type(e)(e.name, e.image, e.label, "pseudo", e.lut_id) for i, e in enumerate(ts.entries)
+    ]
+    planner = EpochPlanner(ts, cfg)
+    groups = [[ts.entries[r.entry].group for b in planner.plan(epoch, 4) for r in b] for epoch in range(8)]
+    assert all(len(g) == 40 for g in groups)
+    assert [planner.real_only(e) for e in range(8)] == [False] * 6 + [True] * 2
+    assert all(g.count("pseudo") > 10 for g in groups[:6])
+    assert all(g.count("pseudo") == 0 for g in groups[6:])
+
+
+def test_real_only_tail_must_leave_a_mixed_epoch(tiny_dataset, tmp_path):
+    with pytest.raises(ConfigError, match="real_only_tail"):
+        _cfg(tiny_dataset, tmp_path / "run", "real_only_tail=1.0")
+
+
 def test_train_writes_run_directory_and_learns(tiny_dataset, tmp_path):
     cfg = _cfg(tiny_dataset, tmp_path / "run", "epochs=6", "optim.lr=0.05", "crop=[48,64]", "augment.scale=[1.0,1.0]")
     result = train(cfg, progress=False)

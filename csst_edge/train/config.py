@@ -67,6 +67,10 @@ class TrainConfig:
     class_uniform_fraction: float = 1.0  # with centroid sampling: share of class-uniform samples
     min_area: int = 16
     real_fraction: float | None = None  # share of real (vs pseudo) samples in every batch; None = proportional
+    # share of the epochs, at the end of the run, that train on the real labels alone: the student learns from
+    # real + pseudo first, then its last epochs (at the poly schedule's low LR) correct what the pseudo labels
+    # taught wrong, mostly thin classes, from the ground truth. The total iterations stay the same.
+    real_only_tail: float = 0.0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -204,6 +208,8 @@ def _check(cfg: TrainConfig) -> None:
         raise ConfigError("config keys 'epochs' and 'batch_size' must be >= 1")
     if cfg.real_fraction is not None and not 0.0 <= cfg.real_fraction <= 1.0:
         raise ConfigError(f"config key 'real_fraction' must be in [0, 1], got {cfg.real_fraction}")
+    if not 0.0 <= cfg.real_only_tail < 1.0:
+        raise ConfigError(f"config key 'real_only_tail' must be in [0, 1), got {cfg.real_only_tail}")
     cfg.logger = logger_names(cfg.logger)
     if cfg.mlflow_tracking_uri and urlsplit(cfg.mlflow_tracking_uri).password is not None:
         # the URI is saved in config.yaml and the checkpoints; MLflow reads credentials from the environment

@@ -92,26 +92,45 @@ class SampleRef:
     seed: int
 
 
-def sampling_groups(train_set: TrainSet, real_fraction: float | None) -> dict[str, np.ndarray]:
-    """Entry ids per sampling group: real and pseudo apart when a fixed real share is asked for, else one group."""
+def sampling_groups(
+    train_set: TrainSet, real_fraction: float | None, real_only_tail: float = 0.0
+) -> dict[str, np.ndarray]:
+    """Entry ids per sampling group: real and pseudo apart when a fixed real share is asked for, else one group
+    ("all"); a real-only tail adds the real group beside "all" (its epochs draw from the real labels alone)."""
     real, pseudo = train_set.group_ids("real"), train_set.group_ids("pseudo")
-    if real_fraction is None or not len(real) or not len(pseudo):
+    if not len(real) or not len(pseudo):
         return {"all": np.arange(len(train_set.entries))}
-    return {"real": real, "pseudo": pseudo}
+    if real_fraction is not None:
+        return {"real": real, "pseudo": pseudo}
+    groups = {"all": np.arange(len(train_set.entries))}
+    if real_only_tail > 0:
+        groups["real"] = real
+    return groups
+
+
+def first_real_only_epoch(epochs: int, real_only_tail: float) -> int:
+    """The first epoch of the real-only tail (`epochs` when there is none): the last round(tail * epochs) epochs,
+    at least one when the tail is asked for at all."""
+    if real_only_tail <= 0:
+        return epochs
+    return epochs - min(epochs - 1, max(1, round(real_only_tail * epochs)))
 
 
 class EpochPlanner:
     """Plans each epoch's batches. With centroid sampling each group (real / pseudo, or all entries together
     when `real_fraction` is None) draws class-uniform centroids from its own index; otherwise random images.
-    `real_fraction` fixes the real share inside every batch, not just on average."""
+    `real_fraction` fixes the real share inside every batch, not just on average; the epochs of the
+    `real_only_tail` take every sample from the real group."""
 
     def __init__(self, train_set: TrainSet, cfg: TrainConfig, indexes: dict | None = None):
         self.train_set, self.cfg = train_set, cfg
         self.samples_per_epoch = cfg.samples_per_epoch or len(train_set.entries)
-        self.groups = sampling_groups(train_set, cfg.real_fraction)
-        self.fractions = (
-            {"all": 1.0} if "all" in self.groups else {"real": cfg.real_fraction, "pseudo": 1.0 - cfg.real_fraction}
-        )
+        self.groups = sampling_groups(train_set, cfg.real_fraction, cfg.real_only_tail)
+        if "pseudo" in self.groups:
+            self.fractions = {"real": cfg.real_fraction, "pseudo": 1.0 - cfg.real_fraction}
+        else:
+            self.fractions = {"all": 1.0}
+        self.tail_start = first_real_only_epoch(cfg.epochs, cfg.real_only_tail) if "real" in self.groups else None
         self.samplers = {}
         if cfg.sampling == "centroid":
             from csst_edge.data.sampler import CentroidSampler
@@ -127,9 +146,12 @@ class EpochPlanner:
     def iterations(self, batch_size: int) -> int:
         return math.ceil(self.samples_per_epoch / batch_size)
 
+    def real_only(self, epoch: int) -> bool:
+        return self.tail_start is not None and epoch >= self.tail_start
+
     def plan(self, epoch: int, batch_size: int) -> list[list[SampleRef]]:
         n_batches = self.iterations(batch_size)
-        per_batch = self._per_batch_counts(batch_size)
+        per_batch = self._per_batch_counts(batch_size, epoch)
         rng = np.random.default_rng([self.cfg.seed, epoch, 7])
         drawn = {g: self._draw(g, epoch, n_batches * k, rng) for g, k in per_batch.items()}
         batches, cursor = [], {g: 0 for g in per_batch}
@@ -147,8 +169,10 @@ class EpochPlanner:
         seeds = iter(rng.integers(0, 2**31 - 1, size=self.samples_per_epoch).tolist())
         return [[SampleRef(e, y, x, next(seeds)) for e, y, x in batch] for batch in batches]
 
-    def _per_batch_counts(self, batch_size: int) -> dict[str, int]:
-        if len(self.groups) == 1:
+    def _per_batch_counts(self, batch_size: int, epoch: int) -> dict[str, int]:
+        if self.real_only(epoch):
+            return {"real": batch_size}
+        if "all" in self.fractions:
             return {"all": batch_size}
         k_real = min(batch_size, max(0, round(batch_size * self.fractions["real"])))
         return {"real": k_real, "pseudo": batch_size - k_real}

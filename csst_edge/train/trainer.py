@@ -90,7 +90,7 @@ def centroid_indexes(train_set: TrainSet, cfg: TrainConfig, run_dir: Path, dist:
         return None
     from csst_edge.data.centroids import CentroidIndex
 
-    groups = sampling_groups(train_set, cfg.real_fraction)
+    groups = sampling_groups(train_set, cfg.real_fraction, cfg.real_only_tail)
     if dist.is_main:
         indexes = {
             g: build_index_for(ids, train_set, cfg, run_dir / f"centroids_{g}.npz", progress)
@@ -195,6 +195,8 @@ def train(
             state.epoch, state.iteration = epoch, stats.pop("iteration")
             record = {"epoch": epoch, "iteration": state.iteration, "crop": [ec.crop_h, ec.crop_w]}
             record.update(batch_size=ec.batch_size, time_s=round(time.perf_counter() - t0, 3), **stats)
+            if planner.real_only(epoch):
+                record["real_only"] = True
             if dist.is_main:
                 last_metrics = finish_epoch(state, record, val_loader, train_set, cfg, run_dir, device, loggers)
                 if bar:
