@@ -238,13 +238,8 @@ def test_each_ablation_method_trains_a_few_steps(tmp_path, method):
         assert not any(same)
 
 
-def test_student_with_real_only_tail_trains_from_pseudo_folder(tmp_path):
-    """Centroid sampling over real + pseudo in proportion, then a real-only last epoch: the real group gets its
-    own centroid index beside the joint one, and the log marks the tail epoch."""
-    from csst_edge.train.config import load_train_config
-    from csst_edge.train.trainer import train
-
-    data = write_tiny_dataset(tmp_path / "tiny", splits=("train", "val"), n=4, size=(32, 48))
+def _pseudo_label_val(tmp_path):
+    """Pseudo labels for the tiny dataset's val images from a random teacher, in tmp_path/pseudo."""
     pseudo = tmp_path / "pseudo"
     generate_pseudo_labels(
         make_teacher(tmp_path / "teacher.pt"),
@@ -253,6 +248,17 @@ def test_student_with_real_only_tail_trains_from_pseudo_folder(tmp_path):
         settings(),
         progress=False,
     )
+    return pseudo
+
+
+def test_student_with_real_only_tail_trains_from_pseudo_folder(tmp_path):
+    """Centroid sampling over real + pseudo in proportion, then a real-only last epoch: the real group gets its
+    own centroid index beside the joint one, and the log marks the tail epoch."""
+    from csst_edge.train.config import load_train_config
+    from csst_edge.train.trainer import train
+
+    data = write_tiny_dataset(tmp_path / "tiny", splits=("train", "val"), n=4, size=(32, 48))
+    pseudo = _pseudo_label_val(tmp_path)
     out = tmp_path / "student"
     overrides = [
         f"train=[{{data: '{data}', split: train}}, {{pseudo: '{pseudo}'}}]",
@@ -279,14 +285,7 @@ def test_soft_method_needs_topk_pseudo_labels(tmp_path):
     from csst_edge.train.trainer import train
 
     data = write_tiny_dataset(tmp_path / "tiny", splits=("train", "val"), n=2, size=(32, 48))
-    pseudo = tmp_path / "pseudo"
-    generate_pseudo_labels(
-        make_teacher(tmp_path / "teacher.pt"),
-        [str(tmp_path / "tiny" / "images" / "val")],
-        pseudo,
-        settings(),
-        progress=False,
-    )
+    pseudo = _pseudo_label_val(tmp_path)
     with pytest.raises(ConfigError, match="--topk"):
         train(
             load_train_config(

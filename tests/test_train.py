@@ -65,6 +65,16 @@ def test_every_fourth_selection_is_camvid_quarter(camvid_root, monkeypatch):
     assert not {e.name for e in labelled.entries} & {e.name for e in unlabelled.entries}
 
 
+def _second_source_as_pseudo(cfg):
+    """The train set of `cfg`, its entries after the first 4 (a second tiny dataset) marked as pseudo-labelled, as
+    entries from a pseudo-label folder would be."""
+    ts = build_train_set(cfg.train)
+    ts.entries = [
+        e if i < 4 else type(e)(e.name, e.image, e.label, "pseudo", e.lut_id) for i, e in enumerate(ts.entries)
+    ]
+    return ts
+
+
 def test_planner_mixes_real_and_pseudo_in_every_batch(tiny_dataset, tmp_path):
     other = write_tiny_dataset(tmp_path / "other", n=6, seed=1)
     cfg = _cfg(
@@ -75,11 +85,7 @@ def test_planner_mixes_real_and_pseudo_in_every_batch(tiny_dataset, tmp_path):
         "samples_per_epoch=40",
         "batch_size=4",
     )
-    ts = build_train_set(cfg.train)
-    # mark the second source as pseudo, as a pseudo-label folder would be
-    ts.entries = [
-        e if i < 4 else type(e)(e.name, e.image, e.label, "pseudo", e.lut_id) for i, e in enumerate(ts.entries)
-    ]
+    ts = _second_source_as_pseudo(cfg)
     planner = EpochPlanner(ts, cfg)
     batches = planner.plan(epoch=0, batch_size=4)
     assert sum(len(b) for b in batches) == 40
@@ -107,10 +113,7 @@ def test_planner_real_only_tail_draws_only_real_labels(tiny_dataset, tmp_path, r
         "samples_per_epoch=40",
         "batch_size=4",
     )
-    ts = build_train_set(cfg.train)
-    ts.entries = [
-        e if i < 4 else type(e)(e.name, e.image, e.label, "pseudo", e.lut_id) for i, e in enumerate(ts.entries)
-    ]
+    ts = _second_source_as_pseudo(cfg)
     planner = EpochPlanner(ts, cfg)
     groups = [[ts.entries[r.entry].group for b in planner.plan(epoch, 4) for r in b] for epoch in range(8)]
     assert all(len(g) == 40 for g in groups)
