@@ -6,6 +6,7 @@ pseudo-labelling skips finished images):
   2. pseudo       teacher (multi-scale + flip) labels the other 275 train images (their labels are never read)
   3. baseline     the student (`--student`, Fast-SCNN) on the 92 labelled images, the same iterations as the others
   4. csst         the student on real + pseudo, centroid sampling, half real / half pseudo per batch
+                  (`--real-only-tail F`: the last F of the epochs on the real labels alone)
   5. csst_nocs    the same without centroid sampling (plain random crops)
 Outputs: camvid_csst.json and camvid_csst.md (val mIoU, per-class IoU, rare-5 IoU, wall time and recipe per
 stage) in --out, and the checkpoints. `--budget` scales every stage's number of training samples (1.0 = the GPU
