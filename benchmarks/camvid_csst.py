@@ -387,7 +387,7 @@ def write_report(state: dict, out: Path) -> None:
         base_suffix = max((b for b in baselines if suffix.startswith(b)), key=len, default=None)
         if base_suffix is not None:
             gain = 100 * (csst["miou"] - baselines[base_suffix]["miou"])
-            lines.append(f"\ncsst{suffix} - baseline{base_suffix}: {gain:+.1f} mIoU")
+            lines.append(f"\nCSST{suffix} - baseline{base_suffix}: {gain:+.1f} mIoU")
         nocs = runs.get("csst_nocs" + suffix)
         if nocs:
             lines.append(

@@ -83,6 +83,7 @@ def test_report_lists_stages_rare_classes_and_the_gain(tmp_path, bench):
             "csst_nocs": stage(0.42, 0.12),
             "baseline_s1": stage(0.41, 0.10),
             "csst_s1": stage(0.44, 0.15),
+            "csst_s1_tail": stage(0.46, 0.15),
             "pseudo": {"wall_s": 3.0, "quality": {"miou": 0.5, "per_class_iou": [0.5] * 6}},
             "pseudo_tta": {"single": {"miou": 0.47}, "flip": {"miou": 0.48}, "wall_s": 1.0},
         },
@@ -102,6 +103,8 @@ def test_report_lists_stages_rare_classes_and_the_gain(tmp_path, bench):
     assert "| pseudo labels vs GT |" in text and "CSST - baseline: +5.0 mIoU" in text
     # every student set gets its own gain line, and centroid sampling its rare-5 effect where both ran
     assert "CSST_s1 - baseline_s1: +3.0 mIoU" in text
+    # a CSST variant without a baseline of its own is compared with the one of the longest matching suffix
+    assert "CSST_s1_tail - baseline_s1: +5.0 mIoU" in text
     assert "centroid sampling: rare-5 20.0 vs 12.0 without (+8.0), mIoU +3.0" in text
     assert "centroid sampling_s1" not in text
     assert "single scale 47.0, flip 48.0, multi-scale + flip 50.0 mIoU" in text
