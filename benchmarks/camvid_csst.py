@@ -167,9 +167,12 @@ def main() -> None:
 
     def run_train(name: str, overrides: list[str]):
         t = time.perf_counter()
+        rec = state["stages"].get(name, {})
+        # a run killed part-way resumes from last.pt: count the epochs it had already trained, so wall_s is the
+        # whole run's time (a stage that had finished keeps its own wall_s and trains nothing more)
+        before = 0.0 if "wall_s" in rec else trained_seconds(out / name / "metrics.jsonl")
         result = train(load_train_config(None, common + overrides + [f"out={out / name}"]), progress=not args.quiet)
         metrics, class_names = evaluate_checkpoint(out / name / "last.pt", args.data, "val", args.device, args.workers)
-        rec = state["stages"].get(name, {})
         cfg = {k: v for k, v in (o.split("=", 1) for o in common + overrides)}
         rec.update(
             # what the stage was, so runs with other students, seeds or budgets can share one --out
@@ -195,7 +198,7 @@ def main() -> None:
             class_names=class_names,
             best_miou_during_training=result.best_miou,
             pseudo_labels=pseudo_name if any("pseudo:" in o for o in overrides) else None,
-            wall_s=round(rec.get("wall_s", 0) + time.perf_counter() - t, 1),
+            wall_s=round(rec.get("wall_s", 0) + before + time.perf_counter() - t, 1),
         )
         save_stage(name, rec)
         print(f"{name}: val mIoU {100 * metrics['miou']:.2f}", flush=True)
@@ -275,6 +278,22 @@ def main() -> None:
     if "csst_nocs" in stages:
         run_train("csst_nocs" + args.suffix, student + mix + ["sampling=random"])
     write_report(state, out)
+
+
+def trained_seconds(metrics_path: Path) -> float:
+    """Seconds of the epochs a run's metrics.jsonl records (each epoch's `time_s`, validation included); an epoch
+    logged twice, by a run and by its resumption, counts once, with its last record."""
+    if not metrics_path.is_file():
+        return 0.0
+    per_epoch: dict[int, float] = {}
+    for line in metrics_path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # the last line of a killed run may be cut off
+            continue
+        if record.get("type") == "epoch":
+            per_epoch[record["epoch"]] = float(record["time_s"])
+    return sum(per_epoch.values())
 
 
 def _recipe(rec: dict) -> str:

@@ -108,3 +108,18 @@ def test_report_lists_stages_rare_classes_and_the_gain(tmp_path, bench):
     assert "centroid sampling: rare-5 20.0 vs 12.0 without (+8.0), mIoU +3.0" in text
     assert "centroid sampling_s1" not in text
     assert "single scale 47.0, flip 48.0, multi-scale + flip 50.0 mIoU" in text
+
+
+def test_trained_seconds_counts_each_epoch_once_across_a_resume(tmp_path, bench):
+    log = tmp_path / "metrics.jsonl"
+    records = [
+        {"type": "step", "epoch": 0, "iteration": 10, "loss": 1.0},
+        {"type": "epoch", "epoch": 0, "time_s": 20.0},
+        {"type": "epoch", "epoch": 1, "time_s": 30.5},
+        {"type": "step", "epoch": 2, "iteration": 30, "loss": 0.9},  # killed here, mid-epoch 2
+        {"type": "epoch", "epoch": 1, "time_s": 31.0},  # a resumption that logged epoch 1 again
+        {"type": "epoch", "epoch": 2, "time_s": 25.0},
+    ]
+    log.write_text("\n".join(json.dumps(r) for r in records) + '\n{"type": "epo')  # the last line cut by a kill
+    assert bench.trained_seconds(log) == pytest.approx(20.0 + 31.0 + 25.0)
+    assert bench.trained_seconds(tmp_path / "missing.jsonl") == 0.0
