@@ -280,20 +280,77 @@ def main() -> None:
     write_report(state, out)
 
 
-def trained_seconds(metrics_path: Path) -> float:
-    """Seconds of the epochs a run's metrics.jsonl records (each epoch's `time_s`, validation included); an epoch
-    logged twice, by a run and by its resumption, counts once, with its last record."""
+def epoch_records(metrics_path: Path) -> dict[int, dict]:
+    """The epoch lines of a run's metrics.jsonl by epoch; an epoch logged twice, by a run and by its resumption,
+    keeps its last record. Empty when the run has not logged anything yet."""
     if not metrics_path.is_file():
-        return 0.0
-    per_epoch: dict[int, float] = {}
+        return {}
+    per_epoch: dict[int, dict] = {}
     for line in metrics_path.read_text().splitlines():
         try:
             record = json.loads(line)
         except json.JSONDecodeError:  # the last line of a killed run may be cut off
             continue
         if record.get("type") == "epoch":
-            per_epoch[record["epoch"]] = float(record["time_s"])
-    return sum(per_epoch.values())
+            per_epoch[record["epoch"]] = record
+    return per_epoch
+
+
+def trained_seconds(metrics_path: Path) -> float:
+    """Seconds of the epochs a run has logged (each epoch's `time_s`, validation included), each epoch once."""
+    return sum(float(r["time_s"]) for r in epoch_records(metrics_path).values())
+
+
+def val_curve(metrics_path: Path) -> list[tuple[int, float]]:
+    """(epoch, val mIoU) at every epoch the run evaluated, in order."""
+    records = epoch_records(metrics_path)
+    return [(e, records[e]["val_miou"]) for e in sorted(records) if "val_miou" in records[e]]
+
+
+def plot_val_curves(state: dict, out: Path) -> Path | None:
+    """camvid_csst_curves.png: each student's val mIoU against the samples it had trained on, baseline dashed, CSST
+    solid, CSST without CS dotted, one colour per set (suffix): where CSST falls behind or catches up shows at a
+    glance. None when no student has a curve yet."""
+    curves = {}
+    for name, rec in state["stages"].items():
+        recipe = rec.get("recipe") or {}
+        points = val_curve(out / name / "metrics.jsonl")
+        if name == "teacher" or "miou" not in rec or not points or not recipe.get("samples_per_epoch"):
+            continue
+        per_epoch = int(recipe["samples_per_epoch"])
+        curves[name] = [((e + 1) * per_epoch / 1000, 100 * m) for e, m in points]
+    if not curves:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kinds = (("csst_nocs", ":"), ("baseline", "--"), ("csst", "-"))  # csst_nocs before csst: prefixes
+    baseline_suffixes = [n[len("baseline") :] for n in curves if n.startswith("baseline")]
+    suffixes: list[str] = []
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for name, points in curves.items():
+        kind, style = next(((k, st) for k, st in kinds if name.startswith(k)), (name, "-."))
+        suffix = name[len(kind) :]
+        # a CSST variant (csst_b02_tail) takes the colour of the baseline it is compared with (baseline_b02)
+        suffix = max((b for b in baseline_suffixes if suffix.startswith(b)), key=len, default=suffix)
+        if suffix not in suffixes:
+            suffixes.append(suffix)
+        xs, ys = [x for x, _ in points], [y for _, y in points]
+        ax.plot(xs, ys, style, marker="o", ms=3, color=f"C{suffixes.index(suffix) % 10}", label=name)
+    ax.set_xlabel("samples trained on (thousands)")
+    ax.set_ylabel("val mIoU (%)")
+    ax.set_title("camvid-quarter students: val mIoU during training")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    path = out / "camvid_csst_curves.png"
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
 
 
 def _recipe(rec: dict) -> str:
@@ -413,6 +470,8 @@ def write_report(state: dict, out: Path) -> None:
                 f"centroid sampling{suffix}: rare-5 {rare5(csst):.1f} vs {rare5(nocs):.1f} without "
                 f"({rare5(csst) - rare5(nocs):+.1f}), mIoU {100 * (csst['miou'] - nocs['miou']):+.1f}"
             )
+    if plot_val_curves(state, out):
+        lines.append("\nval mIoU during training: camvid_csst_curves.png")
     atomic_write_text(out / "camvid_csst.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -123,3 +123,47 @@ def test_trained_seconds_counts_each_epoch_once_across_a_resume(tmp_path, bench)
     log.write_text("\n".join(json.dumps(r) for r in records) + '\n{"type": "epo')  # the last line cut by a kill
     assert bench.trained_seconds(log) == pytest.approx(20.0 + 31.0 + 25.0)
     assert bench.trained_seconds(tmp_path / "missing.jsonl") == 0.0
+
+
+def test_val_curves_plot_each_student_against_samples_trained(tmp_path, bench):
+    names = ["sky", "pole", "sign", "fence", "pedestrian", "bicyclist"]
+    recipe = {"model": "fastscnn", "seed": "0", "epochs": "4", "samples_per_epoch": "500"}
+    state = {
+        "budget": 0.1,
+        "teacher": "deeplabv3plus_lite0",
+        "student": "fastscnn",
+        "labelled": 92,
+        "unlabelled": 275,
+        "stages": {},
+    }
+    for name, curve in {"baseline": [0.30, 0.40], "csst": [0.25, 0.45], "teacher": [0.5, 0.6]}.items():
+        run = tmp_path / name
+        run.mkdir()
+        lines = [
+            {"type": "epoch", "epoch": 0, "time_s": 1.0},
+            {"type": "epoch", "epoch": 1, "time_s": 1.0, "val_miou": curve[0]},
+            {"type": "epoch", "epoch": 2, "time_s": 1.0},
+            {"type": "epoch", "epoch": 3, "time_s": 1.0, "val_miou": curve[1]},
+        ]
+        (run / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in lines) + "\n")
+        state["stages"][name] = {
+            "miou": curve[1],
+            "per_class_iou": [curve[1]] * 6,
+            "class_names": names,
+            "wall_s": 4.0,
+            "recipe": recipe,
+        }
+    assert bench.val_curve(tmp_path / "csst" / "metrics.jsonl") == [(1, 0.25), (3, 0.45)]
+
+    bench.write_report(state, tmp_path)
+
+    image = cv2.imread(str(tmp_path / "camvid_csst_curves.png"))
+    assert image is not None and image.shape[0] > 200 and image.shape[1] > 300
+    assert "camvid_csst_curves.png" in (tmp_path / "camvid_csst.md").read_text()
+    # no student with a logged curve: no plot, and the report says nothing of one
+    (tmp_path / "camvid_csst_curves.png").unlink()
+    for name in ("baseline", "csst"):
+        (tmp_path / name / "metrics.jsonl").unlink()
+    bench.write_report(state, tmp_path)
+    assert not (tmp_path / "camvid_csst_curves.png").exists()
+    assert "curves" not in (tmp_path / "camvid_csst.md").read_text()
