@@ -9,8 +9,9 @@ pseudo-labelling skips finished images):
                   (`--real-only-tail F`: the last F of the epochs on the real labels alone)
   5. csst_nocs    the same without centroid sampling (plain random crops)
 Outputs: camvid_csst.json and camvid_csst.md (val mIoU, per-class IoU, rare-5 IoU, wall time and recipe per
-stage), camvid_csst_curves.png (each student's val mIoU during training) in --out, and the checkpoints. `--budget` scales every stage's number of training samples (1.0 = the GPU
-recipe); the students use the constant crop schedule (`--schedule`), the teacher coarse2fine+.
+stage), camvid_csst_curves.png (each student's val mIoU during training) in --out, and the checkpoints.
+`--budget` scales every stage's number of training samples (1.0 = the GPU recipe); the students use the constant
+crop schedule (`--schedule`), the teacher coarse2fine+.
 
 The paper's regime, as measured on a 2-core CPU (benchmarks/README.md): an ImageNet-pretrained DeepLabV3+-Lite0
 teacher (the `pretrained` extra's wheel), 128 channels wide (2.2x faster to train than 256 on a CPU), ~31 min:
