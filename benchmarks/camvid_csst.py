@@ -8,6 +8,8 @@ pseudo-labelling skips finished images):
   4. csst         the student on real + pseudo, centroid sampling, half real / half pseudo per batch
                   (`--real-only-tail F`: the last F of the epochs on the real labels alone)
   5. csst_nocs    the same without centroid sampling (plain random crops)
+  6. oracle       the csst recipe with the 275 images' ground truth in place of the pseudo labels: what perfect
+                  pseudo labels would add at this budget, the ceiling of any teacher (not a self-training result)
 Outputs: camvid_csst.json and camvid_csst.md (val mIoU, per-class IoU, rare-5 IoU, wall time and recipe per
 stage), camvid_csst_curves.png (each student's val mIoU during training) in --out, and the checkpoints.
 `--budget` scales every stage's number of training samples (1.0 = the GPU recipe); the students use the constant
@@ -119,7 +121,7 @@ def main() -> None:
         "--stages",
         default="teacher,pseudo,baseline,csst,csst_nocs",
         help="any of teacher, pseudo, pseudo_tta (pseudo-label quality without TTA: single scale, flip only), "
-        "baseline, csst, csst_nocs",
+        "baseline, csst, csst_nocs, oracle (the csst recipe on the unlabelled images' ground truth)",
     )
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args()
@@ -166,7 +168,7 @@ def main() -> None:
     ]
     student_samples = int(FULL["student"] * args.budget)
 
-    def run_train(name: str, overrides: list[str]):
+    def run_train(name: str, overrides: list[str], labels: str | None = None):
         t = time.perf_counter()
         rec = state["stages"].get(name, {})
         # a run killed part-way resumes from last.pt: count the epochs it had already trained, so wall_s is the
@@ -198,7 +200,7 @@ def main() -> None:
             per_class_iou=metrics["per_class_iou"],
             class_names=class_names,
             best_miou_during_training=result.best_miou,
-            pseudo_labels=pseudo_name if any("pseudo:" in o for o in overrides) else None,
+            pseudo_labels=labels,
             wall_s=round(rec.get("wall_s", 0) + before + time.perf_counter() - t, 1),
         )
         save_stage(name, rec)
@@ -275,9 +277,13 @@ def main() -> None:
     real_fraction = "null" if args.real_fraction == "proportional" else float(args.real_fraction)
     mix = [both, f"real_fraction={real_fraction}", f"real_only_tail={args.real_only_tail}"]
     if "csst" in stages:
-        run_train("csst" + args.suffix, student + mix + ["sampling=centroid"])
+        run_train("csst" + args.suffix, student + mix + ["sampling=centroid"], labels=pseudo_name)
     if "csst_nocs" in stages:
-        run_train("csst_nocs" + args.suffix, student + mix + ["sampling=random"])
+        run_train("csst_nocs" + args.suffix, student + mix + ["sampling=random"], labels=pseudo_name)
+    if "oracle" in stages:
+        truth = write_oracle_labels(ds, [s for i, s in enumerate(train_samples) if i % 4 != 0], out / "oracle")
+        oracle_mix = [f"train=[{real}, {{pseudo: '{truth}'}}]", *mix[1:]]
+        run_train("oracle" + args.suffix, student + oracle_mix + ["sampling=centroid"], labels="oracle")
     write_report(state, out)
 
 
@@ -310,8 +316,8 @@ def val_curve(metrics_path: Path) -> list[tuple[int, float]]:
 
 def plot_val_curves(state: dict, out: Path) -> Path | None:
     """camvid_csst_curves.png: each student's val mIoU against the samples it had trained on, baseline dashed, CSST
-    solid, CSST without CS dotted, one colour per set (suffix): where CSST falls behind or catches up shows at a
-    glance. None when no student has a curve yet."""
+    solid, CSST without CS dotted, the oracle dash-dotted, one colour per set (suffix): where CSST falls behind or
+    catches up shows at a glance. None when no student has a curve yet."""
     curves = {}
     for name, rec in state["stages"].items():
         recipe = rec.get("recipe") or {}
@@ -327,7 +333,8 @@ def plot_val_curves(state: dict, out: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    kinds = (("csst_nocs", ":"), ("baseline", "--"), ("csst", "-"))  # csst_nocs before csst: prefixes
+    # csst_nocs before csst: prefixes; the oracle (ground truth for the pseudo labels) dash-dotted
+    kinds = (("csst_nocs", ":"), ("baseline", "--"), ("csst", "-"), ("oracle", "-."))
     baseline_suffixes = [n[len("baseline") :] for n in curves if n.startswith("baseline")]
     suffixes: list[str] = []
     fig, ax = plt.subplots(figsize=(8, 4.5))
@@ -382,6 +389,36 @@ def pseudo_tta(args, ds, train_samples, out: Path) -> dict:
         print(f"pseudo labels, {name}: {100 * record[name]['miou']:.2f} mIoU vs GT", flush=True)
     record["wall_s"] = round(time.perf_counter() - t, 1)
     return record
+
+
+def write_oracle_labels(ds, samples, folder: Path) -> Path:
+    """The ground truth of the "unlabelled" images as a pseudo-label folder (meta.json, labels/, manifest.jsonl),
+    so the oracle stage trains exactly as CSST does, with perfect labels in place of the teacher's. Void pixels
+    become the ignore index, as in the real source. Every file is written atomically and the manifest last, so a
+    killed run leaves no folder that looks finished; a finished one is reused."""
+    from csst_edge.data.imageio import read_label
+    from csst_edge.fileio import atomic_write_image
+
+    manifest = folder / "manifest.jsonl"
+    if manifest.is_file() and len(manifest.read_text().splitlines()) == len(samples):
+        return folder
+    records = []
+    for s in samples:
+        rel = f"labels/{s.name}.png"
+        (folder / "labels").mkdir(parents=True, exist_ok=True)
+        atomic_write_image(folder / rel, read_label(s.label, ds.label_lut))
+        records.append({"name": s.name, "image": str(Path(s.image).resolve()), "label": rel, "status": "ok"})
+    atomic_write_json(
+        folder / "meta.json",
+        {
+            "class_names": list(ds.class_names),
+            "palette": [list(c) for c in ds.palette],
+            "ignore_index": ds.ignore_index,
+            "source": "ground truth (oracle)",
+        },
+    )
+    atomic_write_text(manifest, "".join(json.dumps(r) + "\n" for r in records))
+    return folder
 
 
 def pseudo_label_quality(ds, samples, pseudo_dir: Path) -> dict:
@@ -470,6 +507,15 @@ def write_report(state: dict, out: Path) -> None:
             lines.append(
                 f"centroid sampling{suffix}: rare-5 {rare5(csst):.1f} vs {rare5(nocs):.1f} without "
                 f"({rare5(csst) - rare5(nocs):+.1f}), mIoU {100 * (csst['miou'] - nocs['miou']):+.1f}"
+            )
+    for name, oracle in ((n, r) for n, r in runs.items() if n.startswith("oracle")):
+        suffix = name[len("oracle") :]
+        base_suffix = max((b for b in baselines if suffix.startswith(b)), key=len, default=None)
+        if base_suffix is not None:
+            gain = 100 * (oracle["miou"] - baselines[base_suffix]["miou"])
+            lines.append(
+                f"\noracle{suffix} (CSST on the ground truth) - baseline{base_suffix}: {gain:+.1f} mIoU, the most any "
+                "teacher's labels could add here"
             )
     if plot_val_curves(state, out):
         lines.append("\nval mIoU during training: camvid_csst_curves.png")

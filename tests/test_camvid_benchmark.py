@@ -62,6 +62,37 @@ def test_pseudo_label_quality_scores_against_the_withheld_ground_truth(tmp_path,
     assert skipped == 1 and quality["coverage"] == pytest.approx((valid - skipped) / valid)
 
 
+def test_oracle_labels_are_the_ground_truth_as_a_pseudo_label_folder(tmp_path, bench):
+    import yaml
+
+    from csst_edge.data.selection import SourceConfig
+    from csst_edge.train.data import build_train_set
+
+    yaml_path = write_tiny_dataset(tmp_path / "tiny", splits=("train",), n=4, size=(16, 16))
+    cfg = yaml.safe_load(yaml_path.read_text())
+    cfg["id_remap"] = {7: 255}  # a void id, as CamVid's 11
+    yaml_path.write_text(yaml.safe_dump(cfg))
+    void = yaml_path.parent / "labels" / "train" / "img01.png"
+    label = cv2.imread(str(void), cv2.IMREAD_UNCHANGED)
+    label[:3, :5] = 7
+    cv2.imwrite(str(void), label)
+    ds = load_dataset_config(yaml_path)
+    samples = list_samples(ds, "train")
+
+    folder = bench.write_oracle_labels(ds, samples[1:], tmp_path / "oracle")
+
+    written = cv2.imread(str(folder / "labels" / "img01.png"), cv2.IMREAD_UNCHANGED)
+    assert (written[:3, :5] == 255).all() and written[5:, 5:].max() < 3
+    assert bench.pseudo_label_quality(ds, samples, folder)["miou"] == pytest.approx(1.0)
+    # training reads it as it reads the teacher's pseudo labels: the three images, in the pseudo group
+    train_set = build_train_set([SourceConfig(data=str(yaml_path)), SourceConfig(pseudo=str(folder))])
+    assert sorted(e.name for e in train_set.entries if e.group == "pseudo") == ["img01", "img02", "img03"]
+    # a finished folder is reused, not rewritten
+    stamp = (folder / "manifest.jsonl").stat().st_mtime_ns
+    bench.write_oracle_labels(ds, samples[1:], folder)
+    assert (folder / "manifest.jsonl").stat().st_mtime_ns == stamp
+
+
 def test_report_lists_stages_rare_classes_and_the_gain(tmp_path, bench):
     names = ["sky", "pole", "sign", "fence", "pedestrian", "bicyclist"]
     stage = lambda miou, rare: {
@@ -84,6 +115,7 @@ def test_report_lists_stages_rare_classes_and_the_gain(tmp_path, bench):
             "baseline_s1": stage(0.41, 0.10),
             "csst_s1": stage(0.44, 0.15),
             "csst_s1_tail": stage(0.46, 0.15),
+            "oracle_s1": stage(0.50, 0.30),
             "pseudo": {"wall_s": 3.0, "quality": {"miou": 0.5, "per_class_iou": [0.5] * 6}},
             "pseudo_tta": {"single": {"miou": 0.47}, "flip": {"miou": 0.48}, "wall_s": 1.0},
         },
@@ -107,6 +139,9 @@ def test_report_lists_stages_rare_classes_and_the_gain(tmp_path, bench):
     assert "CSST_s1_tail - baseline_s1: +5.0 mIoU" in text
     assert "centroid sampling: rare-5 20.0 vs 12.0 without (+8.0), mIoU +3.0" in text
     assert "centroid sampling_s1" not in text
+    # the oracle is not a CSST run: its own line, against its baseline
+    assert "oracle_s1 (CSST on the ground truth) - baseline_s1: +9.0 mIoU" in text
+    assert "CSST_oracle" not in text
     assert "single scale 47.0, flip 48.0, multi-scale + flip 50.0 mIoU" in text
 
 
