@@ -1,0 +1,71 @@
+"""benchmarks/camvid_neighbours.py: frame-name parsing, nearest-frame pairing and the pasted-label score."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "camvid_neighbours.py"
+
+
+@pytest.fixture(scope="module")
+def nb():
+    spec = importlib.util.spec_from_file_location("camvid_neighbours", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_parse_frame_reads_both_camvid_name_forms(nb):
+    assert nb.parse_frame("0016E5_07959") == ("0016E5", 7959)
+    assert nb.parse_frame("0006R0_f00990") == ("0006R0", 990)
+    with pytest.raises(ValueError, match="img01"):
+        nb.parse_frame("img01")
+
+
+def test_nearest_pairs_stays_in_the_sequence_breaks_ties_early_and_never_pairs_a_frame_with_itself(nb):
+    pool = ["A_000", "A_060", "B_100", "C_050"]
+    pairs = nb.nearest_pairs(["A_030", "A_050", "B_010", "D_000", "C_050"], pool)
+    assert pairs == [
+        ("A_030", "A_000", 30),  # 30 from both: the earlier frame
+        ("A_050", "A_060", 10),
+        ("B_010", "B_100", 90),  # A_000 is nearer in number but another sequence
+        ("D_000", None, None),
+        ("C_050", None, None),  # its only pool frame is itself
+    ]
+
+
+def test_sequence_spans(nb):
+    spans = nb.sequence_spans(["A_000", "A_030", "A_090", "B_010", "B_012"], fps=30)
+    assert spans["A"] == {"frames": 3, "span_s": 3.0, "median_step_s": 1.5}
+    assert spans["B"]["span_s"] == pytest.approx(2 / 30)
+
+
+def test_paste_score_against_a_hand_count(tmp_path, nb):
+    ds = SimpleNamespace(num_classes=3, ignore_index=255, label_lut=None)
+    truth = np.zeros((4, 4), np.uint8)
+    truth[:, 2:] = 1
+    truth[3, 3] = 255  # void in the target: not counted at all
+    pasted = np.zeros((4, 4), np.uint8)
+    pasted[:, 1:] = 1  # column 1: class 0 called class 1
+    pasted[0, 0] = 255  # void in the pasted label: left out, lowers coverage
+    paths = {"S_001": tmp_path / "t.png", "S_000": tmp_path / "p.png"}
+    cv2.imwrite(str(paths["S_001"]), truth)
+    cv2.imwrite(str(paths["S_000"]), pasted)
+
+    score = nb.paste_score([("S_001", "S_000", 1), ("S_002", None, None)], paths, ds)
+
+    # counted pixels: 15 labelled in the target, minus (0, 0) -> 14
+    # class 0: truth 7 (columns 0-1 minus (0, 0)), predicted 3 (column 0 minus (0, 0)), tp 3 -> IoU 3 / 7
+    # class 1: truth 7 (columns 2-3 minus (3, 3)), predicted 11, tp 7 -> IoU 7 / 11; class 2 absent: nan
+    assert score["per_class_iou"][0] == pytest.approx(3 / 7)
+    assert score["per_class_iou"][1] == pytest.approx(7 / 11)
+    assert np.isnan(score["per_class_iou"][2])
+    assert score["miou"] == pytest.approx((3 / 7 + 7 / 11) / 2)
+    assert score["coverage"] == pytest.approx(14 / 15)
+    assert score["frames"] == 1 and score["gap_frames"] == [1]
