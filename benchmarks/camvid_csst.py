@@ -2,7 +2,8 @@
 
 Stages, each cached in --out so a rerun continues where the last one stopped (training resumes from last.pt,
 pseudo-labelling skips finished images):
-  1. teacher      `--teacher` on the 92 labelled images (every 4th of train), OHEM, coarse2fine+
+  1. teacher      `--teacher` on the 92 labelled images (every 4th of train; `--block 8`: every 4th run of 8
+                  consecutive frames, 96 images), OHEM, coarse2fine+
   2. pseudo       teacher (multi-scale + flip) labels the other 275 train images (their labels are never read)
   3. baseline     the student (`--student`, Fast-SCNN) on the 92 labelled images, the same iterations as the others
   4. csst         the student on real + pseudo, centroid sampling, half real / half pseudo per batch
@@ -41,6 +42,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from csst_edge.data.dataset import list_samples, load_dataset_config  # noqa: E402
+from csst_edge.data.selection import in_selection  # noqa: E402
 from csst_edge.evaluate.checkpoint_eval import evaluate_checkpoint  # noqa: E402
 from csst_edge.fileio import atomic_write_json, atomic_write_text  # noqa: E402
 from csst_edge.pipeline.report import markdown_table  # noqa: E402
@@ -123,6 +125,13 @@ def main() -> None:
         help="any of teacher, pseudo, pseudo_tta (pseudo-label quality without TTA: single scale, flip only), "
         "baseline, csst, csst_nocs, oracle (the csst recipe on the unlabelled images' ground truth)",
     )
+    ap.add_argument(
+        "--block",
+        type=int,
+        default=1,
+        help="label every 4th run of this many consecutive train frames (1: every 4th frame, camvid-quarter); "
+        "larger blocks leave the unlabelled frames further from the labelled ones",
+    )
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args()
 
@@ -134,7 +143,11 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     ds = load_dataset_config(args.data)
     train_samples = list_samples(ds, "train", require_labels=False)
-    unlabelled = [s.image for i, s in enumerate(train_samples) if i % 4 != 0]
+    if args.block < 1:
+        ap.error(f"--block must be >= 1, got {args.block}")
+    is_labelled = [in_selection(i, 4, 0, args.block) for i in range(len(train_samples))]
+    unlabelled_samples = [s for s, lab in zip(train_samples, is_labelled, strict=True) if not lab]
+    unlabelled = [s.image for s in unlabelled_samples]
     labelled_count = len(train_samples) - len(unlabelled)
     state_path = out / "camvid_csst.json"
     state = json.loads(state_path.read_text()) if state_path.is_file() else {"stages": {}}
@@ -145,6 +158,7 @@ def main() -> None:
         teacher=args.teacher,
         student=args.student,
         labelled=labelled_count,
+        block=args.block,
         unlabelled=len(unlabelled),
     )
     stages = args.stages.split(",")
@@ -156,7 +170,7 @@ def main() -> None:
         state["stages"][name] = record
         atomic_write_json(state_path, state)
 
-    real = f"{{data: '{args.data}', split: train, every: 4, offset: 0}}"
+    real = f"{{data: '{args.data}', split: train, every: 4, offset: 0, block: {args.block}}}"
     common = [
         f"crop=[{args.crop}]",
         f"batch_size={args.batch}",
@@ -281,7 +295,7 @@ def main() -> None:
     if "csst_nocs" in stages:
         run_train("csst_nocs" + args.suffix, student + mix + ["sampling=random"], labels=pseudo_name)
     if "oracle" in stages:
-        truth = write_oracle_labels(ds, [s for i, s in enumerate(train_samples) if i % 4 != 0], out / "oracle")
+        truth = write_oracle_labels(ds, unlabelled_samples, out / "oracle")
         oracle_mix = [f"train=[{real}, {{pseudo: '{truth}'}}]", *mix[1:]]
         run_train("oracle" + args.suffix, student + oracle_mix + ["sampling=centroid"], labels="oracle")
     write_report(state, out)

@@ -16,6 +16,7 @@ Pixels that are void in the pasted label are left out and reported as coverage, 
 A second table gives each split's sequences as clips: frames, seconds from first to last, median step.
 
     python3 benchmarks/camvid_neighbours.py          # ~20 s on 2 cores; camvid_neighbours.json / .md in --out
+    python3 benchmarks/camvid_neighbours.py --block 8   # camvid_csst.py --block 8's split: camvid_neighbours_block8.*
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from csst_edge.data.dataset import list_samples, load_dataset_config  # noqa: E402
+from csst_edge.data.selection import in_selection  # noqa: E402
 from csst_edge.fileio import atomic_write_json, atomic_write_text  # noqa: E402
 from csst_edge.pipeline.report import markdown_table  # noqa: E402
 
@@ -126,14 +128,18 @@ def main() -> None:
     ap.add_argument("--data", default="camvid", help="dataset name or YAML (CamVid frame names)")
     ap.add_argument("--fps", type=float, default=30.0, help="video frames per second of the frame numbers")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/out"))
+    ap.add_argument("--block", type=int, default=1, help="camvid_csst.py's --block: every 4th run of this many frames")
     args = ap.parse_args()
+    if args.block < 1:
+        ap.error(f"--block must be >= 1, got {args.block}")
 
     ds = load_dataset_config(args.data)
     train = list_samples(ds, "train")
     val = list_samples(ds, "val")
     label_of = {s.name: s.label for s in train + val}
-    labelled = [s.name for i, s in enumerate(train) if i % 4 == 0]  # camvid_csst.py's split
-    unlabelled = [s.name for i, s in enumerate(train) if i % 4 != 0]
+    is_labelled = [in_selection(i, 4, 0, args.block) for i in range(len(train))]  # camvid_csst.py's split
+    labelled = [s.name for s, lab in zip(train, is_labelled, strict=True) if lab]
+    unlabelled = [s.name for s, lab in zip(train, is_labelled, strict=True) if not lab]
     all_train = [s.name for s in train]
     rows = {
         "unlabelled <- labelled": paste_score(nearest_pairs(unlabelled, labelled), label_of, ds),
@@ -166,10 +172,12 @@ def main() -> None:
         + clips
     )
     args.out.mkdir(parents=True, exist_ok=True)
+    stem = "camvid_neighbours" if args.block == 1 else f"camvid_neighbours_block{args.block}"
     atomic_write_json(
-        args.out / "camvid_neighbours.json", {"class_names": ds.class_names, "rows": rows, "sequences": spans}
+        args.out / f"{stem}.json",
+        {"class_names": ds.class_names, "block": args.block, "rows": rows, "sequences": spans},
     )
-    atomic_write_text(args.out / "camvid_neighbours.md", report)
+    atomic_write_text(args.out / f"{stem}.md", report)
     print(report)
 
 

@@ -69,3 +69,21 @@ def test_paste_score_against_a_hand_count(tmp_path, nb):
     assert score["miou"] == pytest.approx((3 / 7 + 7 / 11) / 2)
     assert score["coverage"] == pytest.approx(14 / 15)
     assert score["frames"] == 1 and score["gap_frames"] == [1]
+
+
+def test_block_split_on_camvid_leaves_the_unlabelled_frames_seconds_further_away(camvid_root, tmp_path, monkeypatch):
+    """`--block 8` (camvid_csst.py's split of the same name) labels 12 runs of 8 frames: 96 labelled, 271 not, each
+    unlabelled frame several seconds from a labelled one, where every 4th frame leaves them 1-2 s away."""
+    import json
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("CSST_CAMVID_ROOT", str(camvid_root))
+    run = [sys.executable, str(SCRIPT), "--out", str(tmp_path), "--block"]
+    subprocess.run([*run, "8"], check=True, capture_output=True)
+    row = json.loads((tmp_path / "camvid_neighbours_block8.json").read_text())["rows"]["unlabelled <- labelled"]
+    assert row["frames"] == 271
+    assert row["gap_median_s"] >= 3.0 and row["gap_max_s"] >= 10.0  # every 4th frame: 1.0 and 2.0
+    assert not (tmp_path / "camvid_neighbours.json").exists()
+    with pytest.raises(subprocess.CalledProcessError):
+        subprocess.run([*run, "0"], check=True, capture_output=True)

@@ -11,6 +11,7 @@ import yaml
 from conftest import add_stray_id, free_port, write_tiny_dataset
 from typer.testing import CliRunner
 
+from csst_edge.data.selection import SourceConfig, select
 from csst_edge.errors import ConfigError
 from csst_edge.train.checkpoint import load_checkpoint, model_from_checkpoint
 from csst_edge.train.config import load_train_config
@@ -63,6 +64,19 @@ def test_every_fourth_selection_is_camvid_quarter(camvid_root, monkeypatch):
     unlabelled = build_train_set(load_train_config(None, ["train=[{data: camvid, every: 4, complement: true}]"]).train)
     assert len(labelled.entries) == 92 and len(unlabelled.entries) == 275
     assert not {e.name for e in labelled.entries} & {e.name for e in unlabelled.entries}
+
+
+def test_block_selection_takes_runs_of_consecutive_samples():
+    names = [f"f{i:02d}" for i in range(20)]
+    src = SourceConfig(data="d.yaml", every=4, offset=0, block=3)
+    # runs 0-2 and 12-14 are the first of each 4 runs of 3; the rest (and a short last run) go to the complement
+    assert select(names, src) == ["f00", "f01", "f02", "f12", "f13", "f14"]
+    rest = select(names, SourceConfig(data="d.yaml", every=4, offset=0, block=3, complement=True))
+    assert len(rest) == 14 and not set(rest) & set(select(names, src))
+    # block 1 is the plain every/offset rule
+    assert select(names, SourceConfig(data="d.yaml", every=4, offset=1)) == names[1::4]
+    with pytest.raises(ConfigError, match="train.0.block"):
+        load_train_config(None, ["train=[{data: d.yaml, every: 4, block: 0}]"])
 
 
 def _second_source_as_pseudo(cfg):

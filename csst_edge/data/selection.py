@@ -16,6 +16,8 @@ class SourceConfig:
     """One training source. `data` is a dataset YAML (or built-in name); `pseudo` is a pseudo-label output
     folder (its manifest.jsonl lists image + label pairs). `every`/`offset` select index % every == offset of
     the split sorted by name (`complement` takes the others): the camvid-quarter protocol is every=4, offset=0.
+    `block` > 1 applies them to runs of `block` consecutive samples instead of single ones (every=4, block=8:
+    8 frames kept, 24 left out, and so on), so the frames left out are further from the ones kept.
     `shots` then keeps k images chosen by a `shots_seed`-seeded permutation (few-shot transfer); the choice is
     nested (the k=1 image is in the k=2 set) and recorded in config.yaml, so a few-shot run is reproducible."""
 
@@ -24,6 +26,7 @@ class SourceConfig:
     pseudo: str | None = None
     every: int = 1
     offset: int = 0
+    block: int = 1
     complement: bool = False
     limit: int | None = None  # first N samples after selection (quick experiments, tests)
     shots: int | None = None  # k labelled images for few-shot finetuning (applied after every/offset, before limit)
@@ -31,12 +34,17 @@ class SourceConfig:
 
 
 def select(samples: list, src: SourceConfig) -> list:
-    """Apply every/offset/complement, then shots, then limit to a name-sorted list (camvid-quarter: every=4,
+    """Apply every/offset/block/complement, then shots, then limit to a name-sorted list (camvid-quarter: every=4,
     offset=0; few-shot: shots=k)."""
-    keep = [s for i, s in enumerate(samples) if (i % src.every == src.offset) != src.complement]
+    keep = [s for i, s in enumerate(samples) if in_selection(i, src.every, src.offset, src.block) != src.complement]
     if src.shots is not None:
         keep = select_shots(keep, src.shots, src.shots_seed, where=f"{src.data or src.pseudo} split '{src.split}'")
     return keep[: src.limit] if src.limit else keep
+
+
+def in_selection(index: int, every: int = 1, offset: int = 0, block: int = 1) -> bool:
+    """Whether the index-th sample of a name-sorted split is selected by every/offset/block."""
+    return (index // block) % every == offset
 
 
 def sample_name(sample) -> str:

@@ -222,6 +222,8 @@ def _check(cfg: TrainConfig) -> None:
             raise ConfigError(f"config key 'train.{i}': give exactly one of 'data' (dataset YAML) or 'pseudo' (folder)")
         if src.every < 1 or not 0 <= src.offset < src.every:
             raise ConfigError(f"config key 'train.{i}': need every >= 1 and 0 <= offset < every")
+        if src.block < 1:
+            raise ConfigError(f"config key 'train.{i}.block' must be >= 1, got {src.block}")
         if src.shots is not None and src.shots < 1:
             raise ConfigError(f"config key 'train.{i}.shots' must be >= 1, got {src.shots}")
 
