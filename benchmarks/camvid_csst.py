@@ -11,6 +11,8 @@ pseudo-labelling skips finished images):
   5. csst_nocs    the same without centroid sampling (plain random crops)
   6. oracle       the csst recipe with the 275 images' ground truth in place of the pseudo labels: what perfect
                   pseudo labels would add at this budget, the ceiling of any teacher (not a self-training result)
+  7. supervised   the student on every train image's ground truth, random sampling, the same iterations: what
+                  labelling all of train would add (full supervision, not a self-training result)
 Outputs: camvid_csst.json and camvid_csst.md (val mIoU, per-class IoU, rare-5 IoU, wall time and recipe per
 stage), camvid_csst_curves.png (each student's val mIoU during training) in --out, and the checkpoints.
 `--budget` scales every stage's number of training samples (1.0 = the GPU recipe); the students use the constant
@@ -123,7 +125,8 @@ def main() -> None:
         "--stages",
         default="teacher,pseudo,baseline,csst,csst_nocs",
         help="any of teacher, pseudo, pseudo_tta (pseudo-label quality without TTA: single scale, flip only), "
-        "baseline, csst, csst_nocs, oracle (the csst recipe on the unlabelled images' ground truth)",
+        "baseline, csst, csst_nocs, oracle (the csst recipe on the unlabelled images' ground truth), supervised "
+        "(every train label, random sampling)",
     )
     ap.add_argument(
         "--block",
@@ -294,6 +297,10 @@ def main() -> None:
         run_train("csst" + args.suffix, student + mix + ["sampling=centroid"], labels=pseudo_name)
     if "csst_nocs" in stages:
         run_train("csst_nocs" + args.suffix, student + mix + ["sampling=random"], labels=pseudo_name)
+    if "supervised" in stages:
+        # full supervision at the same iterations: how much 4x the labelled images is worth on val at this budget
+        everything = f"train=[{{data: '{args.data}', split: train}}]"
+        run_train("supervised" + args.suffix, student + [everything, "sampling=random"])
     if "oracle" in stages:
         truth = write_oracle_labels(ds, unlabelled_samples, out / "oracle")
         oracle_mix = [f"train=[{real}, {{pseudo: '{truth}'}}]", *mix[1:]]
@@ -522,15 +529,17 @@ def write_report(state: dict, out: Path) -> None:
                 f"centroid sampling{suffix}: rare-5 {rare5(csst):.1f} vs {rare5(nocs):.1f} without "
                 f"({rare5(csst) - rare5(nocs):+.1f}), mIoU {100 * (csst['miou'] - nocs['miou']):+.1f}"
             )
-    for name, oracle in ((n, r) for n, r in runs.items() if n.startswith("oracle")):
-        suffix = name[len("oracle") :]
-        base_suffix = max((b for b in baselines if suffix.startswith(b)), key=len, default=None)
-        if base_suffix is not None:
-            gain = 100 * (oracle["miou"] - baselines[base_suffix]["miou"])
-            lines.append(
-                f"\noracle{suffix} (CSST on the ground truth) - baseline{base_suffix}: {gain:+.1f} mIoU, the most any "
-                "teacher's labels could add here"
-            )
+    ceilings = {
+        "oracle": "(CSST on the ground truth) - baseline{}: {:+.1f} mIoU, the most any teacher's labels could add here",
+        "supervised": "(every train label) - baseline{}: {:+.1f} mIoU, what labelling all the train images adds",
+    }
+    for stage, text in ceilings.items():
+        for name, rec in ((n, r) for n, r in runs.items() if n.startswith(stage)):
+            suffix = name[len(stage) :]
+            base_suffix = max((b for b in baselines if suffix.startswith(b)), key=len, default=None)
+            if base_suffix is not None:
+                gain = 100 * (rec["miou"] - baselines[base_suffix]["miou"])
+                lines.append(f"\n{name} " + text.format(base_suffix, gain))
     if plot_val_curves(state, out):
         lines.append("\nval mIoU during training: camvid_csst_curves.png")
     atomic_write_text(out / "camvid_csst.md", "\n".join(lines) + "\n")
