@@ -44,7 +44,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from csst_edge.data.dataset import list_samples, load_dataset_config  # noqa: E402
-from csst_edge.data.selection import in_selection  # noqa: E402
+from csst_edge.data.selection import SourceConfig, select  # noqa: E402
 from csst_edge.evaluate.checkpoint_eval import evaluate_checkpoint  # noqa: E402
 from csst_edge.fileio import atomic_write_json, atomic_write_text  # noqa: E402
 from csst_edge.pipeline.report import markdown_table  # noqa: E402
@@ -148,8 +148,9 @@ def main() -> None:
     train_samples = list_samples(ds, "train", require_labels=False)
     if args.block < 1:
         ap.error(f"--block must be >= 1, got {args.block}")
-    is_labelled = [in_selection(i, 4, 0, args.block) for i in range(len(train_samples))]
-    unlabelled_samples = [s for s, lab in zip(train_samples, is_labelled, strict=True) if not lab]
+    # the trainer's own selection, so the unlabelled images are exactly the complement of the labelled source
+    split = SourceConfig(data=args.data, every=4, offset=0, block=args.block, complement=True)
+    unlabelled_samples = select(train_samples, split)
     unlabelled = [s.image for s in unlabelled_samples]
     labelled_count = len(train_samples) - len(unlabelled)
     state_path = out / "camvid_csst.json"

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from csst_edge.data.dataset import list_samples, load_dataset_config  # noqa: E402
-from csst_edge.data.selection import in_selection  # noqa: E402
+from csst_edge.data.selection import SourceConfig, select  # noqa: E402
 from csst_edge.fileio import atomic_write_json, atomic_write_text  # noqa: E402
 from csst_edge.pipeline.report import markdown_table  # noqa: E402
 
@@ -137,9 +138,9 @@ def main() -> None:
     train = list_samples(ds, "train")
     val = list_samples(ds, "val")
     label_of = {s.name: s.label for s in train + val}
-    is_labelled = [in_selection(i, 4, 0, args.block) for i in range(len(train))]  # camvid_csst.py's split
-    labelled = [s.name for s, lab in zip(train, is_labelled, strict=True) if lab]
-    unlabelled = [s.name for s, lab in zip(train, is_labelled, strict=True) if not lab]
+    split = SourceConfig(data=args.data, every=4, offset=0, block=args.block)  # camvid_csst.py's split
+    labelled = [s.name for s in select(train, split)]
+    unlabelled = [s.name for s in select(train, replace(split, complement=True))]
     all_train = [s.name for s in train]
     rows = {
         "unlabelled <- labelled": paste_score(nearest_pairs(unlabelled, labelled), label_of, ds),

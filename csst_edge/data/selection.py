@@ -36,15 +36,10 @@ class SourceConfig:
 def select(samples: list, src: SourceConfig) -> list:
     """Apply every/offset/block/complement, then shots, then limit to a name-sorted list (camvid-quarter: every=4,
     offset=0; few-shot: shots=k)."""
-    keep = [s for i, s in enumerate(samples) if in_selection(i, src.every, src.offset, src.block) != src.complement]
+    keep = [s for i, s in enumerate(samples) if ((i // src.block) % src.every == src.offset) != src.complement]
     if src.shots is not None:
         keep = select_shots(keep, src.shots, src.shots_seed, where=f"{src.data or src.pseudo} split '{src.split}'")
     return keep[: src.limit] if src.limit else keep
-
-
-def in_selection(index: int, every: int = 1, offset: int = 0, block: int = 1) -> bool:
-    """Whether the index-th sample of a name-sorted split is selected by every/offset/block."""
-    return (index // block) % every == offset
 
 
 def sample_name(sample) -> str:
