@@ -42,6 +42,9 @@ def test_demo_runs_end_to_end_in_reduced_mode(tmp_path):
 
     teacher = torch.load(out / "teacher" / "last.pt", weights_only=True)
     assert teacher["arch"] == "deeplabv3plus_lite0" and teacher["mean"] == [0.5, 0.5, 0.5]
+    assert teacher["model_kwargs"] == {"channels": 128}  # the demo's narrower, faster teacher head
+    for run in ("teacher", "student_baseline", "student_csst"):  # NHWC training, the faster layout on a CPU
+        assert "channels_last: true" in (out / run / "config.yaml").read_text()
     on_disk = json.loads((out / "demo.json").read_text())
     assert len(on_disk["class_names"]) == 19 and 0.0 <= on_disk["results"]["CSST student"]["miou"] <= 1.0
     # the CSST student really trained on pseudo labels with centroid sampling
@@ -64,3 +67,11 @@ def test_demo_rerun_with_other_settings_is_an_error_that_names_the_folder(tmp_pa
     with pytest.raises(ConfigError, match=r"demo holds a demo run with other settings \(seed 0 -> 1\)"):
         check_cached_settings(DemoSettings(out=out, seed=1), out)
     assert json.loads((out / "demo_settings.json").read_text())["seed"] == "0"  # the record is not overwritten
+
+
+def test_only_a_deeplabv3plus_teacher_gets_the_demo_width():
+    from csst_edge.pipeline.demo import _has_width
+
+    assert _has_width(DemoSettings())
+    assert not _has_width(DemoSettings(teacher="icnet_r18"))  # ICNet takes no `channels`: its own head stays
+    assert not _has_width(DemoSettings(teacher_channels=None))

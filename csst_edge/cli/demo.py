@@ -42,7 +42,7 @@ def demo_command(
 
     Examples:
 
-      csst-edge demo                       # 5-15 minutes on 2 CPU cores
+      csst-edge demo                       # under 10 minutes on 2 CPU cores
 
       csst-edge demo --teacher icnet_r18 --teacher-pretrained none   # the from-scratch teacher
 

