@@ -11,7 +11,9 @@ pseudo-labelling skips finished images):
   5. csst_nocs    the same without centroid sampling (plain random crops)
   6. oracle       the csst recipe with the 275 images' ground truth in place of the pseudo labels: what perfect
                   pseudo labels would add at this budget, the ceiling of any teacher (not a self-training result)
-  7. supervised   the student on every train image's ground truth, random sampling, the same iterations: what
+  7. oracle_nocs  the oracle without centroid sampling: what centroid sampling does for the rare classes when
+                  their labels are perfect, apart from how good the teacher's labels of them are
+  8. supervised   the student on every train image's ground truth, random sampling, the same iterations: what
                   labelling all of train would add (full supervision, not a self-training result)
 Outputs: camvid_csst.json and camvid_csst.md (val mIoU, per-class IoU, rare-5 IoU, wall time and recipe per
 stage), camvid_csst_curves.png (each student's val mIoU during training) in --out, and the checkpoints.
@@ -125,7 +127,8 @@ def main() -> None:
         "--stages",
         default="teacher,pseudo,baseline,csst,csst_nocs",
         help="any of teacher, pseudo, pseudo_tta (pseudo-label quality without TTA: single scale, flip only), "
-        "baseline, csst, csst_nocs, oracle (the csst recipe on the unlabelled images' ground truth), supervised "
+        "baseline, csst, csst_nocs, oracle (the csst recipe on the unlabelled images' ground truth), oracle_nocs (the "
+        "oracle without centroid sampling), supervised "
         "(every train label, random sampling)",
     )
     ap.add_argument(
@@ -302,10 +305,13 @@ def main() -> None:
         # full supervision at the same iterations: how much 4x the labelled images is worth on val at this budget
         everything = f"train=[{{data: '{args.data}', split: train}}]"
         run_train("supervised" + args.suffix, student + [everything, "sampling=random"])
-    if "oracle" in stages:
+    if "oracle" in stages or "oracle_nocs" in stages:
         truth = write_oracle_labels(ds, unlabelled_samples, out / "oracle")
         oracle_mix = [f"train=[{real}, {{pseudo: '{truth}'}}]", *mix[1:]]
-        run_train("oracle" + args.suffix, student + oracle_mix + ["sampling=centroid"], labels="oracle")
+        if "oracle" in stages:
+            run_train("oracle" + args.suffix, student + oracle_mix + ["sampling=centroid"], labels="oracle")
+        if "oracle_nocs" in stages:
+            run_train("oracle_nocs" + args.suffix, student + oracle_mix + ["sampling=random"], labels="oracle")
     write_report(state, out)
 
 
@@ -355,8 +361,9 @@ def plot_val_curves(state: dict, out: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    # csst_nocs before csst: prefixes; the oracle (ground truth for the pseudo labels) dash-dotted
-    kinds = (("csst_nocs", ":"), ("baseline", "--"), ("csst", "-"), ("oracle", "-."))
+    # the _nocs kinds before their prefixes; the oracle (ground truth for the pseudo labels) dash-dotted, without
+    # centroid sampling dotted like CSST's
+    kinds = (("csst_nocs", ":"), ("oracle_nocs", ":"), ("baseline", "--"), ("csst", "-"), ("oracle", "-."))
     baseline_suffixes = [n[len("baseline") :] for n in curves if n.startswith("baseline")]
     suffixes: list[str] = []
     fig, ax = plt.subplots(figsize=(8, 4.5))
@@ -530,12 +537,21 @@ def write_report(state: dict, out: Path) -> None:
                 f"centroid sampling{suffix}: rare-5 {rare5(csst):.1f} vs {rare5(nocs):.1f} without "
                 f"({rare5(csst) - rare5(nocs):+.1f}), mIoU {100 * (csst['miou'] - nocs['miou']):+.1f}"
             )
+    # centroid sampling with perfect labels: its effect apart from the teacher's labels of the rare classes
+    for name, oracle in ((n, r) for n, r in runs.items() if n.startswith("oracle") and not n.startswith("oracle_nocs")):
+        suffix = name[len("oracle") :]
+        nocs = runs.get("oracle_nocs" + suffix)
+        if nocs:
+            lines.append(
+                f"\ncentroid sampling on the ground truth{suffix}: rare-5 {rare5(oracle):.1f} vs {rare5(nocs):.1f} "
+                f"without ({rare5(oracle) - rare5(nocs):+.1f}), mIoU {100 * (oracle['miou'] - nocs['miou']):+.1f}"
+            )
     ceilings = {
         "oracle": "(CSST on the ground truth) - baseline{}: {:+.1f} mIoU, the most any teacher's labels could add here",
         "supervised": "(every train label) - baseline{}: {:+.1f} mIoU, what labelling all the train images adds",
     }
     for stage, text in ceilings.items():
-        for name, rec in ((n, r) for n, r in runs.items() if n.startswith(stage)):
+        for name, rec in ((n, r) for n, r in runs.items() if n.startswith(stage) and not n.startswith("oracle_nocs")):
             suffix = name[len(stage) :]
             base_suffix = max((b for b in baselines if suffix.startswith(b)), key=len, default=None)
             if base_suffix is not None:

@@ -116,6 +116,7 @@ def test_report_lists_stages_rare_classes_and_the_gain(tmp_path, bench):
             "csst_s1": stage(0.44, 0.15),
             "csst_s1_tail": stage(0.46, 0.15),
             "oracle_s1": stage(0.50, 0.30),
+            "oracle_nocs_s1": stage(0.49, 0.25),
             "supervised": stage(0.415, 0.12),
             "pseudo": {"wall_s": 3.0, "quality": {"miou": 0.5, "per_class_iou": [0.5] * 6}},
             "pseudo_tta": {"single": {"miou": 0.47}, "flip": {"miou": 0.48}, "wall_s": 1.0},
@@ -143,6 +144,9 @@ def test_report_lists_stages_rare_classes_and_the_gain(tmp_path, bench):
     # the oracle is not a CSST run: its own line, against its baseline
     assert "oracle_s1 (CSST on the ground truth) - baseline_s1: +9.0 mIoU" in text
     assert "CSST_oracle" not in text
+    # the oracle without centroid sampling: a centroid-sampling line of its own, and no ceiling line
+    assert "centroid sampling on the ground truth_s1: rare-5 30.0 vs 25.0 without (+5.0), mIoU +1.0" in text
+    assert "oracle_nocs_s1 (CSST on the ground truth)" not in text and "- baseline_nocs" not in text
     assert "supervised (every train label) - baseline: +1.5 mIoU" in text
     assert "single scale 47.0, flip 48.0, multi-scale + flip 50.0 mIoU" in text
 
