@@ -42,8 +42,9 @@ class DemoSettings:
     teacher_channels: int | None = 128
     channels_last: bool = True  # NHWC training: faster on a CPU for the teacher and the students
     student: str = "fastscnn"
-    # sized on 2 quiet cores (benchmarks/README.md): 8 min 45 s on the slowest machine measured, CSST +5.1 to +6.2
-    # over seeds 0-3; teacher 10 / students 28 / pseudo 1.0-1.5 took 3 min 22 s on the fastest and gave only +1.3
+    # sized on 2 quiet cores (benchmarks/README.md): 8 min 45 s on a machine 2.4x slower than the fastest tried,
+    # CSST +5.1 to +8.1 over seeds 0-3; teacher 10 / students 28 / pseudo 1.0-1.5 took 3 min 22 s on the fastest
+    # and gave only +1.3
     teacher_epochs: int = 20  # pretrained: 20 short epochs reach what 60 from scratch did not
     student_epochs: int = 60
     # + flip: the teacher's best labels are worth 45 s
