@@ -508,6 +508,12 @@ def write_report(state: dict, out: Path) -> None:
     def rare5(rec: dict) -> float:
         return 100 * sum(rec["per_class_iou"][i] or 0.0 for i in rare) / len(rare)
 
+    def centroid_sampling_line(label: str, with_cs: dict, without: dict) -> str:
+        return (
+            f"{label}: rare-5 {rare5(with_cs):.1f} vs {rare5(without):.1f} without "
+            f"({rare5(with_cs) - rare5(without):+.1f}), mIoU {100 * (with_cs['miou'] - without['miou']):+.1f}"
+        )
+
     for name, rec in state["stages"].items():
         if "miou" in rec:
             lines.append(
@@ -533,19 +539,13 @@ def write_report(state: dict, out: Path) -> None:
             lines.append(f"\nCSST{suffix} - baseline{base_suffix}: {gain:+.1f} mIoU")
         nocs = runs.get("csst_nocs" + suffix)
         if nocs:
-            lines.append(
-                f"centroid sampling{suffix}: rare-5 {rare5(csst):.1f} vs {rare5(nocs):.1f} without "
-                f"({rare5(csst) - rare5(nocs):+.1f}), mIoU {100 * (csst['miou'] - nocs['miou']):+.1f}"
-            )
+            lines.append(centroid_sampling_line(f"centroid sampling{suffix}", csst, nocs))
     # centroid sampling with perfect labels: its effect apart from the teacher's labels of the rare classes
     for name, oracle in ((n, r) for n, r in runs.items() if n.startswith("oracle") and not n.startswith("oracle_nocs")):
         suffix = name[len("oracle") :]
         nocs = runs.get("oracle_nocs" + suffix)
         if nocs:
-            lines.append(
-                f"\ncentroid sampling on the ground truth{suffix}: rare-5 {rare5(oracle):.1f} vs {rare5(nocs):.1f} "
-                f"without ({rare5(oracle) - rare5(nocs):+.1f}), mIoU {100 * (oracle['miou'] - nocs['miou']):+.1f}"
-            )
+            lines.append("\n" + centroid_sampling_line(f"centroid sampling on the ground truth{suffix}", oracle, nocs))
     ceilings = {
         "oracle": "(CSST on the ground truth) - baseline{}: {:+.1f} mIoU, the most any teacher's labels could add here",
         "supervised": "(every train label) - baseline{}: {:+.1f} mIoU, what labelling all the train images adds",
