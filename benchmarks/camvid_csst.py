@@ -138,7 +138,7 @@ def main() -> None:
         help="label every 4th run of this many consecutive train frames (1: every 4th frame, camvid-quarter); "
         "larger blocks leave the unlabelled frames further from the labelled ones",
     )
-    ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("-q", "--quiet", action="store_true")
     args = ap.parse_args()
 
     from csst_edge.pseudo import PseudoLabelSettings, generate_pseudo_labels
