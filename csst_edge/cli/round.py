@@ -52,6 +52,22 @@ def round_command(
         typer.Option("--set", help="key=value training override (repeatable), e.g. --set optim.lr=0.02."),
     ] = None,
     epochs: Annotated[int | None, typer.Option(help="Training epochs of the new student.")] = None,
+    previous: Annotated[
+        Path | None,
+        typer.Option(
+            help="The last round's folder: its pseudo folders and centroid index carry over, so this round trains "
+            "on at least what that one did."
+        ),
+    ] = None,
+    sampling: Annotated[
+        str, typer.Option(help="centroid (every class equally often, CSST) or random; 'config' keeps the config's.")
+    ] = "centroid",
+    real_fraction: Annotated[
+        str, typer.Option(help="Share of real labels in every batch (0..1), 'proportional', or 'config'.")
+    ] = "0.5",
+    pseudo_scales: Annotated[
+        str, typer.Option(help="Teacher scales for the pseudo labels, comma-separated ('1' = single scale).")
+    ] = "0.75,1.0,1.25,1.5",
     previous_pseudo: Annotated[
         list[str] | None,
         typer.Option(help="Pseudo-label folders (or URLs) of earlier rounds to keep training on (repeatable)."),
@@ -113,8 +129,8 @@ def round_command(
       csst-edge round /data/car1/harvest /data/car2/harvest --teacher teacher.pt --student student.pt \\
           --data cityA.yaml --val cityB_val.yaml -o rounds/r01
 
-      csst-edge round harvest --teacher t.pt --student s.pt --data camvid --val camvid -o rounds/r02 \\
-          --init student --epochs 20 --gate per-class --class-margin 3 --previous-pseudo rounds/r01/pseudo
+      csst-edge round harvest2 --teacher t.pt --student rounds/r01/promoted/student.pt --data camvid \\
+          --val camvid_newdrive -o rounds/r02 --previous rounds/r01 --gate per-class --class-margin 3
 
       csst-edge round s3://fleet-bucket/fleet --teacher s3://fleet-bucket/models/teacher.pt \\
           --student s3://fleet-bucket/models/student.pt --data cityA.yaml --val cityB_val.yaml -o rounds/r03
@@ -122,6 +138,7 @@ def round_command(
     from csst_edge.pipeline.round import RoundSettings, run_round
 
     size = parse_hw(export_size, "--export-size") if export_size else None
+    scales = _scales(pseudo_scales)
     settings = RoundSettings(
         harvests=list(harvests),
         teacher=teacher,
@@ -134,6 +151,10 @@ def round_command(
         config=config,
         overrides=list(set_ or []),
         epochs=epochs,
+        previous=previous,
+        sampling=None if sampling == "config" else sampling,
+        real_fraction=_real_fraction(real_fraction),
+        pseudo_scales=scales if scales != (1.0,) else (),
         previous_pseudo=list(previous_pseudo or []),
         index=index,
         duplicate_similarity=duplicate_similarity,
@@ -160,3 +181,28 @@ def round_command(
     )
     if report["export"]:
         console.print(f"exported {report['export']['onnx']}")
+
+
+def _scales(text: str) -> tuple[float, ...]:
+    from csst_edge.errors import ConfigError
+
+    try:
+        scales = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ConfigError(f"--pseudo-scales must be comma-separated numbers, got {text!r}") from None
+    if not scales or min(scales) <= 0:
+        raise ConfigError(f"--pseudo-scales must be positive numbers, got {text!r}")
+    return scales
+
+
+def _real_fraction(text: str) -> float | str | None:
+    from csst_edge.errors import ConfigError
+
+    if text in ("config", "proportional"):
+        return None if text == "config" else text
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(
+            f"--real-fraction must be a number in [0, 1], 'proportional' or 'config'; got {text!r}"
+        ) from None

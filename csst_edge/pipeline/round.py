@@ -66,9 +66,18 @@ class RoundSettings:
     config: Path | None = None  # training config YAML for the student (default: the current student's own config)
     overrides: list[str] = field(default_factory=list)  # key=value on top of the config
     epochs: int | None = None
+    # the CSST recipe on top of the current student's config (measured on camvid-newdrive, benchmarks/README.md):
+    # centroid sampling, half real / half pseudo in every batch; None keeps the config's own value
+    sampling: str | None = "centroid"
+    real_fraction: float | str | None = 0.5  # or "proportional" (by set sizes)
+    # the last round's folder: its pseudo folders (its own and those it kept) and its centroid index carry over,
+    # so round N+1 never trains on less than round N did
+    previous: Path | None = None
     previous_pseudo: list[Path | str] = field(default_factory=list)  # earlier rounds' pseudo folders (or URLs)
     index: Path | None = None  # the previous round's centroid index, updated incrementally
     duplicate_similarity: float = 0.95
+    # teacher test-time augmentation for the pseudo labels: these scales + flip (the paper's labels; () = one scale)
+    pseudo_scales: tuple[float, ...] = (0.75, 1.0, 1.25, 1.5)
     pseudo_flip: bool = True
     pseudo_threshold: float | None = None
     pseudo_engine: str = "local"  # local | ray (Ray Data actors; the round folder must be readable by the workers)
@@ -94,6 +103,12 @@ class RoundSettings:
             raise ConfigError(f"--engine must be local or ray, got {self.pseudo_engine!r}")
         if not self.harvests:
             raise ConfigError("give at least one harvest folder")
+        if self.sampling not in (None, "centroid", "random"):
+            raise ConfigError(f"--sampling must be centroid or random, got {self.sampling!r}")
+        if self.real_fraction not in (None, "proportional") and not 0.0 <= float(self.real_fraction) <= 1.0:
+            raise ConfigError(f"--real-fraction must be in [0, 1] or 'proportional', got {self.real_fraction}")
+        if self.previous is not None:
+            self.previous_pseudo, self.index = carried_over(self.previous, self.previous_pseudo, self.index)
         self.harvests = expand_harvest_sources(self.harvests)
         for name, path in (("--teacher", self.teacher), ("--student", self.student)):
             if not storage.isfile(path):
@@ -159,6 +174,29 @@ def gate_decision(
             False, f"{shown}, but class IoU fell by more than {100 * class_margin:.1f} points: " + ", ".join(regressed)
         )
     return decide(True, f"{shown}; the lower end is above {floor}")
+
+
+def carried_over(previous: Path, pseudo: list, index: Path | None) -> tuple[list, Path | None]:
+    """What a round keeps from the last one (`--previous rounds/r01`): its pseudo folder and every pseudo folder it
+    trained on, then `pseudo` (given by hand; no folder twice), and its centroid index unless `index` is given."""
+    previous = Path(previous)
+    report = previous / "round.json"
+    if not report.is_file():
+        raise RoundError(f"{previous}: --previous is not a finished round folder (no round.json)")
+    import json
+
+    try:
+        earlier = json.loads(report.read_text())
+    except (OSError, ValueError) as e:
+        raise RoundError(f"{report}: unreadable round report ({e})") from None
+    kept = [str(p) for p in earlier.get("pseudo_folders") or []] or [str(previous / "pseudo")]
+    folders: list = []
+    for folder in [*kept, *pseudo]:
+        if str(folder) not in map(str, folders):
+            folders.append(folder)
+    if index is None and (previous / "centroids.npz").is_file():
+        index = previous / "centroids.npz"
+    return folders, index
 
 
 def expand_harvest_sources(sources: list) -> list[Path | str]:
@@ -301,41 +339,37 @@ def update_round_index(settings: RoundSettings, pseudo_dirs: list[Path], out_pat
 def student_train_config(
     settings: RoundSettings, pseudo_dirs: list[Path], run_dir: Path, arch: str, base_config: dict | None
 ):
-    """The next student's TrainConfig: the given config (or the current student's own), with real + pseudo
-    sources, no val set, and --init's starting point."""
-    import yaml
+    """The next student's TrainConfig: the given config (or the current student's own recipe: crop, schedule,
+    optimiser), with real + pseudo sources, the round's sampling and real share, no val set, and --init's
+    starting point; then the user's overrides."""
+    from csst_edge.fileio import read_yaml_mapping
+    from csst_edge.train.config import parse_overrides, train_config_from_dict
 
-    from csst_edge.train.config import load_train_config
-
-    sources = [f"{{data: '{settings.data}', split: train}}"] + [f"{{pseudo: '{p}'}}" for p in pseudo_dirs]
-    overrides = [
-        f"model={arch}",
-        f"train=[{', '.join(sources)}]",
-        "val=null",
-        f"out={run_dir}",
-        f"device={settings.device}",
-        f"workers={settings.workers}",
-    ]
-    if settings.init == "student":
-        overrides += ["method=finetune", f"pretrained={settings.student}"]
+    if settings.config is not None:
+        if not Path(settings.config).is_file():
+            raise ConfigError(f"{settings.config}: --config file not found")
+        raw = read_yaml_mapping(Path(settings.config), ConfigError, "config")
     else:
-        overrides += ["method=student", "pretrained=null"]
+        raw = {k: v for k, v in (base_config or {}).items() if k not in ("train", "val", "out", "pretrained", "method")}
+    raw.update(
+        model=arch,
+        train=[{"data": str(settings.data), "split": "train"}] + [{"pseudo": str(p)} for p in pseudo_dirs],
+        val=None,
+        out=str(run_dir),
+        device=settings.device,
+        workers=settings.workers,
+    )
+    if settings.init == "student":
+        raw.update(method="finetune", pretrained=str(settings.student))
+    else:
+        raw.update(method="student", pretrained=None)
+    if settings.sampling is not None:
+        raw["sampling"] = settings.sampling
+    if settings.real_fraction is not None:
+        raw["real_fraction"] = None if settings.real_fraction == "proportional" else float(settings.real_fraction)
     if settings.epochs is not None:
-        overrides.append(f"epochs={settings.epochs}")
-    config_path = settings.config
-    tmp = None
-    if config_path is None and base_config:
-        # the current student's recipe (crop, schedule, sampling, optimiser), minus what this round sets
-        keep = {k: v for k, v in base_config.items() if k not in ("train", "val", "out", "pretrained", "method")}
-        tmp = run_dir.parent / ".student_config.yaml"
-        tmp.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(yaml.safe_dump(keep))
-        config_path = tmp
-    try:
-        return load_train_config(config_path, overrides + list(settings.overrides))
-    finally:
-        if tmp is not None:
-            tmp.unlink(missing_ok=True)
+        raw["epochs"] = settings.epochs
+    return train_config_from_dict(raw, parse_overrides(list(settings.overrides)))
 
 
 def _frame_size(frames: list[dict]) -> tuple[int, int] | None:
@@ -376,7 +410,14 @@ def run_round(settings: RoundSettings, console=None, progress: bool = True) -> d
 
     say(f"2/7 pseudo-label {merged['kept']} frames with the teacher")
     pseudo_dir = out / "pseudo"
-    pseudo_settings = PseudoLabelSettings(flip=s.pseudo_flip, threshold=s.pseudo_threshold, workers=0, device=s.device)
+    pseudo_settings = PseudoLabelSettings(
+        mode="multiscale" if s.pseudo_scales else "single",
+        scales=tuple(s.pseudo_scales) or (1.0,),
+        flip=s.pseudo_flip,
+        threshold=s.pseudo_threshold,
+        workers=0,
+        device=s.device,
+    )
     if s.pseudo_engine == "ray":
         from csst_edge.pseudo.ray_engine import generate_pseudo_labels_ray
 
@@ -449,6 +490,8 @@ def run_round(settings: RoundSettings, console=None, progress: bool = True) -> d
             "pseudo_labels": _pseudo_composition(pseudo_dir, class_names),
             "previous_pseudo": [storage.redact(p) for p in s.previous_pseudo],
         },
+        # every pseudo folder this round trained on: what `--previous` of the next round carries over
+        "pseudo_folders": [storage.redact(p) for p in pseudo_dirs],
         "centroid_index": index_info,
         "val": {"data": s.val, "split": s.val_split},
         "before": before,

@@ -105,20 +105,50 @@ _ENUMS = {
 
 
 def load_train_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """The config of a YAML file (or the defaults) with command-line `key=value` overrides: what the CLI calls."""
     raw: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
         raw = read_yaml_mapping(path, ConfigError, "config")
-    for item in overrides or []:
+    return train_config_from_dict(raw, parse_overrides(overrides or []))
+
+
+def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """`key=value` strings (dotted keys, YAML values) as {dotted key: value}: the one place `k=v` text is parsed."""
+    parsed: dict[str, Any] = {}
+    for item in items:
         key, sep, value = item.partition("=")
-        if not sep or not key:
+        if not sep or not key.strip():
             raise ConfigError(f"override '{item}' must look like key=value")
-        _set_dotted(raw, key.strip(), yaml.safe_load(value) if value.strip() else None)
+        parsed[key.strip()] = yaml.safe_load(value) if value.strip() else None
+    return parsed
+
+
+def train_config_from_dict(raw: dict[str, Any], overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """A recipe as data: a nested dict of config keys (as in a YAML file), then `overrides` as {dotted key: value},
+    checked and typed like a file. Library code and benchmarks build their configs with this, never as YAML text,
+    so a path with a quote or a colon in it is just a string."""
+    raw = _plain_copy(raw)
+    for key, value in (overrides or {}).items():
+        _set_dotted(raw, key, _plain_copy(value))
     cfg = _build(TrainConfig, raw, "")
     _check(cfg)
     return cfg
+
+
+def _plain_copy(value: Any) -> Any:
+    """A deep copy with dataclasses (a SourceConfig) and paths turned into plain dicts and strings."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    if isinstance(value, dict):
+        return {k: _plain_copy(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain_copy(v) for v in value]
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return value
 
 
 def _set_dotted(raw: dict, key: str, value: Any) -> None:
