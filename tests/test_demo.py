@@ -15,44 +15,55 @@ def test_demo_runs_end_to_end_in_reduced_mode(tmp_path):
         height=64,
         width=128,
         labelled=4,
-        unlabelled=6,
         val=3,
         teacher_epochs=1,  # the default teacher: DeepLabV3+-Lite0 from the installed ImageNet wheel
         student_epochs=1,
+        student_epoch_samples=8,
+        pseudo_scales=(1.0,),
         batch_size=2,
         workers=0,
         device="cpu",
         video_frames=24,
-        round_epochs=1,
     )
     summary = run_demo(settings, Console(record=True, width=120), progress=False)
     out = tmp_path / "demo"
-    assert set(summary["results"]) == {"teacher", "baseline student", "CSST student"}
-    for run in ("teacher", "student_baseline", "student_csst"):
+    assert set(summary["results"]) == {"teacher", "deployed student", "CSST student (round 1)"}
+    for run in ("teacher", "student_deployed", "round1/student"):
         assert (out / run / "last.pt").is_file()
-    assert len(list((out / "pseudo" / "labels").rglob("*.png"))) == 6
-    assert (out / "report.md").read_text().count("| road |") == 1
+    # the vehicle: the deployed student's ONNX export ran over the whole drive and harvested frames from it
+    loop = summary["vehicle_loop"]
+    harvested = loop["runtime"]["harvest"]["frames"]
+    assert loop["runtime"]["frames"] == 24 and 1 <= harvested <= 24
+    # the round pseudo-labelled exactly the harvest and trained the CSST student on it with centroid sampling
+    assert len(list((out / "round1" / "pseudo" / "labels").rglob("*.png"))) == harvested
+    config = (out / "round1" / "student" / "config.yaml").read_text()
+    assert "sampling: centroid" in config and "real_fraction: 0.5" in config and "pseudo:" in config
+    assert "channels_last: true" in config  # the deployed student's recipe carried into the round
+    round_report = json.loads((out / "round1" / "round.json").read_text())
+    assert isinstance(round_report["decision"]["promote"], bool) and round_report["decision"]["reason"]
+    assert summary["round"]["promote"] == round_report["decision"]["promote"]
+    lo, hi = summary["round"]["interval"]
+    assert lo <= summary["csst_gain_miou"] / 100 <= hi
+    report = (out / "report.md").read_text()
+    assert report.count("| road |") == 1 and "Round 1" in report and "interval" in report
     assert (out / "per_class_iou.png").read_bytes()[:4] == b"\x89PNG"
     import cv2
 
-    grid = cv2.imread(str(out / "predictions.png"))  # image | ground truth | baseline | CSST, one row per frame
+    grid = cv2.imread(str(out / "predictions.png"))  # image | ground truth | deployed | CSST, one row per frame
     assert grid is not None and grid.shape[1] == 4 * (128 + 4) and grid.shape[0] == 24 + 3 * (64 + 4)
-    assert "predictions.png" in (out / "report.md").read_text()
+    assert "predictions.png" in report
     import torch
 
     teacher = torch.load(out / "teacher" / "last.pt", weights_only=True)
     assert teacher["arch"] == "deeplabv3plus_lite0" and teacher["mean"] == [0.5, 0.5, 0.5]
     assert teacher["model_kwargs"] == {"channels": 128}  # the demo's narrower, faster teacher head
-    for run in ("teacher", "student_baseline", "student_csst"):  # NHWC training, the faster layout on a CPU
-        assert "channels_last: true" in (out / run / "config.yaml").read_text()
     on_disk = json.loads((out / "demo.json").read_text())
-    assert len(on_disk["class_names"]) == 19 and 0.0 <= on_disk["results"]["CSST student"]["miou"] <= 1.0
-    # the CSST student really trained on pseudo labels with centroid sampling
-    assert (out / "student_csst" / "centroids_pseudo.npz").is_file()
-    # the vehicle half: exported student ran over the dashcam video, harvested, and one round was gated
-    loop = on_disk["vehicle_loop"]
-    assert loop["runtime"]["frames"] == 24 and loop["runtime"]["harvest"]["frames"] >= 1
-    assert (out / "round1" / "round.json").is_file() and isinstance(loop["round_decision"]["promote"], bool)
+    assert len(on_disk["class_names"]) == 19 and 0.0 <= on_disk["results"]["CSST student (round 1)"]["miou"] <= 1.0
+
+    # a rerun finds every stage cached: the vehicle does not drive again, the numbers stay
+    again = run_demo(settings, Console(record=True, width=120), progress=False)
+    assert again["csst_gain_miou"] == summary["csst_gain_miou"]
+    assert again["vehicle_loop"]["runtime"]["harvest"]["frames"] == harvested
 
 
 def test_demo_rerun_with_other_settings_is_an_error_that_names_the_folder(tmp_path):

@@ -34,11 +34,12 @@ def demo_command(
     workers: Annotated[int, typer.Option(help="Data-loading workers.")] = 2,
     vehicle_loop: Annotated[
         bool,
-        typer.Option(help="Continue into export, the runtime on the dashcam video with harvesting, and one round."),
+        typer.Option(hidden=True, help="Deprecated: the vehicle loop is the demo now; this option is ignored."),
     ] = True,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
-    """Run CSST end to end on synthetic two-city street scenes and print the comparison table.
+    """Run the vehicle loop end to end on synthetic two-city street scenes: teacher and deployed student on city A,
+    the runtime harvesting a city-B drive, and the CSST round that learns from the harvest and is gated.
 
     Examples:
 
@@ -61,8 +62,9 @@ def demo_command(
         seed=seed,
         device=device,
         workers=workers,
-        vehicle_loop=vehicle_loop,
     )
+    if not vehicle_loop:
+        console.print("[yellow]--no-vehicle-loop is deprecated and ignored: the round on the harvest is the demo")
     if scale != 1.0:
         settings = settings.scaled(scale)
     run_demo(settings, console, progress=not quiet)
