@@ -227,6 +227,48 @@ def test_round_end_to_end(world, tmp_path):
         assert not (out / "promoted").exists()
 
 
+def test_rounds_accumulate_pseudo_folders_and_the_index(world, tmp_path):
+    """Round 2 with `previous=round 1` trains on round 1's pseudo labels as well as its own, and updates round 1's
+    centroid index, so it never trains on less than round 1 did; a folder that is not a round is a clear error."""
+    import yaml
+
+    def settings(harvest, out, **kw):
+        return RoundSettings(
+            harvests=[harvest],
+            teacher=world["good"],
+            student=world["bad"],
+            data=str(world["data"]),
+            val=str(world["data"]),
+            out=out,
+            epochs=1,
+            workers=0,
+            device="cpu",
+            pseudo_scales=(),
+            overrides=["samples_per_epoch=8", "log_every=0"],
+            **kw,
+        )
+
+    first = run_round(settings(world["harvests"][0], tmp_path / "r01"), progress=False)
+    second = run_round(settings(world["harvests"][1], tmp_path / "r02", previous=tmp_path / "r01"), progress=False)
+    sources = yaml.safe_load((tmp_path / "r02" / "student" / "config.yaml").read_text())["train"]
+    pseudo = [s["pseudo"] for s in sources if s.get("pseudo")]
+    assert pseudo == [str(tmp_path / "r02" / "pseudo"), str(tmp_path / "r01" / "pseudo")]
+    assert second["pseudo_folders"] == pseudo
+    # the index holds the train split, round 1's and round 2's pseudo labels; round 1's entries were reused
+    assert first["centroid_index"]["images"] == 4 + 3
+    assert second["centroid_index"]["images"] == 4 + 3 + 2
+    # the recipe's CSST defaults: centroid sampling, half real / half pseudo, from scratch
+    config = yaml.safe_load((tmp_path / "r02" / "student" / "config.yaml").read_text())
+    assert config["sampling"] == "centroid" and config["real_fraction"] == 0.5 and config["method"] == "student"
+    # round 3 from round 2 keeps both earlier pseudo folders, each once
+    from csst_edge.pipeline.round import carried_over
+
+    folders, index = carried_over(tmp_path / "r02", [str(tmp_path / "r01" / "pseudo")], None)
+    assert folders == pseudo and index == tmp_path / "r02" / "centroids.npz"
+    with pytest.raises(RoundError, match="not a finished round folder"):
+        run_round(settings(world["harvests"][1], tmp_path / "r03", previous=tmp_path / "nothing"), progress=False)
+
+
 @pytest.mark.slow
 def test_round_gate_always_exports_from_the_current_student(world, tmp_path):
     from csst_edge.runtime import load_backend
