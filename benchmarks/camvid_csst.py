@@ -39,17 +39,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from csst_edge.data.dataset import list_samples, load_dataset_config  # noqa: E402
-from csst_edge.data.selection import SourceConfig, select  # noqa: E402
-from csst_edge.evaluate.checkpoint_eval import evaluate_checkpoint  # noqa: E402
-from csst_edge.fileio import atomic_write_json, atomic_write_text  # noqa: E402
-from csst_edge.pipeline.report import markdown_table  # noqa: E402
+from csst_edge.data.dataset import list_samples, load_dataset_config
+from csst_edge.data.selection import SourceConfig, select
+from csst_edge.evaluate.checkpoint_eval import evaluate_checkpoint
+from csst_edge.fileio import atomic_write_json, atomic_write_text
+from csst_edge.pipeline.report import markdown_table
 
 RARE = ("pole", "sign", "fence", "pedestrian", "bicyclist")
 # training samples (crops) per stage at budget 1.0
@@ -142,7 +139,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from csst_edge.pseudo import PseudoLabelSettings, generate_pseudo_labels
-    from csst_edge.train.config import load_train_config
+    from csst_edge.train.config import train_config_from_dict
     from csst_edge.train.trainer import train
 
     out = args.out
@@ -177,46 +174,30 @@ def main() -> None:
         state["stages"][name] = record
         atomic_write_json(state_path, state)
 
-    real = f"{{data: '{args.data}', split: train, every: 4, offset: 0, block: {args.block}}}"
-    common = [
-        f"crop=[{args.crop}]",
-        f"batch_size={args.batch}",
-        f"device={args.device}",
-        f"workers={args.workers}",
-        f"val={{data: '{args.data}', split: val}}",
-        f"max_batch={args.max_batch}",
-        f"channels_last={str(args.channels_last).lower()}",
-    ]
+    real = {"data": args.data, "split": "train", "every": 4, "offset": 0, "block": args.block}
+    common = {
+        "crop": [int(v) for v in args.crop.split(",")],
+        "batch_size": args.batch,
+        "device": args.device,
+        "workers": args.workers,
+        "val": {"data": args.data, "split": "val"},
+        "max_batch": args.max_batch,
+        "channels_last": args.channels_last,
+    }
     student_samples = int(FULL["student"] * args.budget)
 
-    def run_train(name: str, overrides: list[str], labels: str | None = None):
+    def run_train(name: str, recipe: dict, labels: str | None = None):
         t = time.perf_counter()
         rec = state["stages"].get(name, {})
         # a run killed part-way resumes from last.pt: count the epochs it had already trained, so wall_s is the
         # whole run's time (a stage that had finished keeps its own wall_s and trains nothing more)
         before = 0.0 if "wall_s" in rec else trained_seconds(out / name / "metrics.jsonl")
-        result = train(load_train_config(None, common + overrides + [f"out={out / name}"]), progress=not args.quiet)
+        config = train_config_from_dict({**common, **recipe, "out": str(out / name)})
+        result = train(config, progress=not args.quiet)
         metrics, class_names = evaluate_checkpoint(out / name / "last.pt", args.data, "val", args.device, args.workers)
-        cfg = {k: v for k, v in (o.split("=", 1) for o in common + overrides)}
         rec.update(
             # what the stage was, so runs with other students, seeds or budgets can share one --out
-            recipe={
-                k: cfg.get(k)
-                for k in (
-                    "model",
-                    "pretrained",
-                    "seed",
-                    "epochs",
-                    "samples_per_epoch",
-                    "crop_schedule",
-                    "sampling",
-                    "optim.lr",
-                    "loss.name",
-                    "real_fraction",
-                    "real_only_tail",
-                    "model_kwargs",
-                )
-            },
+            recipe=recipe_summary(config),
             miou=metrics["miou"],
             per_class_iou=metrics["per_class_iou"],
             class_names=class_names,
@@ -231,22 +212,19 @@ def main() -> None:
         n = int(FULL["teacher"] * (args.teacher_budget or args.budget))
         run_train(
             "teacher",
-            [
-                f"model={args.teacher}",
-                f"crop_schedule={args.teacher_schedule}",
-                f"pretrained={args.teacher_pretrained or 'null'}",
-                *([f"model_kwargs={{channels: {args.teacher_channels}}}"] if args.teacher_channels != 256 else []),
-                "seed=0",
-                f"train=[{real}]",
-                f"samples_per_epoch={labelled_count}",
-                f"epochs={_epochs(n, labelled_count)}",
-                f"optim.lr={args.teacher_lr}",
-                "optim.weight_decay=5e-4",
-                "optim.warmup_iters=100",
-                f"loss.name={args.teacher_loss}",
-                "loss.ohem_min_kept=50000",
-                f"eval_every={max(1, _epochs(n, labelled_count) // 5)}",
-            ],
+            {
+                "model": args.teacher,
+                "crop_schedule": args.teacher_schedule,
+                "pretrained": args.teacher_pretrained,
+                "model_kwargs": {"channels": args.teacher_channels} if args.teacher_channels != 256 else {},
+                "seed": 0,
+                "train": [real],
+                "samples_per_epoch": labelled_count,
+                "epochs": _epochs(n, labelled_count),
+                "optim": {"lr": args.teacher_lr, "weight_decay": 5e-4, "warmup_iters": 100},
+                "loss": {"name": args.teacher_loss, "ohem_min_kept": 50000},
+                "eval_every": max(1, _epochs(n, labelled_count) // 5),
+            },
         )
     pseudo_name = "pseudo" if args.pseudo_threshold is None else f"pseudo_t{args.pseudo_threshold:g}"
     pseudo = out / pseudo_name
@@ -280,39 +258,67 @@ def main() -> None:
     if "pseudo_tta" in stages:
         save_stage("pseudo_tta", pseudo_tta(args, ds, train_samples, out))
     per_epoch = labelled_count + len(unlabelled)
-    student = [
-        f"model={args.student}",
-        f"crop_schedule={args.schedule}",
-        f"pretrained={args.student_pretrained or 'null'}",
-        f"seed={args.seed}",
-        f"samples_per_epoch={per_epoch}",
-        f"epochs={_epochs(student_samples, per_epoch)}",
-        f"optim.lr={args.student_lr}",
-        "optim.weight_decay=4e-5",
-        "optim.warmup_iters=100",
-        f"eval_every={max(1, _epochs(student_samples, per_epoch) // 5)}",
-    ]
+    student = {
+        "model": args.student,
+        "crop_schedule": args.schedule,
+        "pretrained": args.student_pretrained,
+        "seed": args.seed,
+        "samples_per_epoch": per_epoch,
+        "epochs": _epochs(student_samples, per_epoch),
+        "optim": {"lr": args.student_lr, "weight_decay": 4e-5, "warmup_iters": 100},
+        "eval_every": max(1, _epochs(student_samples, per_epoch) // 5),
+    }
     if "baseline" in stages:
-        run_train("baseline" + args.suffix, student + [f"train=[{real}]", "sampling=random"])
-    both = f"train=[{real}, {{pseudo: '{pseudo}'}}]"
-    real_fraction = "null" if args.real_fraction == "proportional" else float(args.real_fraction)
-    mix = [both, f"real_fraction={real_fraction}", f"real_only_tail={args.real_only_tail}"]
+        run_train("baseline" + args.suffix, {**student, "train": [real], "sampling": "random"})
+    real_fraction = None if args.real_fraction == "proportional" else float(args.real_fraction)
+    mix = {"real_fraction": real_fraction, "real_only_tail": args.real_only_tail}
+    both = {**student, **mix, "train": [real, {"pseudo": str(pseudo)}]}
     if "csst" in stages:
-        run_train("csst" + args.suffix, student + mix + ["sampling=centroid"], labels=pseudo_name)
+        run_train("csst" + args.suffix, {**both, "sampling": "centroid"}, labels=pseudo_name)
     if "csst_nocs" in stages:
-        run_train("csst_nocs" + args.suffix, student + mix + ["sampling=random"], labels=pseudo_name)
+        run_train("csst_nocs" + args.suffix, {**both, "sampling": "random"}, labels=pseudo_name)
     if "supervised" in stages:
         # full supervision at the same iterations: how much 4x the labelled images is worth on val at this budget
-        everything = f"train=[{{data: '{args.data}', split: train}}]"
-        run_train("supervised" + args.suffix, student + [everything, "sampling=random"])
+        everything = {"data": args.data, "split": "train"}
+        run_train("supervised" + args.suffix, {**student, "train": [everything], "sampling": "random"})
     if "oracle" in stages or "oracle_nocs" in stages:
         truth = write_oracle_labels(ds, unlabelled_samples, out / "oracle")
-        oracle_mix = [f"train=[{real}, {{pseudo: '{truth}'}}]", *mix[1:]]
+        oracle_mix = {**student, **mix, "train": [real, {"pseudo": str(truth)}]}
         if "oracle" in stages:
-            run_train("oracle" + args.suffix, student + oracle_mix + ["sampling=centroid"], labels="oracle")
+            run_train("oracle" + args.suffix, {**oracle_mix, "sampling": "centroid"}, labels="oracle")
         if "oracle_nocs" in stages:
-            run_train("oracle_nocs" + args.suffix, student + oracle_mix + ["sampling=random"], labels="oracle")
+            run_train("oracle_nocs" + args.suffix, {**oracle_mix, "sampling": "random"}, labels="oracle")
     write_report(state, out)
+
+
+RECIPE_KEYS = (
+    "model",
+    "pretrained",
+    "seed",
+    "epochs",
+    "samples_per_epoch",
+    "crop_schedule",
+    "sampling",
+    "optim.lr",
+    "loss.name",
+    "real_fraction",
+    "real_only_tail",
+    "model_kwargs",
+)
+
+
+def recipe_summary(config) -> dict:
+    """The recipe keys of a stage's resolved TrainConfig (dotted keys), as the report and the curves read them."""
+    from csst_edge.train.config import config_to_dict
+
+    resolved = config_to_dict(config)
+    summary = {}
+    for key in RECIPE_KEYS:
+        value = resolved
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        summary[key] = value
+    return summary
 
 
 def epoch_records(metrics_path: Path) -> dict[int, dict]:

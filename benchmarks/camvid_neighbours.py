@@ -23,18 +23,15 @@ from __future__ import annotations
 
 import argparse
 import re
-import sys
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from csst_edge.data.dataset import list_samples, load_dataset_config  # noqa: E402
-from csst_edge.data.selection import SourceConfig, select  # noqa: E402
-from csst_edge.fileio import atomic_write_json, atomic_write_text  # noqa: E402
-from csst_edge.pipeline.report import markdown_table  # noqa: E402
+from csst_edge.data.dataset import list_samples, load_dataset_config
+from csst_edge.data.selection import SourceConfig, select
+from csst_edge.fileio import atomic_write_json, atomic_write_text
+from csst_edge.pipeline.report import markdown_table
 
 RARE = ("pole", "sign", "fence", "pedestrian", "bicyclist")
 

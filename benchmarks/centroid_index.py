@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,11 +19,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from csst_edge.data.centroids import build_index, extract_centroids  # noqa: E402
-from csst_edge.data.synth import render_scene  # noqa: E402
-from csst_edge.fileio import atomic_write_json, atomic_write_text  # noqa: E402
+from csst_edge.data.centroids import build_index, extract_centroids
+from csst_edge.data.synth import render_scene
+from csst_edge.fileio import atomic_write_json, atomic_write_text
 
 NUM_CLASSES = 19
 

@@ -29,12 +29,10 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import cv2
+import numpy as np
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-
-from csst_edge.fileio import atomic_write_json, atomic_write_text  # noqa: E402
+from csst_edge.fileio import atomic_write_json, atomic_write_text
 
 ARMS = ("harvested", "random")
 

@@ -37,18 +37,16 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+import torch
+
+from csst_edge.errors import ConfigError
+from csst_edge.export.bench import BenchRow, PeakRSS, environment, fill_latency, time_calls
+from csst_edge.fileio import atomic_write_json, atomic_write_text
+from csst_edge.models import create_model, list_models
+from csst_edge.sizes import parse_hw
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from csst_edge.errors import ConfigError  # noqa: E402
-from csst_edge.export.bench import BenchRow, PeakRSS, environment, fill_latency, time_calls  # noqa: E402
-from csst_edge.fileio import atomic_write_json, atomic_write_text  # noqa: E402
-from csst_edge.models import create_model, list_models  # noqa: E402
-from csst_edge.sizes import parse_hw  # noqa: E402
-
 MODES = ("eager", "eager-fp16", "channels-last-fp16", "cuda-graph-fp16", "compile")
 CUDA_ONLY = ("eager-fp16", "channels-last-fp16", "cuda-graph-fp16", "compile")
 DEFAULT_MODELS = "fastscnn,bisenet_r18,icnet_r50"

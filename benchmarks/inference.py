@@ -20,10 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from csst_edge.export.bench import (  # noqa: E402
+from csst_edge.export.bench import (
     BenchRow,
     bench_one,
     environment,
@@ -31,8 +28,10 @@ from csst_edge.export.bench import (  # noqa: E402
     resolve_model,
     rich_table,
 )
-from csst_edge.export.errors import ExportError  # noqa: E402
-from csst_edge.fileio import atomic_write_json, atomic_write_text  # noqa: E402
+from csst_edge.export.errors import ExportError
+from csst_edge.fileio import atomic_write_json, atomic_write_text
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def parse_args(argv=None):

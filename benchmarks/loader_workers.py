@@ -18,22 +18,18 @@ import argparse
 import os
 import platform
 import statistics
-import sys
 import time
 from functools import partial
 from pathlib import Path
 
 import numpy as np
+from torch.utils.data import DataLoader
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from torch.utils.data import DataLoader  # noqa: E402
-
-from csst_edge.data.transforms import train_transforms  # noqa: E402
-from csst_edge.fileio import atomic_write_json, atomic_write_text  # noqa: E402
-from csst_edge.train.config import load_train_config  # noqa: E402
-from csst_edge.train.data import EpochBatches, EpochPlanner, TrainDataset, build_train_set  # noqa: E402
-from csst_edge.train.schedules import CropSchedule  # noqa: E402
+from csst_edge.data.transforms import train_transforms
+from csst_edge.fileio import atomic_write_json, atomic_write_text
+from csst_edge.train.config import load_train_config
+from csst_edge.train.data import EpochBatches, EpochPlanner, TrainDataset, build_train_set
+from csst_edge.train.schedules import CropSchedule
 
 MEASURES = ("epoch_s", "iter_s", "first_batch_s", "shutdown_s")
 

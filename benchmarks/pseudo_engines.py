@@ -32,15 +32,12 @@ import argparse
 import filecmp
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 
+from csst_edge.fileio import atomic_write_json, atomic_write_text
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from csst_edge.fileio import atomic_write_json, atomic_write_text  # noqa: E402
-
 CAMVID = ROOT.parent / "shared" / "datasets" / "camvid" / "images" / "train"
 
 

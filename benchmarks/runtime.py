@@ -24,15 +24,12 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 import time
 from pathlib import Path
 
+from csst_edge.fileio import atomic_write_json, atomic_write_text
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from csst_edge.fileio import atomic_write_json, atomic_write_text  # noqa: E402
-
 DEMO_STUDENT = ROOT / "runs" / "demo" / "student_csst" / "last.pt"
 
 

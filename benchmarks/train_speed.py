@@ -19,17 +19,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from csst_edge.fileio import atomic_write_json, atomic_write_text  # noqa: E402
-from csst_edge.models import create_model  # noqa: E402
-from csst_edge.train.losses import SegLoss, build_criterion  # noqa: E402
+from csst_edge.fileio import atomic_write_json, atomic_write_text
+from csst_edge.models import create_model
+from csst_edge.train.losses import SegLoss, build_criterion
 
 OUT = Path(__file__).resolve().parent / "out"
 STUDENTS = ("fastscnn", "bisenet_r18", "icnet_r18", "icnet_r50")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 from pathlib import Path
 
@@ -18,10 +18,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "camvid_csst.py"
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("camvid_csst", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("benchmarks.camvid_csst")
 
 
 def test_pseudo_label_quality_scores_against_the_withheld_ground_truth(tmp_path, bench):

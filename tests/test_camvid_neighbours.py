@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,10 +15,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "camvid_neighbours
 
 @pytest.fixture(scope="module")
 def nb():
-    spec = importlib.util.spec_from_file_location("camvid_neighbours", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("benchmarks.camvid_neighbours")
 
 
 def test_parse_frame_reads_both_camvid_name_forms(nb):
