@@ -37,3 +37,7 @@ class ConfigError(CsstError):
 
 class CheckpointError(CsstError):
     """A checkpoint is missing, corrupt or incompatible; the message names the file."""
+
+
+class TrainingDivergedError(CsstError, FloatingPointError):
+    """The loss became NaN or infinite; the message names the epoch, the iteration and what to change."""

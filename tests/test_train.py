@@ -280,19 +280,20 @@ def test_killed_process_leaves_a_resumable_checkpoint(tiny_dataset, tmp_path):
         "--quiet",
     ]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        for _ in range(600):
-            if (out / "last.pt").exists() or proc.poll() is not None:
-                break
-            import time
+    import signal
+    import time
 
-            time.sleep(0.1)
+    try:
+        # no wall-clock budget: wait for what the process reports (its first checkpoint) or for it to end, however
+        # busy the machine is; 40 epochs cannot finish before the first checkpoint appears
+        while not (out / "last.pt").exists() and proc.poll() is None:
+            time.sleep(0.05)
         proc.kill()
     finally:
         proc.wait()
     assert (out / "last.pt").exists(), proc.stderr.read().decode()[-2000:]
-    killed_at = load_checkpoint(out / "last.pt")["epoch"]
-    assert not list(out.glob(".last.pt.*.tmp")) or True  # a torn temp file may remain; last.pt itself is whole
+    assert proc.returncode == -signal.SIGKILL  # killed mid-run, not finished or crashed
+    killed_at = load_checkpoint(out / "last.pt")["epoch"]  # loads: the kill left a whole file
     cfg = load_train_config(out / "config.yaml", ["epochs=" + str(killed_at + 2)])
     result = train(cfg, progress=False)
     assert result.epochs_run == 1 and load_checkpoint(out / "last.pt")["epoch"] == killed_at + 1

@@ -1,1 +1,1 @@
-"""Whole workflows built from the library pieces: the demo and (later) self-training rounds."""
+"""Whole workflows built from the library pieces: the demo, a self-training round, few-shot transfer."""

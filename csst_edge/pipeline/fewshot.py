@@ -26,7 +26,7 @@ from csst_edge.evaluate.checkpoint_eval import evaluate_checkpoint
 from csst_edge.fileio import atomic_write_json, atomic_write_text, file_sha256
 from csst_edge.models import create_model
 from csst_edge.models.checkpoint import load_checkpoint
-from csst_edge.train.config import config_to_dict, load_train_config
+from csst_edge.train.config import config_to_dict, parse_overrides, train_config_from_dict
 from csst_edge.train.finetune import load_for_finetune
 from csst_edge.train.trainer import train
 
@@ -131,26 +131,22 @@ def run_finetune(
     for k in shots:
         run_dir = out / f"k{k}"
         source = {"data": str(data), "split": train_split, "shots": k, "shots_seed": seed}
-        cfg = load_train_config(
-            None,
-            [
-                f"model={arch}",
-                f"model_kwargs={json.dumps(model_kwargs)}",
-                "method=fewshot",
-                f"pretrained={json.dumps(str(checkpoint))}",
-                f"train=[{json.dumps(source)}]",
-                "val=null",
-                f"epochs={epochs}",
-                f"batch_size={batch_size}",
-                f"crop=[{h},{w}]",
-                f"optim.lr={lr}",
-                f"samples_per_epoch={samples_per_epoch}",
-                f"seed={seed}",
-                f"device={json.dumps(device)}",
-                *overrides,
-                f"out={json.dumps(str(run_dir))}",
-            ],
-        )
+        recipe = {
+            "model": arch,
+            "model_kwargs": model_kwargs,
+            "method": "fewshot",
+            "pretrained": str(checkpoint),
+            "train": [source],
+            "val": None,
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "crop": [h, w],
+            "optim": {"lr": lr},
+            "samples_per_epoch": samples_per_epoch,
+            "seed": seed,
+            "device": device,
+        }
+        cfg = train_config_from_dict(recipe, {**parse_overrides(list(overrides)), "out": str(run_dir)})
         workers = min(cfg.workers, 2)
         resolved = _comparable(config_to_dict(cfg))
         done_path = run_dir / DONE_NAME

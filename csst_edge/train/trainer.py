@@ -20,7 +20,7 @@ import torch.distributed as tdist
 from torch.utils.data import DataLoader
 
 from csst_edge.data.transforms import train_transforms
-from csst_edge.errors import ConfigError
+from csst_edge.errors import ConfigError, TrainingDivergedError
 from csst_edge.evaluate.dataset import collate_eval, eval_dataset
 from csst_edge.fileio import atomic_write_json, atomic_write_text
 from csst_edge.models import create_model
@@ -327,7 +327,7 @@ def train_one_epoch(
             outputs = model(images)
             loss, parts = objective(outputs, labels, [t.to(device, non_blocking=True) for t in soft])
         if not torch.isfinite(loss):
-            raise FloatingPointError(
+            raise TrainingDivergedError(
                 f"loss became {loss.item()} at epoch {epoch}, iteration {iteration}: lower optim.lr"
             )
         optimizer.zero_grad(set_to_none=True)
