@@ -1,4 +1,4 @@
-"""camvid-quarter (DESIGN.md section 5): does CSST beat training on the labelled images alone?
+"""camvid-quarter (docs/design.md section 5): does CSST beat training on the labelled images alone?
 
 Stages, each cached in --out so a rerun continues where the last one stopped (training resumes from last.pt,
 pseudo-labelling skips finished images):

@@ -1,6 +1,6 @@
 """Building blocks shared by the segmentation models.
 
-Everything here must trace into a clean ONNX graph (DESIGN.md section 4). In particular
+Everything here must trace into a clean ONNX graph (docs/design.md section 4). In particular
 `adaptive_avg_pool2d_exact` replaces `F.adaptive_avg_pool2d`, whose ONNX export fails when the output size does
 not divide the input size, the normal case for pyramid pooling at deployment resolutions.
 """

@@ -239,7 +239,7 @@ def resume_checkpoint(path: Path, state: TrainState) -> bool:
 
 
 def training_state(state: TrainState, metrics: dict) -> dict:
-    """The checkpoint dict (DESIGN.md section 3) of `state` after its last epoch, with `metrics`."""
+    """The checkpoint dict (docs/design.md section 3) of `state` after its last epoch, with `metrics`."""
     return {
         "model": {k: v.detach().cpu() for k, v in state.model.state_dict().items()},
         "optimizer": state.optimizer.state_dict(),
