@@ -151,6 +151,34 @@ def test_nchw_and_nhwc_inputs_agree(workdir, fastscnn_ckpt):
     assert np.array_equal(a, b)
 
 
+def test_int8_options_and_the_latency_comparison(tmp_path, fastscnn_logits):
+    """quant_pre_process, S8S8 per-channel and a restricted op set each give a working INT8 model that records
+    them; the FP32-vs-INT8 latency comparison reports both medians and says plainly which is faster (no speed is
+    asserted: that depends on the machine)."""
+    import onnx
+
+    from csst_edge.export.quantize import Int8Options, LatencyComparison, compare_latency, quantize_int8
+
+    frames = [np.random.default_rng(i).integers(0, 256, (H, W, 3), dtype=np.uint8) for i in range(2)]
+    options = Int8Options(types="S8S8", per_channel=True, pre_process=True, op_types_to_quantize=("Conv",))
+    result = quantize_int8(fastscnn_logits, tmp_path / "int8.onnx", frames, options)
+    recorded = read_model_meta(result.path).extra["quantization"]
+    assert recorded["pre_process"] and recorded["types"] == "S8S8" and recorded["op_types_to_quantize"] == ["Conv"]
+    quantized = {n.op_type for n in onnx.load(str(result.path)).graph.node}
+    assert "QuantizeLinear" in quantized and "DequantizeLinear" in quantized
+    comparison = compare_latency(fastscnn_logits, result.path, frames, threads=1, runs=3)
+    assert comparison.fp32_ms > 0 and comparison.int8_ms > 0 and comparison.runs == 3
+    assert comparison.speedup == pytest.approx(comparison.fp32_ms / comparison.int8_ms)
+    assert set(comparison.to_dict()) >= {"fp32_ms", "int8_ms", "speedup", "verdict"}
+    assert "faster" in LatencyComparison(10.0, 4.0, 1, 3).verdict
+    assert "NOT faster" in LatencyComparison(10.0, 10.0, 1, 3).verdict
+    assert "SLOWER" in LatencyComparison(10.0, 12.0, 1, 3).verdict and "deploy the FP32" in LatencyComparison(
+        10.0, 12.0, 1, 3
+    ).verdict
+    with pytest.raises(ExportError, match="types must be one of"):
+        quantize_int8(fastscnn_logits, tmp_path / "bad.onnx", frames, types="U4S4")
+
+
 def test_int8_reports_fp32_and_int8_miou(tmp_path, fastscnn_logits):
     from csst_edge.export.evaluation import onnx_eval_fn
     from csst_edge.export.frames import load_frames

@@ -21,7 +21,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -327,181 +327,302 @@ def smallest_passing(passes: Callable[[int], bool], upper: int, max_tries: int) 
     return passed, tries
 
 
+@dataclass
+class Int8Options:
+    """How ONNX Runtime quantises: format, types, granularity, calibration, which ops, and pre-processing."""
+
+    quant_format: str = "QDQ"
+    types: str = "U8S8"
+    per_channel: bool = False
+    calibrate_method: str = "minmax"
+    symmetric_activations: bool = False
+    op_types_to_quantize: tuple[str, ...] | None = None  # None: every op ONNX Runtime can quantise
+    pre_process: bool = False  # onnxruntime's quant_pre_process (shape inference + graph fusion) first
+
+    def check(self, src: Path) -> None:
+        if self.quant_format.upper() not in ("QDQ", "QOPERATOR"):
+            raise ExportError(f"quant_format must be QDQ or QOperator, got {self.quant_format!r}")
+        if self.types.upper() not in TYPE_PAIRS:
+            raise ExportError(f"types must be one of {', '.join(TYPE_PAIRS)}, got {self.types!r}")
+        if self.calibrate_method.lower() not in CALIBRATION_METHODS:
+            raise ExportError(
+                f"calibrate_method must be one of {', '.join(CALIBRATION_METHODS)}, got {self.calibrate_method!r}"
+            )
+
+
+class _Quantizer:
+    """One FP32 model, its calibration batches and options: `run(float_nodes)` writes a quantised copy with those
+    nodes (and the float boundary) left in float. The calibration ranges are computed once and cached."""
+
+    def __init__(self, fp32_path: Path, batches: list[np.ndarray], input_name: str, boundary: list[str], options):
+        self.fp32_path, self.batches, self.input_name = fp32_path, batches, input_name
+        self.boundary, self.options, self.trials = boundary, options, 0
+        self.cache = fp32_path.with_name("calibration.json")
+
+    def run(self, float_nodes: list[str]) -> Path:
+        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+        o = self.options
+        self.trials += 1
+        path = self.fp32_path.with_name(f"int8_{self.trials}.onnx")
+        act, weight = TYPE_PAIRS[o.types.upper()]
+        kwargs = {"op_types_to_quantize": list(o.op_types_to_quantize)} if o.op_types_to_quantize else {}
+        try:
+            quantize_static(
+                str(self.fp32_path),
+                str(path),
+                FrameCalibrationReader(self.input_name, self.batches),
+                quant_format=QuantFormat.QDQ if o.quant_format.upper() == "QDQ" else QuantFormat.QOperator,
+                per_channel=o.per_channel,
+                activation_type=getattr(QuantType, act),
+                weight_type=getattr(QuantType, weight),
+                nodes_to_exclude=self.boundary + list(float_nodes),
+                calibrate_method=getattr(CalibrationMethod, CALIBRATION_METHODS[o.calibrate_method.lower()]),
+                extra_options={"ActivationSymmetric": bool(o.symmetric_activations)},
+                calibration_cache_path=str(self.cache),
+                **kwargs,
+            )
+        except Exception as e:  # onnxruntime raises bare exceptions of many kinds: one clear error
+            raise ExportError(f"onnxruntime quantisation failed: {type(e).__name__}: {str(e)[:300]}") from e
+        return path
+
+
+@dataclass
+class FallbackResult:
+    path: Path
+    miou: float | None
+    float_nodes: list[str]
+    target_met: bool | None
+    history: list[dict]
+    sensitivity: list[tuple[str, float]]
+    notes: list[str]
+
+
+def float_fallback(
+    quantizer: _Quantizer,
+    proto,
+    first: Path,
+    fp32_miou: float,
+    int8_miou: float,
+    candidates: list[str],
+    user_excluded: list[str],
+    eval_fn: Callable[[Path], float],
+    max_drop: float,
+    max_trials: int,
+    threads: int | None = None,
+    say: Callable[[str], None] = lambda _m: None,
+) -> FallbackResult:
+    """Keep the most sensitive weighted nodes in float, as few as possible, until the mIoU drop is within
+    `max_drop`; without a passing number, the best trial seen. `first` is the model with none in float."""
+    history = [{"float_nodes": 0, "miou": int8_miou, "drop": fp32_miou - int8_miou}]
+    if fp32_miou - int8_miou <= max_drop:
+        return FallbackResult(first, int8_miou, [], True, history, [], [])
+    if not candidates:
+        return FallbackResult(first, int8_miou, [], False, history, [], ["no quantised weighted nodes to fall back"])
+    say("ranking nodes by quantisation sensitivity")
+    sensitivity = node_sensitivity(proto, first, quantizer.batches, quantizer.input_name, candidates, threads)
+    ranked = [name for name, _ in sensitivity]
+    results = {0: (int8_miou, first)}
+
+    def passes(k: int) -> bool:
+        path = quantizer.run(user_excluded + ranked[:k])
+        miou = float(eval_fn(path))
+        results[k] = (miou, path)
+        history.append({"float_nodes": k, "miou": miou, "drop": fp32_miou - miou})
+        say(f"{k} node(s) in float: mIoU {100 * miou:.2f} (drop {100 * (fp32_miou - miou):.2f})")
+        return fp32_miou - miou <= max_drop
+
+    passing, tries = smallest_passing(passes, len(ranked), max_trials - 1)
+    notes = []
+    if passing is None:  # limit not reachable: keep the best model seen
+        passing = max(results, key=lambda kk: (results[kk][0], -kk))
+        tried = max((k for k, _ in tries), default=0)
+        notes.append(
+            f"mIoU drop limit {100 * max_drop:.2f} not reached with up to {tried} node(s) in float; "
+            f"kept the best trial ({passing} node(s) in float)"
+        )
+    miou, path = results[passing]
+    return FallbackResult(path, miou, ranked[:passing], not notes, history, sensitivity, notes)
+
+
 def quantize_int8(
     onnx_path: str | os.PathLike,
     out_path: str | os.PathLike,
     calibration_frames: Sequence[np.ndarray],
-    quant_format: str = "QDQ",
-    types: str = "U8S8",
-    per_channel: bool = False,
+    options: Int8Options | None = None,
     nodes_to_exclude: Sequence[str] = (),
     auto_fallback_max_drop: float | None = None,
     eval_fn: Callable[[Path], float] | None = None,
-    calibrate_method: str = "minmax",
-    symmetric_activations: bool = False,
     max_trials: int = 12,
     threads: int | None = None,
     log: Callable[[str], None] | None = None,
+    **option_fields,
 ) -> QuantizeResult:
     """Static INT8 quantisation of an FP32 export with ONNX Runtime.
 
-    `types`: "U8S8" (uint8 activations, int8 weights: the fast path on x86 CPUs) or "S8S8" (with
-    `symmetric_activations=True` and QDQ: what TensorRT's explicit quantisation wants).
-    `eval_fn(model_path) -> mIoU` (e.g. `evaluation.onnx_eval_fn(data)`): FP32 and INT8 mIoU are reported, and
-    with `auto_fallback_max_drop` (a fraction, 0.01 = one mIoU point) the most sensitive nodes are kept in float
-    until the drop is within it.
+    `options` (or its fields as keywords: `types="S8S8"`, `per_channel=True` ...): `types` "U8S8" (uint8
+    activations, int8 weights) or "S8S8" (with `symmetric_activations=True` and QDQ: what TensorRT's explicit
+    quantisation wants). `eval_fn(model_path) -> mIoU` (e.g. `evaluation.onnx_eval_fn(data)`): FP32 and INT8 mIoU
+    are reported, and with `auto_fallback_max_drop` (a fraction, 0.01 = one mIoU point) the most sensitive nodes
+    are kept in float until the drop is within it (`float_fallback`).
     """
     import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     t0 = time.perf_counter()
     say = log or (lambda _msg: None)
+    options = replace(options or Int8Options(), **option_fields)
     src, out_path = Path(onnx_path), Path(out_path)
     proto = load_onnx_checked(src)
     meta = onnx_meta(proto, src)
-    if meta.precision != "fp32":
-        raise ExportError(f"{src}: already quantised ({meta.precision}); quantise the FP32 export")
-    fmt = quant_format.upper()
-    if fmt not in ("QDQ", "QOPERATOR"):
-        raise ExportError(f"quant_format must be QDQ or QOperator, got {quant_format!r}")
-    if types.upper() not in TYPE_PAIRS:
-        raise ExportError(f"types must be one of {', '.join(TYPE_PAIRS)}, got {types!r}")
-    if calibrate_method.lower() not in CALIBRATION_METHODS:
-        raise ExportError(f"calibrate_method must be one of {', '.join(CALIBRATION_METHODS)}, got {calibrate_method!r}")
-    if auto_fallback_max_drop is not None and eval_fn is None:
-        raise ExportError("the automatic float fallback measures mIoU: give an eval set (eval_fn / --data)")
-    if not calibration_frames:
-        raise ExportError(f"{src}: quantisation needs calibration frames (got none)")
-    act_name, weight_name = TYPE_PAIRS[types.upper()]
+    _check_inputs(src, meta, options, calibration_frames, auto_fallback_max_drop, eval_fn)
     batches = input_batches(calibration_frames, meta)
     name_nodes(proto)
     boundary = boundary_nodes(proto)
-    known = {n.name for n in proto.graph.node}
-    unknown = [n for n in nodes_to_exclude if n not in known]
+    candidates = _fallback_candidates(src, proto, boundary, nodes_to_exclude)
+    user_excluded = list(nodes_to_exclude)
+    with tempfile.TemporaryDirectory(prefix="csst-int8-") as tmp:
+        fp32_path = _prepared_fp32(proto, Path(tmp), options.pre_process)
+        quantizer = _Quantizer(fp32_path, batches, meta.input_name, boundary, options)
+        say(f"calibrating on {len(calibration_frames)} frame(s) and quantising")
+        best = quantizer.run(user_excluded)
+        fp32_miou = None
+        result = FallbackResult(best, None, [], None, [], [], [])  # no float fallback: the first model
+        if eval_fn is not None:
+            say("evaluating FP32 and INT8")
+            fp32_miou, result.miou = float(eval_fn(fp32_path)), float(eval_fn(best))
+            result.history = [{"float_nodes": 0, "miou": result.miou, "drop": fp32_miou - result.miou}]
+        if auto_fallback_max_drop is not None:
+            result = float_fallback(
+                quantizer, proto, best, fp32_miou, result.miou, candidates, user_excluded, eval_fn,
+                float(auto_fallback_max_drop), max_trials, threads, say,
+            )  # fmt: skip
+        agreement = argmax_agreement(fp32_path, result.path, batches, meta.input_name, meta, threads)
+        qproto = onnx.load(str(result.path))
+    excluded = user_excluded + result.float_nodes
+    data = _with_quant_metadata(qproto, meta, options, len(calibration_frames), excluded, fp32_miou, result.miou)
+    atomic_write_bytes(out_path, data)
+    return QuantizeResult(
+        path=out_path,
+        meta=meta,
+        seconds=time.perf_counter() - t0,
+        quant_format=options.quant_format.upper(),
+        types=options.types.upper(),
+        per_channel=bool(options.per_channel),
+        calibration_frames=len(calibration_frames),
+        boundary_nodes=boundary,
+        excluded_nodes=excluded,
+        auto_excluded=result.float_nodes,
+        fp32_miou=fp32_miou,
+        int8_miou=result.miou,
+        max_drop=auto_fallback_max_drop,
+        target_met=result.target_met,
+        agreement=agreement,
+        history=result.history,
+        sensitivity=[(n, float(v)) for n, v in result.sensitivity[:20]],
+        size_bytes=len(data),
+        notes=result.notes,
+    )
+
+
+def _fallback_candidates(src: Path, proto, boundary: list[str], nodes_to_exclude: Sequence[str]) -> list[str]:
+    """The weighted nodes the float fallback may keep in float; an unknown excluded name is an error."""
+    unknown = [n for n in nodes_to_exclude if n not in {node.name for node in proto.graph.node}]
     if unknown:
         raise ExportError(f"{src}: nodes_to_exclude names unknown node(s): {', '.join(unknown[:5])}")
-    candidates = [
+    return [
         n.name
         for n in proto.graph.node
         if n.op_type in SENSITIVE_OPS and n.name not in boundary and n.name not in nodes_to_exclude
     ]
-    notes = []
 
-    with tempfile.TemporaryDirectory(prefix="csst-int8-") as tmp:
-        tmp = Path(tmp)
-        fp32_named = tmp / "fp32.onnx"
-        onnx.save(onnx.shape_inference.infer_shapes(proto), str(fp32_named))
-        cache = tmp / "calibration.json"
-        extra = {"ActivationSymmetric": bool(symmetric_activations)}
-        trial = [0]
 
-        def quantize(exclude: list[str]) -> Path:
-            trial[0] += 1
-            path = tmp / f"int8_{trial[0]}.onnx"
-            try:
-                quantize_static(
-                    str(fp32_named),
-                    str(path),
-                    FrameCalibrationReader(meta.input_name, batches),
-                    quant_format=QuantFormat.QDQ if fmt == "QDQ" else QuantFormat.QOperator,
-                    per_channel=per_channel,
-                    activation_type=getattr(QuantType, act_name),
-                    weight_type=getattr(QuantType, weight_name),
-                    nodes_to_exclude=boundary + list(exclude),
-                    calibrate_method=getattr(CalibrationMethod, CALIBRATION_METHODS[calibrate_method.lower()]),
-                    extra_options=extra,
-                    calibration_cache_path=str(cache),
-                )
-            except Exception as e:
-                raise ExportError(f"{src}: onnxruntime quantisation failed: {type(e).__name__}: {str(e)[:300]}") from e
-            return path
+def _check_inputs(src: Path, meta: ModelMeta, options: Int8Options, frames, max_drop, eval_fn) -> None:
+    if meta.precision != "fp32":
+        raise ExportError(f"{src}: already quantised ({meta.precision}); quantise the FP32 export")
+    options.check(src)
+    if max_drop is not None and eval_fn is None:
+        raise ExportError("the automatic float fallback measures mIoU: give an eval set (eval_fn / --data)")
+    if not frames:
+        raise ExportError(f"{src}: quantisation needs calibration frames (got none)")
 
-        user_excluded = list(nodes_to_exclude)
-        say(f"calibrating on {len(calibration_frames)} frame(s) and quantising")
-        best_path = quantize(user_excluded)
-        history: list[dict] = []
-        fp32_miou = int8_miou = None
-        auto: list[str] = []
-        sensitivity: list[tuple[str, float]] = []
-        target_met = None
-        if eval_fn is not None:
-            say("evaluating FP32")
-            fp32_miou = float(eval_fn(fp32_named))
-            say("evaluating INT8")
-            int8_miou = float(eval_fn(best_path))
-            history.append({"float_nodes": 0, "miou": int8_miou, "drop": fp32_miou - int8_miou})
-        if auto_fallback_max_drop is not None:
-            limit = float(auto_fallback_max_drop)
-            target_met = fp32_miou - int8_miou <= limit
-            if not target_met and candidates:
-                say("ranking nodes by quantisation sensitivity")
-                sensitivity = node_sensitivity(proto, best_path, batches, meta.input_name, candidates, threads)
-                ranked = [name for name, _ in sensitivity]
-                results = {0: (int8_miou, best_path)}
 
-                def trial_k(k: int) -> bool:
-                    path = quantize(user_excluded + ranked[:k])
-                    miou = float(eval_fn(path))
-                    results[k] = (miou, path)
-                    history.append({"float_nodes": k, "miou": miou, "drop": fp32_miou - miou})
-                    say(f"{k} node(s) in float: mIoU {100 * miou:.2f} (drop {100 * (fp32_miou - miou):.2f})")
-                    return fp32_miou - miou <= limit
+def _prepared_fp32(proto, tmp: Path, pre_process: bool) -> Path:
+    """The FP32 model the quantiser reads: shape-inferred, and with `pre_process` through onnxruntime's
+    quant_pre_process (symbolic shape inference, ORT's graph optimisations: Conv+BN+ReLU fusion)."""
+    import onnx
 
-                passing, tries = smallest_passing(trial_k, len(ranked), max_trials - len(history))
-                if passing is not None:
-                    target_met, chosen = True, passing
-                else:  # limit not reachable: keep the best model seen
-                    target_met = False
-                    chosen = max(results, key=lambda kk: (results[kk][0], -kk))
-                    tried = max((k for k, _ in tries), default=0)
-                    notes.append(
-                        f"mIoU drop limit {100 * limit:.2f} not reached with up to {tried} node(s) in float; "
-                        f"kept the best trial ({chosen} node(s) in float)"
-                    )
-                int8_miou, best_path = results[chosen]
-                auto = ranked[:chosen]
-            elif not candidates:
-                notes.append("no quantised weighted nodes to fall back")
-        agreement = argmax_agreement(fp32_named, best_path, batches, meta.input_name, meta, threads)
-        qproto = onnx.load(str(best_path))
+    path = tmp / "fp32.onnx"
+    onnx.save(onnx.shape_inference.infer_shapes(proto), str(path))
+    if pre_process:
+        from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    excluded = user_excluded + auto
+        processed = tmp / "fp32_pre.onnx"
+        quant_pre_process(str(path), str(processed), skip_symbolic_shape=False)
+        path = processed
+    return path
+
+
+def _with_quant_metadata(qproto, meta: ModelMeta, options: Int8Options, frames: int, float_nodes, fp32, int8) -> bytes:
     meta.precision = "int8"
     meta.extra = {
         **meta.extra,
         "quantization": {
-            "format": fmt,
-            "types": types.upper(),
-            "per_channel": bool(per_channel),
-            "calibrate_method": calibrate_method,
-            "symmetric_activations": bool(symmetric_activations),
-            "calibration_frames": len(calibration_frames),
-            "float_nodes": excluded,
-            "fp32_miou": fp32_miou,
-            "int8_miou": int8_miou,
+            "format": options.quant_format.upper(),
+            "types": options.types.upper(),
+            "per_channel": bool(options.per_channel),
+            "calibrate_method": options.calibrate_method,
+            "symmetric_activations": bool(options.symmetric_activations),
+            "op_types_to_quantize": list(options.op_types_to_quantize or []),
+            "pre_process": bool(options.pre_process),
+            "calibration_frames": frames,
+            "float_nodes": list(float_nodes),
+            "fp32_miou": fp32,
+            "int8_miou": int8,
         },
     }
     set_onnx_metadata(qproto, meta)
-    data = qproto.SerializeToString()
-    atomic_write_bytes(out_path, data)
-    return QuantizeResult(
-        out_path,
-        meta,
-        time.perf_counter() - t0,
-        fmt,
-        types.upper(),
-        bool(per_channel),
-        len(calibration_frames),
-        boundary,
-        excluded,
-        auto,
-        fp32_miou,
-        int8_miou,
-        auto_fallback_max_drop,
-        target_met,
-        agreement,
-        history,
-        [(n, float(s)) for n, s in sensitivity[:20]],
-        len(data),
-        notes,
-    )
+    return qproto.SerializeToString()
+
+
+@dataclass
+class LatencyComparison:
+    fp32_ms: float
+    int8_ms: float
+    threads: int | None
+    runs: int
+
+    @property
+    def speedup(self) -> float:
+        return self.fp32_ms / self.int8_ms if self.int8_ms > 0 else float("inf")
+
+    @property
+    def verdict(self) -> str:
+        if self.speedup >= 1.05:
+            return f"INT8 is {self.speedup:.2f}x faster than FP32 here"
+        if self.speedup > 0.95:
+            return f"INT8 is NOT faster than FP32 here ({self.speedup:.2f}x): deploy the FP32 model on this CPU"
+        return f"INT8 is SLOWER than FP32 here ({self.speedup:.2f}x): deploy the FP32 model on this CPU"
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "speedup": self.speedup, "verdict": self.verdict}
+
+
+def compare_latency(
+    fp32_path, int8_path, frames: Sequence[np.ndarray], threads: int | None = None, runs: int = 10, warmup: int = 2
+) -> LatencyComparison:
+    """Median latency of the FP32 and the INT8 model on this machine, same threads, interleaved (so a burst of
+    other load hits both), on the first calibration frame: whether INT8 pays here, measured, not assumed."""
+    fp32, int8 = _session(fp32_path, threads), _session(int8_path, threads)
+    meta = onnx_meta(load_onnx_checked(Path(fp32_path)), Path(fp32_path))
+    x = input_batches(list(frames)[:1], meta)[0]
+    name = meta.input_name
+    for _ in range(warmup):
+        fp32.run(None, {name: x})
+        int8.run(None, {name: x})
+    times: dict[str, list[float]] = {"fp32": [], "int8": []}
+    for _ in range(max(1, runs)):
+        for key, session in (("fp32", fp32), ("int8", int8)):
+            t = time.perf_counter()
+            session.run(None, {name: x})
+            times[key].append(1000 * (time.perf_counter() - t))
+    return LatencyComparison(float(np.median(times["fp32"])), float(np.median(times["int8"])), threads, max(1, runs))
