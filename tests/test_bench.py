@@ -129,3 +129,15 @@ def test_bench_cli(tmp_path, ckpt):
     assert [row["backend"] for row in rows] == ["ort-cpu", "trt"] and rows[0]["status"] == "ok"
     r = CliRunner().invoke(app, ["bench", str(ckpt), "--backends", "tpu"])
     assert r.exit_code == 1 and "tpu" in r.output
+
+
+def test_cpu_info_reads_the_isa_features_that_decide_int8():
+    from csst_edge.export.bench import cpu_info, isa_line
+
+    text = "processor\t: 0\nmodel name\t: Intel Xeon X\nflags\t\t: fpu sse avx2 avx512f avx512_vnni amx_int8\n"
+    info = cpu_info(text)
+    assert info["cpu_model"] == "Intel Xeon X"
+    assert info["isa"]["AVX-512 VNNI"] and info["isa"]["AMX-INT8"] and not info["isa"]["AVX-VNNI"]
+    line = isa_line(info)
+    assert line.startswith("CPU Intel Xeon X:") and "AVX-512 VNNI yes" in line and "AVX-VNNI no" in line
+    assert "unknown" in isa_line({"cpu_model": "m", "isa": None})

@@ -26,15 +26,12 @@ import numpy as np
 
 from csst_edge.errors import ConfigError
 from csst_edge.export.errors import ExportError
+from csst_edge.runtime.backends import ORT_BACKENDS
 from csst_edge.sizes import parse_hw
 
 BACKENDS = ("torch", "torch-compile", "ort-cpu", "ort-cuda", "ort-trt", "trt")
 TORCH_BACKENDS = ("torch", "torch-compile")
-ORT_PROVIDERS = {
-    "ort-cpu": "CPUExecutionProvider",
-    "ort-cuda": "CUDAExecutionProvider",
-    "ort-trt": "TensorrtExecutionProvider",
-}
+ORT_PROVIDERS = dict(ORT_BACKENDS)  # the runtime's names: `runtime run --backend` and `predict --backend` take them too
 RANDOM_NUM_CLASSES = 19
 
 
@@ -76,7 +73,7 @@ def parse_sizes(text: str, option: str = "--sizes") -> list[tuple[int, int]]:
         if not part:
             continue
         try:
-            sizes.append(parse_hw(part, option, minimum=8))
+            sizes.append(parse_hw(part, option, minimum=8, square=False))
         except ConfigError as e:
             raise ExportError(str(e)) from None
     if not sizes:
@@ -211,15 +208,17 @@ class _Skip(Exception):
     pass
 
 
-def _torch_runner(source: ModelSource, backend: str, size, batch: int, threads: int, fp16: bool, row: BenchRow):
+def _torch_runner(
+    source: ModelSource, backend: str, size, batch: int, threads: int, fp16: bool, row: BenchRow, device: str = "auto"
+):
     import torch
 
-    from csst_edge.export.deploy import DeployWrapper
+    from csst_edge.export.deploy import DeployWrapper, torch_device
     from csst_edge.models.checkpoint import normalization
 
     if source.state is None:
         raise _Skip(f"needs a PyTorch checkpoint (.pt), got {source.kind}")
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch_device(device)
     torch.set_num_threads(threads)
     mean, std = normalization(source.state)
     wrapper = DeployWrapper(source.torch_model(), mean, std, "nhwc", "logits").eval().to(device)
@@ -376,6 +375,7 @@ def bench_one(
     data=None,
     limit: int | None = None,
     split: str = "val",
+    device: str = "auto",
 ) -> BenchRow:
     """One row. Never raises for an unavailable backend: the row's status says what happened."""
     out_dir = Path(out_dir or "bench")
@@ -391,7 +391,9 @@ def bench_one(
         with PeakRSS() as rss:
             cuda_torch = False
             if backend in TORCH_BACKENDS:
-                run, sync, predict, cuda_torch, close = _torch_runner(source, backend, size, batch, threads, fp16, row)
+                run, sync, predict, cuda_torch, close = _torch_runner(
+                    source, backend, size, batch, threads, fp16, row, device
+                )
             elif backend in ORT_PROVIDERS:
                 run, sync, predict, _, close = _ort_runner(source, backend, size, batch, threads, fp16, row, out_dir)
             else:
@@ -453,18 +455,26 @@ def run_bench(
     split: str = "val",
     out_dir: str | os.PathLike = "bench",
     on_row: Callable[[BenchRow], None] | None = None,
+    device: str = "auto",
 ) -> list[BenchRow]:
+    """Every model x size x backend; `device` is where the torch rows run (auto: CUDA when there is one)."""
     if not models:
         raise ExportError("no models given")
     if batch < 1 or iters < 1 or warmup < 0 or threads < 1:
         raise ExportError("batch, iters and threads must be >= 1 and warmup >= 0")
     out_dir = Path(out_dir)
+    if device != "auto" and any(b in TORCH_BACKENDS for b in backends):
+        from csst_edge.export.deploy import torch_device
+
+        torch_device(device)  # a bad --device is one error up front, not a failed row per model
     sources = [resolve_model(m) for m in models]
     rows = []
     for source in sources:
         for size in sizes:
             for backend in backends:
-                row = bench_one(source, backend, size, batch, threads, warmup, iters, fp16, out_dir, data, limit, split)
+                row = bench_one(
+                    source, backend, size, batch, threads, warmup, iters, fp16, out_dir, data, limit, split, device
+                )
                 rows.append(row)
                 if on_row is not None:
                     on_row(row)
@@ -472,10 +482,52 @@ def run_bench(
 
 
 # ----------------------------------------------------------------------------------------------- report
+# the CPU features that decide whether INT8 pays on a CPU (name in /proc/cpuinfo -> what a reader knows it as)
+ISA_FEATURES = {
+    "avx2": "AVX2",
+    "avx512f": "AVX-512",
+    "avx512_vnni": "AVX-512 VNNI",
+    "avx_vnni": "AVX-VNNI",
+    "avx512_bf16": "AVX-512 BF16",
+    "amx_int8": "AMX-INT8",
+    "amx_bf16": "AMX-BF16",
+}
+
+
+def cpu_info(cpuinfo: str | None = None) -> dict:
+    """The CPU's model name and which of ISA_FEATURES it has ({feature: bool}), from /proc/cpuinfo (Linux); the
+    features are None where it cannot be read."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return {"cpu_model": platform.processor() or platform.machine(), "isa": None}
+    model, flags = None, set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "model name" and model is None:
+            model = value.strip()
+        elif key in ("flags", "Features") and not flags:
+            flags = set(value.split())
+    isa = {label: name in flags for name, label in ISA_FEATURES.items()}
+    return {"cpu_model": model or platform.machine(), "isa": isa}
+
+
+def isa_line(env: dict) -> str:
+    """'AMD EPYC ..., AVX2 yes, AVX-512 VNNI yes, AMX-INT8 no' for a table's environment header."""
+    isa = env.get("isa")
+    if not isa:
+        return f"CPU {env.get('cpu_model')}, ISA features unknown"
+    shown = ("AVX2", "AVX-512", "AVX-512 VNNI", "AVX-VNNI", "AMX-INT8")
+    return f"CPU {env.get('cpu_model')}: " + ", ".join(f"{k} {'yes' if isa.get(k) else 'no'}" for k in shown)
+
+
 def environment(threads: int) -> dict:
     env = {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
+        **cpu_info(),
         "cpu_count": os.cpu_count(),
         "threads": threads,
         "python": platform.python_version(),
@@ -579,7 +631,7 @@ def write_report(
     text = (
         f"# {name}\n\n"
         + ", ".join(f"{k}: {v}" for k, v in settings.items())
-        + "\n\n"
+        + f"\n\n{isa_line(environment(settings.get('threads', 0)))}\n\n"
         + markdown_table(rows)
         + ("\n" + "\n".join(notes) + "\n" if notes else "")
     )
