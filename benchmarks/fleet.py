@@ -132,7 +132,7 @@ def main() -> None:
     from csst_edge.runtime.sync import SyncSettings, sync_harvest
 
     demo, out = args.demo, args.out
-    teacher, student0 = demo / "teacher" / "last.pt", demo / "student_csst" / "last.pt"
+    teacher, student0 = demo / "teacher" / "last.pt", demo / "round1" / "student" / "last.pt"
     city_a, city_b = demo / "data" / "cityA.yaml", demo / "data" / "cityB.yaml"
     for p in (teacher, student0, city_a, city_b):
         if not p.is_file():

@@ -10,7 +10,7 @@ counts (the CPU is shared: the best run is the least disturbed one). Both the ba
 the runtime's ONNX Runtime session (idle worker threads do not spin: with spinning, the capture thread and ORT's
 two workers fight over two cores); ORT's default (spinning) bare figure is reported too.
 
-The model: `--checkpoint` (default: the demo's CSST student, runs/demo/student_csst/last.pt, when it exists; else
+The model: `--checkpoint` (default: the demo's CSST student, runs/demo/round1/student/last.pt, when it exists; else
 a randomly initialised Fast-SCNN: speed does not depend on the weights, the harvest composition does), exported
 with probabilities out at the video size. The video: the synthetic city-B dashcam drive.
 
@@ -30,7 +30,7 @@ from pathlib import Path
 from csst_edge.fileio import atomic_write_json, atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO_STUDENT = ROOT / "runs" / "demo" / "student_csst" / "last.pt"
+DEMO_STUDENT = ROOT / "runs" / "demo" / "round1" / "student" / "last.pt"
 
 
 def parse_args(argv=None):
