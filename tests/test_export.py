@@ -367,3 +367,21 @@ def test_export_cli(tmp_path, fastscnn_ckpt):
 
     if not tensorrt_available()[0]:
         assert r.exit_code == 1 and "tensorrt is not importable" in r.output
+
+
+def test_openvino_backend_gives_the_labels_of_ort_fp32_and_runs_the_int8_model(tmp_path, fastscnn_logits):
+    """The same ONNX file through OpenVINO: the argmax labels of ONNX Runtime FP32 (all but a few boundary pixels),
+    and the QDQ INT8 model of `export int8` runs there as is."""
+    pytest.importorskip("openvino", reason="openvino is not installed (it is in the dev extra)")
+    from csst_edge.export.quantize import quantize_int8
+    from csst_edge.runtime.backends import load_backend
+    from csst_edge.runtime.openvino_backend import OpenVinoBackend
+
+    frame = np.random.default_rng(3).integers(0, 256, (H, W, 3), dtype=np.uint8)
+    ort_labels = load_backend(fastscnn_logits, providers="cpu", threads=1).infer(frame).argmax(1)
+    ov = OpenVinoBackend(fastscnn_logits, threads=1)
+    ov_logits = ov.infer(frame)
+    assert ov_logits.shape == (1, len(CLASSES), H, W) and ov.meta.class_names == CLASSES
+    assert (ov_logits.argmax(1) == ort_labels).mean() > 0.99
+    int8 = quantize_int8(fastscnn_logits, tmp_path / "int8.onnx", [frame])
+    assert OpenVinoBackend(int8.path, threads=1).infer(frame).shape == ov_logits.shape
