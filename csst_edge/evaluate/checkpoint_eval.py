@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from torch.utils.data import DataLoader
 
 from csst_edge.data.selection import SourceConfig
 from csst_edge.evaluate.dataset import collate_eval, eval_dataset
 from csst_edge.evaluate.evaluator import evaluate
 from csst_edge.models.checkpoint import model_from_checkpoint, normalization
+from csst_edge.models.device import resolve_device
 
 
 def evaluate_checkpoint(
@@ -20,9 +20,7 @@ def evaluate_checkpoint(
     """Single-scale mIoU of a checkpoint on a dataset split. Returns (metrics, class_names); with `per_image`,
     metrics also hold `per_image_confusion` (numpy N×C×C, in the split's fixed order) and the image `names`,
     which the round gate's paired bootstrap needs (drop them before writing metrics to JSON)."""
-    dev = torch.device(
-        "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
-    )
+    dev = resolve_device(device)
     model, state = model_from_checkpoint(checkpoint)
     mean, std = normalization(state)
     dataset, ds = eval_dataset(SourceConfig(data=str(data), split=split), mean, std)

@@ -11,6 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from csst_edge.export.errors import ExportError
+from csst_edge.models.device import resolve_device
 from csst_edge.runtime.model_meta import INPUT_LAYOUTS, OUTPUT_KINDS
 
 
@@ -63,3 +64,8 @@ def main_output(out: Any) -> torch.Tensor:
     if isinstance(out, (tuple, list)):
         return out[0]
     return out
+
+
+def torch_device(name: str = "auto"):
+    """The one device rule (models.device.resolve_device), under the name the export modules use."""
+    return resolve_device(name)

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from csst_edge.models.device import resolve_device as device_for
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -56,11 +58,8 @@ def cleanup(info: DistInfo) -> None:
 
 
 def resolve_device(name: str, info: DistInfo) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and info.enabled:
-        return torch.device("cuda", info.local_rank)
-    return torch.device(name)
+    """This rank's device: models.device.resolve_device, with plain `cuda` meaning the rank's own GPU under DDP."""
+    return device_for(name, info.local_rank if info.enabled else None)
 
 
 def setup_distributed(device_name: str) -> tuple[DistInfo, torch.device]:
