@@ -5,8 +5,9 @@ from __future__ import annotations
 from csst_edge.errors import ConfigError
 
 
-def parse_hw(text: str, option: str = "size", minimum: int = 1) -> tuple[int, int]:
-    """'512x1024' → (512, 1024); 'X' and '×' also separate, spaces are ignored, a single number means a square.
+def parse_hw(text: str, option: str = "size", minimum: int = 1, square: bool = True) -> tuple[int, int]:
+    """'512x1024' → (512, 1024); 'X' and '×' also separate, spaces are ignored, a single number means a square
+    (unless `square=False`: where a lone number is ambiguous, e.g. `bench --sizes 512`, it is an error).
 
     Anything else, or a side below `minimum`, is a `ConfigError` naming `option` and the text, so every command
     reports a bad size the same way (one line, exit code 1).
@@ -16,7 +17,7 @@ def parse_hw(text: str, option: str = "size", minimum: int = 1) -> tuple[int, in
         size = tuple(int(p) for p in parts)
     except ValueError:
         size = ()
-    if len(size) == 1:
+    if len(size) == 1 and square:
         size = size * 2
     if len(size) != 2:
         raise ConfigError(f"{option}: '{text}' is not HEIGHTxWIDTH in pixels, e.g. 512x1024")

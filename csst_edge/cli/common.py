@@ -44,6 +44,22 @@ def fail(message: str) -> typer.Exit:
     raise CsstError(message)
 
 
+def deprecated(old: str, new: str) -> None:
+    """One yellow line on stderr: an old option spelling still works for one release."""
+    err_console.print(f"[yellow]warning:[/] {old} is deprecated; use {new}", highlight=False, soft_wrap=True)
+
+
+def renamed(new_value, old_value, new: str, old: str, default=None):
+    """The value of a renamed option: the old spelling's (with a deprecation line) when it was given, else the new
+    one's. Both given with different values is an error naming both."""
+    if old_value is None:
+        return new_value
+    deprecated(old, new)
+    if new_value is not None and new_value != default and new_value != old_value:
+        fail(f"{old} is the old spelling of {new}: give only {new}")
+    return old_value
+
+
 def command_group(help: str) -> typer.Typer:
     """A sub-command group that reports known errors the same way as the root (usable on its own in tests)."""
     return typer.Typer(

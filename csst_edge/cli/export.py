@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from csst_edge.cli.common import command_group, console, fail
+from csst_edge.cli.common import command_group, console, fail, renamed
 from csst_edge.sizes import parse_hw
 
 app = command_group(
@@ -26,12 +26,16 @@ def onnx_command(
         Path | None, typer.Option("--out", "-o", help="Output .onnx (default: next to the checkpoint).")
     ] = None,
     size: Annotated[str, typer.Option(help="Input HEIGHTxWIDTH the graph is built (and verified) at.")] = "512x1024",
-    batch: Annotated[int, typer.Option(help="Batch size of the static input.")] = 1,
+    batch_size: Annotated[int, typer.Option(help="Batch size of the static input.")] = 1,
     dynamic: Annotated[bool, typer.Option("--dynamic", help="Dynamic batch/height/width axes.")] = False,
     opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17,
     layout: Annotated[str, typer.Option(help="Input layout of the uint8 frames: nhwc (as decoded) or nchw.")] = "nhwc",
-    output: Annotated[
-        str, typer.Option(help="logits, probs (softmax in the graph) or labels (uint8 argmax in the graph).")
+    head: Annotated[
+        str,
+        typer.Option(
+            help="What the graph returns: logits, probs (softmax in the graph; what `runtime run --harvest` "
+            "scores) or labels (uint8 argmax in the graph)."
+        ),
     ] = "labels",
     simplify: Annotated[bool, typer.Option(help="Simplify with onnxslim when installed.")] = True,
     verify: Annotated[
@@ -41,22 +45,34 @@ def onnx_command(
         str | None, typer.Option(help="Frames for verification: dataset YAML, image folder (default: synthetic).")
     ] = None,
     verify_count: Annotated[int, typer.Option(help="Number of verification frames.")] = 4,
+    device: Annotated[
+        str, typer.Option(help="Where the verification runs (PyTorch and ONNX Runtime): cpu, cuda, auto.")
+    ] = "cpu",
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No spinner and no notes: the result line only.")
+    ] = False,
+    old_output: Annotated[str | None, typer.Option("--output", hidden=True, help="Deprecated: --head.")] = None,
+    old_batch: Annotated[int | None, typer.Option("--batch", hidden=True, help="Deprecated: --batch-size.")] = None,
 ) -> None:
     """Export a checkpoint to ONNX with normalisation (and argmax) inside, then verify it.
 
     Examples:
 
-      csst-edge export onnx runs/student/best.pt --size 720x960 --output labels
+      csst-edge export onnx runs/student/best.pt --size 720x960 --head labels
 
-      csst-edge export onnx best.pt -o student.onnx --size 512x1024 --output logits --verify-data camvid
+      csst-edge export onnx best.pt -o student.onnx --size 512x1024 --head probs --verify-data camvid
 
       csst-edge export onnx best.pt --dynamic --layout nchw     # any batch / size
     """
     from csst_edge.export.onnx_export import export_onnx
 
+    head = renamed(head, old_output, "--head", "--output", default="labels")
+    if head not in ("logits", "probs", "labels"):
+        fail(f"--head must be logits, probs or labels, got '{head}'")
+    batch = renamed(batch_size, old_batch, "--batch-size", "--batch", default=1)
     h, w = parse_hw(size, "--size")
     out = out or _default_out(checkpoint, f"_{h}x{w}.onnx" if not dynamic else ".onnx")
-    with console.status(f"exporting {checkpoint} → {out}"):
+    with _status(quiet, f"exporting {checkpoint} → {out}"):
         result = export_onnx(
             checkpoint,
             out,
@@ -66,15 +82,38 @@ def onnx_command(
             dynamic=dynamic,
             opset=opset,
             input_layout=layout,
-            output=output,
+            output=head,
             simplify=simplify,
             verify=verify,
             verify_images=verify_data,
             verify_count=verify_count,
+            verify_device=device,
         )
-    for note in result.notes:
-        console.print(f"[yellow]note:[/] {note}")
+    _notes(result.notes, quiet)
     console.print(f"[green]exported[/] {result.summary()}")
+
+
+class _NoStatus:
+    """What `-q` uses instead of a spinner: a context manager whose `.update(text)` does nothing."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def update(self, *args, **kwargs) -> None:
+        pass
+
+
+def _status(quiet: bool, text: str):
+    return _NoStatus() if quiet else console.status(text)
+
+
+def _notes(notes: list[str], quiet: bool) -> None:
+    if not quiet:
+        for note in notes:
+            console.print(f"[yellow]note:[/] {note}")
 
 
 @app.command("int8")
@@ -106,6 +145,9 @@ def int8_command(
         ),
     ] = None,
     threads: Annotated[int | None, typer.Option(help="onnxruntime threads.")] = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No spinner and no notes: the result line only.")
+    ] = False,
 ) -> None:
     """Quantise an exported model to INT8 with ONNX Runtime (static, calibrated).
 
@@ -129,10 +171,10 @@ def int8_command(
     out = out or _default_out(model, "_int8.onnx")
     if for_tensorrt:
         quant_format, types, per_channel = "QDQ", "S8S8", True
-    with console.status(f"loading {count} calibration frame(s) from {calibration}"):
+    with _status(quiet, f"loading {count} calibration frame(s) from {calibration}"):
         frames = load_frames(calibration, count, h, w, split=calibration_split)
     eval_fn = onnx_eval_fn(data, split, limit, threads) if data else None
-    with console.status("quantising") as status:
+    with _status(quiet, "quantising") as status:
         result = quantize_int8(
             model,
             out,
@@ -148,8 +190,7 @@ def int8_command(
             threads=threads,
             log=lambda msg: status.update(msg),
         )
-    for note in result.notes:
-        console.print(f"[yellow]note:[/] {note}")
+    _notes(result.notes, quiet)
     if result.auto_excluded:
         console.print(f"kept in float by the fallback: {', '.join(result.auto_excluded)}")
     console.print(f"[green]quantised[/] {result.summary()}")
@@ -173,6 +214,10 @@ def tensorrt_command(
         Path | None, typer.Option(help="Timing cache file: read if present, updated after the build.")
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", help="TensorRT builder log.")] = False,
+    device: Annotated[
+        str, typer.Option(help="GPU to build on: cuda or cuda:N (the engine is tuned for that GPU).")
+    ] = "cuda",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No spinner; only the result line.")] = False,
 ) -> None:
     """Build a TensorRT engine (run this on the target device: engines are GPU- and version-specific).
 
@@ -186,8 +231,9 @@ def tensorrt_command(
     """
     from csst_edge.export.tensorrt_build import build_engine
 
+    _select_gpu(device)
     out = out or model.with_suffix(".engine")
-    with console.status(f"building {out} (minutes on a Jetson)"):
+    with _status(quiet, f"building {out} (minutes on a Jetson)"):
         result = build_engine(
             model,
             out,
@@ -201,3 +247,16 @@ def tensorrt_command(
             verbose=verbose,
         )
     console.print(f"[green]built[/] {result.summary()}")
+
+
+def _select_gpu(device: str) -> None:
+    """`--device cuda:N` → only GPU N is visible to this process (TensorRT builds on the current CUDA device, and
+    nothing has touched CUDA yet when the command starts)."""
+    import os
+    import re
+
+    match = re.fullmatch(r"cuda(?::(\d+))?", device.strip().lower())
+    if match is None:
+        fail(f"--device: a TensorRT engine is built on a GPU: give cuda or cuda:N, not '{device}'")
+    if match.group(1) is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = match.group(1)

@@ -27,9 +27,9 @@ def finetune_command(
     batch_size: Annotated[int, typer.Option(help="Global batch size.")] = 8,
     crop: Annotated[str, typer.Option(help="Training crop HxW, e.g. 512x512.")] = "512x512",
     lr: Annotated[float, typer.Option(help="Base learning rate (poly schedule).")] = 0.01,
-    out: Annotated[Path, typer.Option(help="Output folder: k<k>/ run directories, finetune.json, finetune.md.")] = Path(
-        "runs/finetune"
-    ),
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Output folder: k<k>/ run directories, finetune.json, finetune.md.")
+    ] = Path("runs/finetune"),
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the shot selection and of training.")] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,

@@ -15,6 +15,7 @@ from csst_edge.cli.common import ErrorHandlingGroup, console, set_debug
 from csst_edge.cli.demo import demo_command
 from csst_edge.cli.eval import eval_command
 from csst_edge.cli.finetune import finetune_command
+from csst_edge.cli.predict import predict_command
 from csst_edge.cli.pseudo import pseudo_label_command
 from csst_edge.cli.round import round_command
 from csst_edge.cli.train import train_command
@@ -25,7 +26,7 @@ app = typer.Typer(
     help="Centroid-sampling self-training for real-time semantic segmentation: train, pseudo-label, export, "
     "benchmark, run on the vehicle, and learn from what it records.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     rich_markup_mode="rich",
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -53,6 +54,7 @@ app.add_typer(data_cli.app, name="data")
 app.command("train", context_settings={"allow_extra_args": False})(train_command)
 app.command("pseudo-label")(pseudo_label_command)
 app.command("eval")(eval_command)
+app.command("predict")(predict_command)
 app.add_typer(export_cli.app, name="export")
 app.command("bench")(bench_command)
 app.command("finetune")(finetune_command)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from csst_edge.cli.common import console
+from csst_edge.cli.common import console, deprecated, fail, renamed
 from csst_edge.sizes import parse_hw
 
 
@@ -16,7 +16,9 @@ def round_command(
         list[str],
         typer.Argument(
             help="Harvest folders (`runtime run --harvest`), one per vehicle or drive; or URLs: a harvest folder in a "
-            "bucket, a `runtime sync` vehicle prefix, or the sync destination (every vehicle below it)."
+            "bucket, a `runtime sync` vehicle prefix, or the sync destination (every vehicle below it). "
+            "key=value arguments are training overrides (as in `csst-edge train`), e.g. optim.lr=0.02.",
+            metavar="HARVEST|KEY=VALUE",
         ),
     ],
     teacher: Annotated[
@@ -46,10 +48,6 @@ def round_command(
     ] = "scratch",
     config: Annotated[
         Path | None, typer.Option(help="Student training config YAML (default: the current student's own config).")
-    ] = None,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option("--set", help="key=value training override (repeatable), e.g. --set optim.lr=0.02."),
     ] = None,
     epochs: Annotated[int | None, typer.Option(help="Training epochs of the new student.")] = None,
     previous: Annotated[
@@ -113,12 +111,22 @@ def round_command(
     export_size: Annotated[
         str | None, typer.Option(help="HEIGHTxWIDTH of the exported model (default: the harvested frames' size).")
     ] = None,
-    export_output: Annotated[
-        str, typer.Option(help="Export output: probs (the harvester's uncertainty needs it), logits or labels.")
+    export_head: Annotated[
+        str,
+        typer.Option(
+            help="What the exported graph returns (`export onnx --head`): probs (the harvester's uncertainty needs "
+            "it), logits or labels."
+        ),
     ] = "probs",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda ...")] = "auto",
     workers: Annotated[int, typer.Option(help="Data-loading workers.")] = 2,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", hidden=True, help="Deprecated: give key=value as an argument.")
+    ] = None,
+    old_export_output: Annotated[
+        str | None, typer.Option("--export-output", hidden=True, help="Deprecated: --export-head.")
+    ] = None,
 ) -> None:
     """Run the next self-training round from harvested frames, and promote the new student only if the fixed val
     set shows it is not worse: a paired bootstrap over the val images gives a 95 % interval for ΔmIoU, and the
@@ -134,8 +142,18 @@ def round_command(
 
       csst-edge round s3://fleet-bucket/fleet --teacher s3://fleet-bucket/models/teacher.pt \\
           --student s3://fleet-bucket/models/student.pt --data cityA.yaml --val cityB_val.yaml -o rounds/r03
+
+      csst-edge round harvest --teacher t.pt --student s.pt --data d.yaml --val v.yaml -o r04 optim.lr=0.02 epochs=40
     """
     from csst_edge.pipeline.round import RoundSettings, run_round
+
+    harvests, overrides = split_overrides(harvests)
+    if set_:
+        deprecated("--set k=v", "k=v as an argument")
+        overrides += list(set_)
+    if not harvests:
+        fail("give at least one harvest folder or URL (key=value arguments are training overrides)")
+    export_head = renamed(export_head, old_export_output, "--export-head", "--export-output", default="probs")
 
     size = parse_hw(export_size, "--export-size") if export_size else None
     scales = _scales(pseudo_scales)
@@ -149,7 +167,7 @@ def round_command(
         val_split=val_split,
         init=init,
         config=config,
-        overrides=list(set_ or []),
+        overrides=overrides,
         epochs=epochs,
         previous=previous,
         sampling=None if sampling == "config" else sampling,
@@ -167,7 +185,7 @@ def round_command(
         class_margin=class_margin / 100.0,
         bootstrap_resamples=bootstrap_resamples,
         export_size=size,
-        export_output=export_output,
+        export_output=export_head,
         device=device,
         workers=workers,
     )
@@ -181,6 +199,18 @@ def round_command(
     )
     if report["export"]:
         console.print(f"exported {report['export']['onnx']}")
+
+
+def split_overrides(arguments: list[str]) -> tuple[list[str], list[str]]:
+    """(harvests, key=value overrides): an argument is an override when it starts with a config key and '='
+    (a URL has its '://' first) and is not an existing path."""
+    import re
+
+    harvests, overrides = [], []
+    for arg in arguments:
+        is_override = re.match(r"^[A-Za-z_][A-Za-z0-9_.]*=", arg) is not None and not Path(arg).exists()
+        (overrides if is_override else harvests).append(arg)
+    return harvests, overrides
 
 
 def _scales(text: str) -> tuple[float, ...]:

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from csst_edge.cli.common import command_group, console, err_console
+from csst_edge.cli.common import command_group, console, deprecated, err_console, fail, renamed
 
 app = command_group(
     "The edge runtime: run an exported model on a live or recorded source, and harvest frames for the next round."
@@ -34,10 +34,11 @@ def run_command(
             "csi://0 (Jetson CSI), or a GStreamer pipeline ('... ! appsink').",
         ),
     ],
-    providers: Annotated[
+    backend: Annotated[
         str | None,
         typer.Option(
-            help="ONNX Runtime providers, comma-separated: tensorrt, cuda, cpu (default: the fastest available)."
+            help="ort-trt, ort-cuda, ort-cpu for an .onnx (comma-separated: tried in this order), trt for an .engine; "
+            "the names `bench --backends` uses (default: the fastest available)."
         ),
     ] = None,
     threads: Annotated[int | None, typer.Option(help="ONNX Runtime CPU threads.")] = None,
@@ -50,8 +51,8 @@ def run_command(
     fit: Annotated[
         str, typer.Option(help="resize (stretch to the model size) or letterbox (keep the aspect ratio, pad).")
     ] = "resize",
-    output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write the colour overlay as a video (.mp4 or .avi).")
+    overlay: Annotated[
+        Path | None, typer.Option("--overlay", help="Write the colour overlay as a video (.mp4 or .avi).")
     ] = None,
     show: Annotated[
         bool, typer.Option("--show", help="Show the overlay in a window (needs OpenCV with a GUI; q / Esc stops).")
@@ -106,30 +107,52 @@ def run_command(
         ),
     ] = None,
     queue_size: Annotated[int, typer.Option(help="Frames buffered between capture and inference.")] = 4,
-    max_retries: Annotated[
-        int | None, typer.Option(help="Give up on a live source after this many consecutive failures (default: never).")
+    retries: Annotated[
+        int | None,
+        typer.Option(help="Give up on a live source after this many consecutive failed retries (default: never)."),
     ] = None,
     max_frames: Annotated[int | None, typer.Option(help="Stop after this many frames.")] = None,
     folder_fps: Annotated[
         float, typer.Option(help="Frame rate an image folder is treated as having (harvest rate limit).")
     ] = 10.0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live status line.")] = False,
+    old_output: Annotated[
+        Path | None, typer.Option("--output", "-o", hidden=True, help="Deprecated: --overlay.")
+    ] = None,
+    old_providers: Annotated[
+        str | None, typer.Option("--providers", hidden=True, help="Deprecated: --backend.")
+    ] = None,
+    old_max_retries: Annotated[
+        int | None, typer.Option("--max-retries", hidden=True, help="Deprecated: --retries.")
+    ] = None,
 ) -> None:
     """Run MODEL on a source; Ctrl-C or SIGTERM stops cleanly (everything written is flushed).
 
     Examples:
 
-      csst-edge runtime run student.onnx --source drive.mp4 --output overlay.mp4 --log run.jsonl
+      csst-edge runtime run student.onnx --source drive.mp4 --overlay overlay.mp4 --log run.jsonl
 
-      csst-edge runtime run student.onnx -s csi://0 --providers tensorrt,cuda --harvest /data/h --class-stats idx.npz
+      csst-edge runtime run student.onnx -s csi://0 --backend ort-trt,ort-cuda --harvest /data/h --class-stats idx.npz
 
       csst-edge runtime run student.engine -s rtsp://10.0.0.5/stream --harvest /data/harvest --harvest-rate 12
     """
     from rich.live import Live
     from rich.text import Text
 
+    from csst_edge.runtime.backends import backend_providers
     from csst_edge.runtime.harvest import HarvestSettings
     from csst_edge.runtime.loop import RuntimeSettings, run_runtime
+
+    if old_output is not None:
+        overlay = renamed(overlay, old_output, "--overlay", "--output/-o")
+    retries = renamed(retries, old_max_retries, "--retries", "--max-retries")
+    if old_providers is not None:
+        deprecated("--providers", "--backend (ort-trt, ort-cuda, ort-cpu)")
+        if backend is not None:
+            fail("--providers is the old spelling of --backend: give only --backend")
+        providers = old_providers
+    else:
+        providers = backend_providers(model, backend)
 
     harvest_settings = HarvestSettings(
         rate_per_min=harvest_rate,
@@ -150,9 +173,9 @@ def run_command(
         live=live,
         queue_size=queue_size,
         folder_fps=folder_fps,
-        max_retries=max_retries,
+        max_retries=retries,
         max_frames=max_frames,
-        output_video=output,
+        output_video=overlay,
         alpha=alpha,
         show=show,
         log=log,

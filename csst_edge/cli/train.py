@@ -29,11 +29,19 @@ def train_command(
     ] = None,
     sampling: Annotated[str | None, typer.Option(help="random or centroid.")] = None,
     out: Annotated[
-        Path | None, typer.Option(help="Run directory (config.yaml, metrics.jsonl, last.pt, best.pt).")
+        Path | None, typer.Option("--out", "-o", help="Run directory (config.yaml, metrics.jsonl, last.pt, best.pt).")
     ] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/last.pt when it exists.")] = True,
     list_models: Annotated[bool, typer.Option("--list-models", help="List the registered models and exit.")] = False,
+    print_config: Annotated[
+        bool,
+        typer.Option(
+            "--print-config",
+            help="Print the resolved config (defaults < CONFIG < options < key=value) as YAML and exit; the output "
+            "is itself a config file.",
+        ),
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Train a teacher or student.
@@ -47,12 +55,14 @@ def train_command(
       torchrun --nproc_per_node 2 -m csst_edge train cfg.yaml        # DDP (gloo on CPU, NCCL on GPUs)
 
       csst-edge train cfg.yaml logger=tensorboard,mlflow             # also to TensorBoard and MLflow (./mlruns)
+
+      csst-edge train --print-config cfg.yaml epochs=20 > run.yaml   # the resolved config, nothing trained
     """
-    from csst_edge.models import list_models as registered
-    from csst_edge.train.config import load_train_config
-    from csst_edge.train.trainer import train
+    from csst_edge.train.config import dump_config, load_train_config
 
     if list_models:
+        from csst_edge.models import list_models as registered
+
         for kind in ("student", "teacher"):
             console.print(f"[bold]{kind}s:[/] " + ", ".join(registered(kind)))
         raise typer.Exit()
@@ -78,6 +88,11 @@ def train_command(
         overrides.insert(0, str(config))
         config = None
     cfg = load_train_config(config, extra + overrides)
+    if print_config:
+        typer.echo(dump_config(cfg), nl=False)  # plain text: rich would wrap long lines and eat [brackets]
+        raise typer.Exit()
+    from csst_edge.train.trainer import train
+
     result = train(cfg, resume=resume, progress=not quiet, console=console)
     best = f"{100 * result.best_miou:.2f}" if result.best_miou is not None else "n/a (no val set)"
     console.print(f"[green]done[/]: {result.epochs_run} epoch(s), best val mIoU {best}; run directory {result.run_dir}")

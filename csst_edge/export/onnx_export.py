@@ -126,11 +126,14 @@ def export_onnx(
     verify_count: int = 4,
     atol: float | None = None,
     min_agreement: float | None = None,
+    verify_device: str = "cpu",
 ) -> ExportResult:
     """Export a checkpoint (path or loaded dict) to ONNX and verify it against PyTorch.
 
     `verify_images`: a dataset YAML, image folder or list of frames (default: synthetic frames). A failed
     verification raises ExportError and leaves no file at `out_path`. A bad checkpoint raises CheckpointError.
+    `verify_device`: where the verification runs (cpu, cuda, auto): the PyTorch reference, and ONNX Runtime's
+    CUDA provider when the device is a GPU and this onnxruntime has it.
     """
     state = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
     model, state = model_from_checkpoint(state)
@@ -146,6 +149,7 @@ def export_onnx(
         verify_count=verify_count,
         atol=atol,
         min_agreement=min_agreement,
+        verify_device=verify_device,
     )
 
 
@@ -159,6 +163,7 @@ def export_model_onnx(
     verify_count: int = 4,
     atol: float | None = None,
     min_agreement: float | None = None,
+    verify_device: str = "cpu",
 ) -> ExportResult:
     """Export an in-memory model described by `meta` (the checkpoint-free path used by benchmarks and tests)."""
     t0 = time.perf_counter()
@@ -191,11 +196,29 @@ def export_model_onnx(
                 h2, w2 = _second_size(h, w)
                 frames += load_frames(verify_images, max(1, verify_count // 2), h2, w2, seed=1)
             kwargs = {k: v for k, v in (("atol", atol), ("min_agreement", min_agreement)) if v is not None}
-            report = verify_onnx(tmp, model, frames, source_name=str(out_path), **kwargs)
+            report = verify_onnx(
+                tmp,
+                model,
+                frames,
+                source_name=str(out_path),
+                device=verify_device,
+                providers=_verify_providers(verify_device),
+                **kwargs,
+            )
         finally:
             tmp.unlink(missing_ok=True)
     atomic_write_bytes(out_path, data)
     return ExportResult(out_path, meta, len(data), time.perf_counter() - t0, simplified, report, notes)
+
+
+def _verify_providers(device: str) -> tuple[str, ...]:
+    """ONNX Runtime's CUDA provider for a GPU verification when this onnxruntime has it, else the CPU."""
+    from csst_edge.export.deploy import torch_device
+    from csst_edge.runtime.backends import available_providers
+
+    if torch_device(device).type == "cuda" and "CUDAExecutionProvider" in available_providers():
+        return ("ort-cuda",)
+    return ("ort-cpu",)
 
 
 def _second_size(h: int, w: int) -> tuple[int, int]:

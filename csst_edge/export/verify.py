@@ -89,13 +89,16 @@ def verify_onnx(
     providers: Sequence[str] | str | None = ("cpu",),
     raise_on_failure: bool = True,
     source_name: str | None = None,
+    device: str = "cpu",
 ) -> VerifyReport:
     """Compare the ONNX model with the PyTorch model on `frames` (uint8 RGB H x W x 3).
 
     `model_or_checkpoint` is the raw network (it takes normalised input; mean/std come from the ONNX metadata)
     or a checkpoint path / dict. Frames are resized to a static model's input size; a dynamic model runs each
     frame at its own size. Raises ExportError when a threshold is missed (unless `raise_on_failure=False`).
+    `device`: where the PyTorch reference runs (auto, cpu, cuda ...); a model moved there goes back to the CPU.
     """
+    from csst_edge.export.deploy import torch_device
     from csst_edge.export.frames import resize_frame
     from csst_edge.runtime.backends import OnnxRuntimeBackend
 
@@ -110,7 +113,8 @@ def verify_onnx(
         model = model_or_checkpoint
     else:
         model, _ = model_from_checkpoint(model_or_checkpoint)
-    reference = DeployWrapper(model.eval(), meta.mean, meta.std, "nhwc", "logits").eval()
+    dev = torch_device(device)
+    reference = DeployWrapper(model.eval(), meta.mean, meta.std, "nhwc", "logits").eval().to(dev)
     try:
         backend = OnnxRuntimeBackend(path, providers=providers, meta=meta)
     except Exception as e:
@@ -142,7 +146,7 @@ def verify_onnx(
                 f"{name}: onnxruntime fails on a {frame.shape[0]}x{frame.shape[1]} frame: {first}{hint}"
             ) from None
         with torch.no_grad():
-            ref_logits = reference(torch.from_numpy(batch)).float()
+            ref_logits = reference(torch.from_numpy(batch).to(dev)).float().cpu()
         ref_labels = ref_logits.argmax(1).numpy()
         if meta.output_kind == "labels":
             labels = out.astype(np.int64)
@@ -162,6 +166,8 @@ def verify_onnx(
         agree += int((labels == ref_labels).sum())
         pixels += labels.size
     backend.close()
+    if dev.type != "cpu":
+        model.cpu()
 
     agreement = agree / max(1, pixels)
     if meta.output_kind == "labels":

@@ -21,7 +21,17 @@ from csst_edge.runtime.model_meta import ModelMeta, read_onnx_metadata, read_sid
 
 ONNX_SUFFIXES = (".onnx",)
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+# The backend names every command uses (`runtime run --backend`, `predict --backend`, `bench --backends`):
+# ort-* run an ONNX model on an ONNX Runtime execution provider, trt runs a TensorRT engine (TensorRTBackend).
+ORT_BACKENDS = {
+    "ort-trt": "TensorrtExecutionProvider",
+    "ort-cuda": "CUDAExecutionProvider",
+    "ort-cpu": "CPUExecutionProvider",
+}
+ENGINE_BACKEND = "trt"
 PROVIDER_ALIASES = {
+    **ORT_BACKENDS,
+    # the old `runtime run --providers` spellings
     "cpu": "CPUExecutionProvider",
     "cuda": "CUDAExecutionProvider",
     "tensorrt": "TensorrtExecutionProvider",
@@ -360,6 +370,32 @@ class TensorRTBackend(Backend):
 
 
 # -------------------------------------------------------------------------------------------- factory
+def backend_providers(model_path: str | os.PathLike, backend: str | Sequence[str] | None) -> list[str] | None:
+    """`--backend` names (comma-separated: a preference order) → the ONNX Runtime providers to ask for, or None
+    for the default (the fastest available; an engine has no providers). The names must fit the model: ort-trt,
+    ort-cuda, ort-cpu for an .onnx, trt for a TensorRT engine."""
+    if backend is None:
+        return None
+    names = [b.strip().lower() for b in (backend.split(",") if isinstance(backend, str) else backend) if b.strip()]
+    if not names:
+        return None
+    choices = f"{', '.join(ORT_BACKENDS)} (ONNX models) or {ENGINE_BACKEND} (TensorRT engines)"
+    unknown = [n for n in names if n not in ORT_BACKENDS and n != ENGINE_BACKEND]
+    if unknown:
+        raise BackendError(f"--backend: unknown backend {', '.join(unknown)}; choose from {choices}")
+    path = Path(model_path)
+    if path.suffix.lower() in ENGINE_SUFFIXES:
+        if names != [ENGINE_BACKEND]:
+            raise BackendError(f"{path}: a TensorRT engine runs on the {ENGINE_BACKEND} backend only, not {backend}")
+        return None
+    if ENGINE_BACKEND in names:
+        raise BackendError(
+            f"--backend {ENGINE_BACKEND} runs a TensorRT engine (`csst-edge export tensorrt`); "
+            f"for the ONNX model {path.name} use ort-trt"
+        )
+    return [ORT_BACKENDS[n] for n in names]
+
+
 def load_backend(
     model_path: str | os.PathLike, providers: Sequence[str] | str | None = None, threads: int | None = None, **kwargs
 ) -> Backend:

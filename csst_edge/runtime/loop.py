@@ -154,9 +154,7 @@ class OverlayVideoWriter(threading.Thread):
                     fourcc = cv2.VideoWriter_fourcc(*("mp4v" if self.path.suffix.lower() != ".avi" else "MJPG"))
                     self.writer = cv2.VideoWriter(str(self.path), fourcc, self.fps, (w, h))
                     if not self.writer.isOpened():
-                        raise RuntimeOptionError(
-                            f"{self.path}: OpenCV cannot write this video (--output; try .mp4 or .avi)"
-                        )
+                        raise RuntimeOptionError(f"{self.path}: OpenCV cannot write this video (try .mp4 or .avi)")
                 image = draw_text(blend_overlay(frame, labels, self.lut, self.alpha), text)
                 self.writer.write(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
             except Exception as e:
@@ -324,7 +322,7 @@ def run_runtime(
     if s.show and not gui_available():
         raise RuntimeOptionError(
             "--show needs OpenCV with a GUI backend; this one has none (pip's headless build?). "
-            "Use --output to write an overlay video instead"
+            "Use --overlay to write an overlay video instead"
         )
     close_errors: list[Exception] = []
     with contextlib.ExitStack() as stack:

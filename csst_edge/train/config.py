@@ -7,6 +7,7 @@ The resolved config is saved as `config.yaml` in the run directory, so a run can
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import typing
 from dataclasses import dataclass, field
@@ -180,7 +181,11 @@ def _build(cls, raw: Any, prefix: str):
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - names)
     if unknown:
-        raise ConfigError(f"unknown config key '{prefix}{unknown[0]}' (valid keys here: {', '.join(sorted(names))})")
+        close = difflib.get_close_matches(str(unknown[0]), sorted(names), n=1)
+        hint = f"did you mean '{prefix}{close[0]}'? " if close else ""
+        raise ConfigError(
+            f"unknown config key '{prefix}{unknown[0]}' ({hint}valid keys here: {', '.join(sorted(names))})"
+        )
     kwargs = {k: _coerce(hints[k], v, f"{prefix}{k}") for k, v in raw.items()}
     return cls(**kwargs)
 
