@@ -168,3 +168,12 @@ def test_unlabelled_sources(tmp_path):
     (tmp_path / "bad.txt").write_text("missing.jpg\n")
     with pytest.raises(DatasetError, match=r"bad\.txt:1: listed file .*missing\.jpg not found"):
         expand_sources([tmp_path / "bad.txt"])
+
+
+def test_a_missing_builtin_dataset_says_which_variable_points_at_it(monkeypatch, tmp_path):
+    from csst_edge.data.dataset import list_samples, load_dataset_config
+    from csst_edge.errors import DatasetError
+
+    monkeypatch.setenv("CSST_CAMVID_ROOT", str(tmp_path / "nowhere"))
+    with pytest.raises(DatasetError, match="set CSST_CAMVID_ROOT to a CamVid copy"):
+        list_samples(load_dataset_config("camvid"), "train")

