@@ -385,3 +385,13 @@ def test_openvino_backend_gives_the_labels_of_ort_fp32_and_runs_the_int8_model(t
     assert (ov_logits.argmax(1) == ort_labels).mean() > 0.99
     int8 = quantize_int8(fastscnn_logits, tmp_path / "int8.onnx", [frame])
     assert OpenVinoBackend(int8.path, threads=1).infer(frame).shape == ov_logits.shape
+
+
+def test_backend_openvino_is_chosen_by_name(fastscnn_logits):
+    pytest.importorskip("openvino", reason="openvino is not installed (it is in the dev extra)")
+    from csst_edge.runtime.backends import BackendError, backend_providers, load_backend
+
+    assert backend_providers(fastscnn_logits, "openvino") == ["openvino"]
+    assert load_backend(fastscnn_logits, providers=["openvino"], threads=1).name == "openvino"
+    with pytest.raises(BackendError, match="on its own"):
+        backend_providers(fastscnn_logits, "openvino,ort-cpu")

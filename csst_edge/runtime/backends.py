@@ -29,6 +29,7 @@ ORT_BACKENDS = {
     "ort-cpu": "CPUExecutionProvider",
 }
 ENGINE_BACKEND = "trt"
+OPENVINO_BACKEND = "openvino"  # the same ONNX file through OpenVINO (runtime/openvino_backend.py)
 PROVIDER_ALIASES = {
     **ORT_BACKENDS,
     # the old `runtime run --providers` spellings
@@ -379,8 +380,8 @@ def backend_providers(model_path: str | os.PathLike, backend: str | Sequence[str
     names = [b.strip().lower() for b in (backend.split(",") if isinstance(backend, str) else backend) if b.strip()]
     if not names:
         return None
-    choices = f"{', '.join(ORT_BACKENDS)} (ONNX models) or {ENGINE_BACKEND} (TensorRT engines)"
-    unknown = [n for n in names if n not in ORT_BACKENDS and n != ENGINE_BACKEND]
+    choices = f"{', '.join([*ORT_BACKENDS, OPENVINO_BACKEND])} (ONNX models) or {ENGINE_BACKEND} (TensorRT engines)"
+    unknown = [n for n in names if n not in ORT_BACKENDS and n not in (ENGINE_BACKEND, OPENVINO_BACKEND)]
     if unknown:
         raise BackendError(f"--backend: unknown backend {', '.join(unknown)}; choose from {choices}")
     path = Path(model_path)
@@ -393,15 +394,25 @@ def backend_providers(model_path: str | os.PathLike, backend: str | Sequence[str
             f"--backend {ENGINE_BACKEND} runs a TensorRT engine (`csst-edge export tensorrt`); "
             f"for the ONNX model {path.name} use ort-trt"
         )
+    if OPENVINO_BACKEND in names:
+        if names != [OPENVINO_BACKEND]:
+            raise BackendError(f"--backend {OPENVINO_BACKEND} runs on its own, not in a list with {backend}")
+        return [OPENVINO_BACKEND]
     return [ORT_BACKENDS[n] for n in names]
 
 
 def load_backend(
     model_path: str | os.PathLike, providers: Sequence[str] | str | None = None, threads: int | None = None, **kwargs
 ) -> Backend:
-    """`.onnx` → OnnxRuntimeBackend (providers by availability unless named); `.engine/.plan/.trt` → TensorRTBackend."""
+    """`.onnx` → OnnxRuntimeBackend (providers by availability unless named; `openvino` → OpenVinoBackend);
+    `.engine/.plan/.trt` → TensorRTBackend."""
     path = Path(model_path)
     suffix = path.suffix.lower()
+    wanted = [providers] if isinstance(providers, str) else list(providers or [])
+    if suffix in ONNX_SUFFIXES and [p.lower() for p in wanted] == [OPENVINO_BACKEND]:
+        from csst_edge.runtime.openvino_backend import OpenVinoBackend
+
+        return OpenVinoBackend(path, threads=threads, meta=kwargs.get("meta"))
     if suffix in ONNX_SUFFIXES:
         return OnnxRuntimeBackend(path, providers=providers, threads=threads, **kwargs)
     if suffix in ENGINE_SUFFIXES:
