@@ -395,3 +395,20 @@ def test_backend_openvino_is_chosen_by_name(fastscnn_logits):
     assert load_backend(fastscnn_logits, providers=["openvino"], threads=1).name == "openvino"
     with pytest.raises(BackendError, match="on its own"):
         backend_providers(fastscnn_logits, "openvino,ort-cpu")
+
+
+def test_cli_export_int8_reports_fp32_and_int8_latency_and_a_verdict(tmp_path, fastscnn_logits):
+    """`export int8` times both models on this machine and prints both numbers and the verdict (no speed asserted)."""
+    import re
+
+    from typer.testing import CliRunner
+
+    from csst_edge.cli.main import app
+
+    data = write_tiny_dataset(tmp_path / "tiny", n=2, size=(H, W))
+    out = tmp_path / "q.onnx"
+    args = ["export", "int8", str(fastscnn_logits), "--calibration", str(data), "--count", "2", "-o", str(out)]
+    result = CliRunner().invoke(app, [*args, "--threads", "1", "--latency-runs", "2", "--pre-process", "-q"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert re.search(r"FP32 \d+\.\d ms, INT8 \d+\.\d ms", text) and "INT8 is" in text and out.is_file()

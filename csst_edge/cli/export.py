@@ -145,11 +145,21 @@ def int8_command(
         ),
     ] = None,
     threads: Annotated[int | None, typer.Option(help="onnxruntime threads.")] = None,
+    pre_process: Annotated[
+        bool, typer.Option(help="Run onnxruntime's quant_pre_process (shape inference, fusion) first.")
+    ] = False,
+    op_types: Annotated[
+        str | None, typer.Option(help="Only quantise these op types, comma-separated (e.g. Conv,MatMul).")
+    ] = None,
+    latency_runs: Annotated[
+        int, typer.Option(help="Timed runs of FP32 and INT8 each on this machine (0: skip the comparison).")
+    ] = 10,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No spinner and no notes: the result line only.")
     ] = False,
 ) -> None:
-    """Quantise an exported model to INT8 with ONNX Runtime (static, calibrated).
+    """Quantise an exported model to INT8 with ONNX Runtime (static, calibrated), then time FP32 against INT8 on
+    this machine (same threads) and say plainly when INT8 is not faster here.
 
     Examples:
 
@@ -189,11 +199,23 @@ def int8_command(
             symmetric_activations=for_tensorrt,
             threads=threads,
             log=lambda msg: status.update(msg),
+            pre_process=pre_process,
+            op_types_to_quantize=tuple(t.strip() for t in op_types.split(",") if t.strip()) if op_types else None,
         )
     _notes(result.notes, quiet)
     if result.auto_excluded:
         console.print(f"kept in float by the fallback: {', '.join(result.auto_excluded)}")
     console.print(f"[green]quantised[/] {result.summary()}")
+    if latency_runs > 0:
+        from csst_edge.export.quantize import compare_latency
+
+        with _status(quiet, f"timing FP32 and INT8, {latency_runs} runs each"):
+            timing = compare_latency(model, out, frames, threads=threads, runs=latency_runs)
+        style = "green" if timing.speedup >= 1.05 else "yellow"
+        console.print(
+            f"latency on this machine ({threads or 'default'} threads, median of {timing.runs}): FP32 "
+            f"{timing.fp32_ms:.1f} ms, INT8 {timing.int8_ms:.1f} ms: [{style}]{timing.verdict}[/]"
+        )
 
 
 @app.command("tensorrt")
