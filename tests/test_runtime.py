@@ -421,13 +421,15 @@ def test_reopen_cleans_up_after_a_crash(tmp_path):
     h = Harvester(tmp_path, meta, HarvestSettings(rate_per_min=0, min_score=0.0))
     h.consider(frame_at(textured(30), 0, 0.0), textured(30), Prediction(uniform_probs(), meta))
     h.close()
-    (tmp_path / "images" / "orphan.jpg").write_bytes(b"written, but the manifest line never was")
-    (tmp_path / "images" / ".x.jpg.123.tmp").write_bytes(b"half")
+    orphan = "car_20261207T070108120Z_0000099.jpg"  # a name the harvester writes, its manifest line never written
+    (tmp_path / "images" / orphan).write_bytes(b"written, but the manifest line never was")
+    (tmp_path / "images" / f".{orphan}.k3j2h1.tmp").write_bytes(b"half")
+    (tmp_path / "images" / "holiday.jpg").write_bytes(b"not a name the harvester writes: never deleted")
     (tmp_path / "manifest.jsonl").open("a").write('{"event": "harvest", "name": "torn')  # a torn last line
     h2 = Harvester(tmp_path, meta, HarvestSettings(rate_per_min=0))
     assert h2.recovered["orphans_deleted"] == 2 and len(h2.entries) == 1
     kept = next(iter(h2.entries.values())).image
-    assert sorted(p.name for p in (tmp_path / "images").iterdir()) == [Path(kept).name]
+    assert sorted(p.name for p in (tmp_path / "images").iterdir()) == sorted([Path(kept).name, "holiday.jpg"])
     assert len(h2.history) == 1  # novelty remembers the frames harvested before the restart
 
 

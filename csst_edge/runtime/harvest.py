@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import socket
 import time
 from collections import deque
@@ -55,12 +56,14 @@ import numpy as np
 
 from csst_edge import storage
 from csst_edge.errors import CsstError
-from csst_edge.fileio import append_jsonl, atomic_write_bytes, atomic_write_json, read_jsonl
+from csst_edge.fileio import WriterLock, append_jsonl, atomic_write_bytes, atomic_write_json, read_jsonl
 from csst_edge.runtime.model_meta import ModelMeta
 
 MANIFEST = "manifest.jsonl"
 IMAGES = "images"
 SYNCED_ROWS = "manifest"  # `runtime sync`'s layout: <vehicle>/manifest/<sha256>.json, one row per item
+LOCK_NAME = ".harvest.lock"  # one harvester per folder (fileio.WriterLock)
+PUSHED_NAME = ".pushed.json"  # images this folder uploaded to its URL (push_harvest deletes only these)
 DESCRIPTOR_SIZE = (32, 16)  # (width, height) of the novelty thumbnail
 SHARPNESS_WIDTH = 320
 UNCERTAINTY_MODES = ("entropy", "low-confidence")
@@ -68,6 +71,27 @@ UNCERTAINTY_MODES = ("entropy", "low-confidence")
 
 class HarvestError(CsstError):
     """The harvest folder or a harvest option is unusable; the message names it."""
+
+
+VEHICLE_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}"
+# the only files the harvester writes into images/: its frames and the temp files of their atomic writes; the
+# orphan sweep deletes nothing else
+_OWN_IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*_\d{8}T\d{9}Z_\d{7}\.jpg$")
+_OWN_TEMP = re.compile(r"^\.[A-Za-z0-9][A-Za-z0-9._-]*_\d{8}T\d{9}Z_\d{7}\.jpg\.[A-Za-z0-9_]+\.tmp$")
+
+
+def harvest_image(record: dict, synced: bool = False) -> str | None:
+    """A manifest row's image as a safe relative path: `images/<one name>` (a synced row: exactly
+    `images/<sha256>.jpg`), or None for a row to skip (no image, an absolute path, `..`, anything else)."""
+    image = record.get("image") if isinstance(record, dict) else None
+    if synced:
+        return image if isinstance(image, str) and storage.SYNCED_OBJECT.match(image) else None
+    rel = storage.safe_relative(image)
+    if rel is None or not rel.startswith(f"{IMAGES}/") or rel.count("/") != 1:
+        return None
+    if not isinstance(record.get("name"), str):
+        return None
+    return rel
 
 
 @dataclass
@@ -90,6 +114,10 @@ class HarvestSettings:
     vehicle: str = field(default_factory=lambda: _safe_name(socket.gethostname()) or "vehicle")
 
     def check(self) -> None:
+        if not re.fullmatch(VEHICLE_NAME, self.vehicle or ""):
+            raise HarvestError(
+                f"--vehicle {self.vehicle!r}: use letters, digits, '.', '_' and '-' only (it names files and prefixes)"
+            )
         if self.uncertainty not in UNCERTAINTY_MODES:
             raise HarvestError(f"--uncertainty must be one of {', '.join(UNCERTAINTY_MODES)}, got {self.uncertainty!r}")
         if self.quota_mb <= 0:
@@ -234,7 +262,8 @@ class Harvester:
         self.settings = s = settings or HarvestSettings()
         s.check()
         self.meta = meta
-        self.model_file, self.model_hash, self.source_name = model_file, model_hash, source_name
+        # a URL source (rtsp://user:pw@cam/...) is kept only redacted: it is written to meta.json and every row
+        self.model_file, self.model_hash, self.source_name = model_file, model_hash, storage.redact(source_name)
         self.fixed_weights = class_frequencies is not None
         self.weights = class_weights(class_frequencies) if class_frequencies is not None else np.zeros(meta.num_classes)
         self._seen_shares = np.zeros(meta.num_classes, np.float64)  # fallback frequencies: the model's predictions
@@ -263,17 +292,25 @@ class Harvester:
     def _open_folder(self) -> None:
         if self.url is not None and not self.manifest.is_file():
             pull_harvest(self.url, self.folder)  # a new staging folder continues the harvest already at the URL
+        if self.folder.is_dir() and not (self.folder / "meta.json").is_file() and not self.manifest.is_file():
+            others = [p.name for p in self.folder.iterdir() if p.name != LOCK_NAME]
+            if others:  # someone's photos, not a harvest: the sweep below would delete them
+                raise HarvestError(
+                    f"{self.folder}: not a harvest folder (no meta.json or {MANIFEST}) and not empty "
+                    f"({len(others)} entries); give an empty or new folder"
+                )
         try:
             (self.folder / IMAGES).mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise HarvestError(f"{self.folder}: cannot create the harvest folder ({e.strerror})") from None
+        self.lock = WriterLock(self.folder / LOCK_NAME, f"harvest folder {self.folder}", HarvestError)
         self.entries = read_harvest_entries(self.folder)
         evicted = {r["name"] for r in read_jsonl(self.manifest) if r.get("event") == "evict"}
         known = {e.image for e in self.entries.values()}
         for path in sorted((self.folder / IMAGES).iterdir()):
             rel = f"{IMAGES}/{path.name}"
-            if rel in known:
-                continue
+            if rel in known or not (_OWN_IMAGE.match(path.name) or _OWN_TEMP.match(path.name)) or not path.is_file():
+                continue  # only names the harvester itself writes are ever deleted
             # a temp file of an interrupted write, an image whose manifest line never made it, or an evicted
             # image whose deletion was interrupted: none of them is part of the harvest
             if Path(path.name).stem in evicted:
@@ -387,6 +424,7 @@ class Harvester:
             self._commit_pending()
         if self.url is not None:
             push_harvest(self.folder, self.url, self.entries)
+        self.lock.release()
 
     # ------------------------------------------------------------------ writing
     def _commit_pending(self) -> None:
@@ -504,7 +542,7 @@ def read_harvest_entries(folder) -> dict[str, HarvestEntry]:
         present = lambda rel: storage.join(folder, rel) in listed  # noqa: E731
     entries: dict[str, HarvestEntry] = {}
     for r in storage.read_jsonl(storage.join(folder, MANIFEST)):
-        if r.get("event") == "harvest" and present(r["image"]):
+        if r.get("event") == "harvest" and harvest_image(r) is not None and present(r["image"]):
             entries[r["name"]] = HarvestEntry(
                 r["name"], r["image"], float(r.get("score", 0.0)), int(r.get("bytes", 0)), r.get("class_shares")
             )
@@ -531,7 +569,7 @@ def read_harvest_records(folder) -> list[dict]:
     live = read_harvest_entries(folder)
     records = {}
     for r in storage.read_jsonl(storage.join(folder, MANIFEST)):
-        if r.get("event") == "harvest" and r.get("name") in live:
+        if r.get("event") == "harvest" and harvest_image(r) is not None and r.get("name") in live:
             records[r["name"]] = r
     return list(records.values())
 
@@ -548,8 +586,8 @@ def read_synced_rows(prefix) -> list[dict]:
                 row = json.loads(storage.read_text(location))
             except ValueError:
                 continue
-            if isinstance(row, dict) and row.get("image"):
-                rows.append(row)
+            if isinstance(row, dict) and harvest_image(row, synced=True) and isinstance(row.get("name"), str):
+                rows.append(row)  # any other image (a path out of the prefix, a stray key) is never followed
     return sorted(rows, key=lambda r: (float(r.get("wall") or 0.0), str(r.get("name", ""))))
 
 
@@ -571,6 +609,7 @@ def pull_harvest(url: str, folder: Path) -> int:
     ]
     if not any(storage.name_of(loc) == MANIFEST for loc in wanted):
         return 0
+    wanted = [loc for loc in wanted if storage.safe_relative(storage.relative_to(loc, url)) is not None]
     for loc, cached in zip(wanted, storage.cache_files(wanted, listing), strict=True):
         target = folder / storage.relative_to(loc, url)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -581,18 +620,25 @@ def pull_harvest(url: str, folder: Path) -> int:
 def push_harvest(folder: Path, url: str, entries: dict[str, HarvestEntry]) -> dict:
     """Mirror a local harvest folder to `url`: images the URL lacks, then manifest.jsonl and meta.json (whole
     objects), then the images evicted since deleted. A reader of the URL always finds every listed image."""
+    import json
+
     remote = {storage.relative_to(loc, url) for loc in storage.find(url)}
-    wanted = {e.image for e in entries.values()}
+    wanted = {e.image for e in entries.values() if storage.inside(folder, e.image) is not None}
+    record = folder / PUSHED_NAME  # what this folder uploaded: the only images it may delete at the URL
+    pushed = set(json.loads(record.read_text())) if record.is_file() else set()
     uploaded = 0
     for rel in sorted(wanted - remote):
         storage.upload(folder / rel, storage.join(url, rel))
+        pushed.add(rel)
         uploaded += 1
+    atomic_write_json(record, sorted(pushed))
     for name in (MANIFEST, "meta.json"):
         if (folder / name).is_file():
             storage.upload(folder / name, storage.join(url, name))
-    stale = sorted(rel for rel in remote if rel.startswith(f"{IMAGES}/") and rel not in wanted)
+    stale = sorted(rel for rel in remote if rel.startswith(f"{IMAGES}/") and rel not in wanted and rel in pushed)
     for rel in stale:
         storage.remove(storage.join(url, rel))
+    atomic_write_json(record, sorted(pushed - set(stale)))
     return {"uploaded": uploaded, "deleted": len(stale)}
 
 
