@@ -53,6 +53,10 @@ from csst_edge.runtime.harvest import MANIFEST, read_harvest_records
 STATE_DIR = ".sync"
 STATE_FLUSH_S = 2.0
 CHUNK = 64 * 1024
+# an upload in flight under .partial/ is removed by a later sync only when older than this: another machine's
+# sync to the same prefix may be writing it right now
+PARTIAL_MAX_AGE_S = 3600.0
+LOCK_KEY = ".sync-lock.json"  # who is syncing into this vehicle prefix (a second writer from elsewhere is refused)
 OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "memory", "oss", "r2"}
 
 
@@ -236,6 +240,7 @@ class _Remote:
         protocols = self.fs.protocol if isinstance(self.fs.protocol, (tuple, list)) else (self.fs.protocol,)
         self.object_store = bool(OBJECT_STORES & set(protocols))
         self.listing: dict[str, dict] = {}
+        self.tag = "anon"  # this writer's tag in .partial/ names (claim() sets it from the holder)
 
     def _say(self, e: BaseException) -> str:
         text = str(e) or type(e).__name__
@@ -258,13 +263,53 @@ class _Remote:
             if self.fs._strip_protocol(name).startswith(prefix) and info.get("type", "file") == "file"
         }
 
-    def remove_partials(self) -> int:
-        partials = [rel for rel in self.listing if rel.startswith(".partial/")]
+    def remove_partials(self, now: float | None = None) -> int:
+        """Remove leftovers of interrupted uploads older than PARTIAL_MAX_AGE_S (their key starts with the time
+        they were begun); younger ones may belong to a sync still running elsewhere."""
+        now = time.time() if now is None else now
+
+        def removable(rel: str) -> bool:
+            stamp, _, rest = rel.split("/", 1)[1].partition("-")
+            if not stamp.isdigit():
+                return True  # an unstamped (older) partial counts as old
+            # this folder's own leftover (one sync per folder runs at a time), or anyone's old enough to be dead
+            return rest.startswith(f"{self.tag}-") or now - int(stamp) / 1000 > PARTIAL_MAX_AGE_S
+
+        partials = [rel for rel in self.listing if rel.startswith(".partial/") and removable(rel)]
         for rel in partials:
             with contextlib.suppress(FileNotFoundError):
                 self.fs.rm_file(self.key(rel))
             self.listing.pop(rel, None)
         return len(partials)
+
+    def claim(self, holder: dict) -> None:
+        """Record this sync as the prefix's writer; a different writer's record younger than PARTIAL_MAX_AGE_S
+        is a SyncError naming it (two folders syncing into one vehicle prefix would undo each other)."""
+        key = self.key(LOCK_KEY)
+        self.tag = hashlib.sha256(holder["id"].encode()).hexdigest()[:8]
+        try:
+            current = json.loads(self.fs.cat_file(key))
+        except (FileNotFoundError, ValueError):
+            current = None
+        if (
+            isinstance(current, dict)
+            and current.get("id") != holder["id"]
+            and time.time() - float(current.get("time", 0)) < PARTIAL_MAX_AGE_S
+        ):
+            raise SyncError(
+                f"{self.display}: another sync is writing this vehicle prefix ({current.get('holder', '?')}, "
+                f"since {time.strftime('%H:%M:%S', time.localtime(float(current.get('time', 0))))}); "
+                "give each harvest folder its own --vehicle"
+            )
+        if not self.object_store:
+            self.fs.makedirs(self.base, exist_ok=True)
+        self.fs.pipe_file(key, json.dumps({**holder, "time": time.time()}).encode())
+
+    def release(self, holder: dict) -> None:
+        with contextlib.suppress(Exception):
+            current = json.loads(self.fs.cat_file(self.key(LOCK_KEY)))
+            if current.get("id") == holder["id"]:
+                self.fs.rm_file(self.key(LOCK_KEY))
 
     def tidy(self) -> None:
         """Remove the empty `.partial/` folder a file-system destination keeps (object stores have no folders)."""
@@ -305,7 +350,7 @@ class _Remote:
     def put(self, rel: str, data: bytes, md5: str, bucket: TokenBucket | None, on_bytes) -> str:
         """Upload `data` to a temporary key, move it to `rel`, confirm it; returns how it was confirmed."""
         final = self.key(rel)
-        tmp = self.key(f".partial/{uuid.uuid4().hex}-{rel.replace('/', '_')}")
+        tmp = self.key(f".partial/{int(time.time() * 1000)}-{self.tag}-{uuid.uuid4().hex}-{rel.replace('/', '_')}")
         if not self.object_store:
             self.fs.makedirs(self.fs._parent(tmp), exist_ok=True)
             self.fs.makedirs(self.fs._parent(final), exist_ok=True)
@@ -382,6 +427,11 @@ def sync_harvest(
         raise SyncError(f"{folder}: not a harvest folder (no {MANIFEST}; made by `runtime run --harvest`)")
     if s.max_kbps < 0 or s.retries < 0:
         raise SyncError("--max-kbps and --retries must be >= 0")
+    if storage.has_userinfo(dest):
+        raise SyncError(
+            f"{storage.redact(dest)}: the destination URL carries a user or password, which would be printed and "
+            "saved; give credentials in the environment (AWS_ACCESS_KEY_ID ...) or with -O options"
+        )
     vehicle = _vehicle_name(folder, s.vehicle)
     remote = _Remote(dest, vehicle, s)
     summary = SyncSummary(destination=remote.display, vehicle=vehicle)
@@ -415,6 +465,11 @@ def sync_harvest(
         dest_id = hashlib.sha256(f"{remote.display}|{vehicle}".encode()).hexdigest()[:16]
         state = _State(folder / STATE_DIR / f"state-{dest_id}.json", remote.display, vehicle)
         try:
+            import socket
+
+            host = socket.gethostname()
+            holder = {"id": f"{host}:{folder.resolve()}", "holder": f"{host} pid {os.getpid()}"}
+            attempt("claiming the vehicle prefix", remote.claim, holder)
             attempt("listing", remote.list)
             summary.partials_removed = attempt("cleaning up .partial/", remote.remove_partials)
             records = read_harvest_records(folder)
@@ -430,6 +485,8 @@ def sync_harvest(
             remote.tidy()
         finally:
             state.flush()
+            if "holder" in locals():
+                remote.release(holder)
     summary.verified_by = sorted(verified)
     summary.seconds = time.monotonic() - start
     return summary
