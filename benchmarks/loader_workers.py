@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 
 from csst_edge.data.transforms import train_transforms
 from csst_edge.fileio import atomic_write_json, atomic_write_text
-from csst_edge.train.config import load_train_config
+from csst_edge.train.config import parse_overrides, train_config_from_dict
 from csst_edge.train.data import EpochBatches, EpochPlanner, TrainDataset, build_train_set
 from csst_edge.train.schedules import CropSchedule
 
@@ -90,15 +90,10 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "out")
     args = ap.parse_args()
 
-    cfg = load_train_config(
-        None,
-        [
-            f"train=[{{data: '{args.data}', split: train, every: {args.every}, offset: 0}}]",
-            f"crop={args.crop}",
-            f"batch_size={args.batch}",
-            "crop_schedule=coarse2fine+",
-            f"max_batch={4 * args.batch}",
-        ],
+    cfg = train_config_from_dict(
+        {"train": [{"data": args.data, "split": "train", "every": args.every, "offset": 0}]},
+        parse_overrides([f"crop={args.crop}"])
+        | {"batch_size": args.batch, "crop_schedule": "coarse2fine+", "max_batch": 4 * args.batch},
     )
     train_set = build_train_set(cfg.train)
     planner = EpochPlanner(train_set, cfg)

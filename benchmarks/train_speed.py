@@ -150,32 +150,32 @@ def cmd_throughput(args) -> None:
 
 
 def cmd_schedule(args) -> None:
-    from csst_edge.train.config import load_train_config
+    from csst_edge.train.config import parse_overrides, train_config_from_dict
     from csst_edge.train.trainer import train
 
     results = {}
     for schedule in ("constant", "coarse2fine+"):
         out = Path(args.out) / f"schedule_{schedule.replace('+', 'plus')}"
-        cfg = load_train_config(
-            None,
-            [
-                "model=fastscnn",
-                f"train=[{{data: {args.data}, split: train}}]",
-                f"val={{data: {args.data}, split: val}}",
-                f"epochs={args.epochs}",
-                f"samples_per_epoch={args.samples}",
-                f"batch_size={args.batch}",
-                f"crop=[{args.crop_h},{args.crop_w}]",
-                f"crop_schedule={schedule}",
-                f"max_batch={args.max_batch}",
-                "optim.lr=0.045",
-                "optim.weight_decay=4e-5",
-                f"eval_every={args.epochs}",
-                f"workers={args.workers}",
-                f"device={args.device}",
-                f"out={out}",
-                "seed=0",
-            ],
+        cfg = train_config_from_dict(
+            {"train": [{"data": args.data, "split": "train"}], "val": {"data": args.data, "split": "val"}},
+            parse_overrides(
+                [
+                    "model=fastscnn",
+                    f"epochs={args.epochs}",
+                    f"samples_per_epoch={args.samples}",
+                    f"batch_size={args.batch}",
+                    f"crop=[{args.crop_h},{args.crop_w}]",
+                    f"crop_schedule={schedule}",
+                    f"max_batch={args.max_batch}",
+                    "optim.lr=0.045",
+                    "optim.weight_decay=4e-5",
+                    f"eval_every={args.epochs}",
+                    f"workers={args.workers}",
+                    f"device={args.device}",
+                    f"out={out}",
+                    "seed=0",
+                ]
+            ),
         )
         result = train(cfg, progress=not args.quiet)  # a finished run resumes to its end and only re-evaluates
         from csst_edge.fileio import read_jsonl

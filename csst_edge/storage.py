@@ -99,6 +99,21 @@ def redact_text(text: str) -> str:
     return _SECRET_VALUE.sub(r"\1REDACTED", _USERINFO.sub(r"\1", str(text)))
 
 
+def url_secret(location) -> str | None:
+    """What credential a URL carries, in words ("a user name or password", "the query parameter 'token'"), or None.
+    Configs and destinations refuse such URLs: what they hold is saved (config.yaml, checkpoints) and printed."""
+    text = str(location)
+    if not is_url(text):
+        return None
+    parts = urlsplit(text)
+    if "@" in parts.netloc:
+        return "a user name or password"
+    for name, _ in parse_qsl(parts.query, keep_blank_values=True):
+        if is_secret_name(name):
+            return f"the query parameter '{name}'"
+    return None
+
+
 def has_userinfo(location) -> bool:
     """Whether a URL carries a user or password (`scheme://user:pw@host/...`)."""
     text = str(location)
@@ -164,74 +179,6 @@ def relative_to(location, base) -> str:
     if not loc.startswith(root):
         raise ValueError(f"{redact(loc)} is not below {redact(root)}")
     return loc[len(root) :]
-
-
-# ------------------------------------------------------------------------------------ names from data
-# A name read from data (a manifest row's `image`, an object key, a list-file line, a vehicle id) is never
-# followed as it is: it must be a relative path of plain segments that stays inside its folder, and the synced
-# layout's objects are exactly images/<sha256>.jpg and manifest/<sha256>.json. Anything else is skipped and
-# reported (counted, one warning line), never read, written or deleted.
-SYNCED_IMAGE = re.compile(r"images/([0-9a-f]{64})\.jpg")
-SYNCED_ROW = re.compile(r"manifest/([0-9a-f]{64})\.json")
-VEHICLE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
-VEHICLE_RULE = "use letters, digits, '.', '_' and '-' only, starting with a letter or digit (it names a folder)"
-
-
-class UnsafeNameError(StorageError):
-    """A name from data that would leave its folder (../, an absolute path, a URL); the message names it."""
-
-
-def safe_name(name, segments: int | None = None) -> str | None:
-    """`name` when it is a relative path of plain segments (no '', '.' or '..' segment, no leading '/', no '\\',
-    no control character, no scheme or drive), with exactly `segments` segments when given; else None."""
-    if not isinstance(name, str) or not name or len(name) > 1024:
-        return None
-    if name.startswith("/") or "\\" in name or "://" in name or re.match(r"[A-Za-z]:", name):
-        return None
-    if any(ord(c) < 32 or ord(c) == 127 for c in name):
-        return None
-    parts = name.split("/")
-    if any(part in ("", ".", "..") for part in parts):
-        return None
-    if segments is not None and len(parts) != segments:
-        return None
-    return name
-
-
-def is_vehicle_name(name) -> bool:
-    """A vehicle id: one plain folder name of letters, digits, '.', '_', '-' (it prefixes paths and keys)."""
-    return isinstance(name, str) and bool(VEHICLE_NAME.fullmatch(name))
-
-
-def synced_key(rel) -> str | None:
-    """The sha256 of a synced object's key relative to its vehicle prefix (images/<sha>.jpg,
-    manifest/<sha>.json); None for any other key."""
-    if not isinstance(rel, str):
-        return None
-    match = SYNCED_IMAGE.fullmatch(rel) or SYNCED_ROW.fullmatch(rel)
-    return match.group(1) if match else None
-
-
-def inside(base, name) -> Path | str | None:
-    """base / name when `name` is a safe relative name (`safe_name`) and, for a local base, the resolved path
-    (symbolic links followed) stays under the resolved base; else None."""
-    if safe_name(name) is None:
-        return None
-    target = join(base, name)
-    if isinstance(target, Path):
-        root = Path(os.path.realpath(as_location(base)))
-        real = Path(os.path.realpath(target))
-        if real != root and root not in real.parents:
-            return None
-    return target
-
-
-def warn_skipped(where, name, why: str) -> None:
-    """One warning line for a name from data that was skipped (credentials redacted, the name shown quoted)."""
-    from csst_edge.fileio import warn
-
-    shown = redact_text(repr(name) if not isinstance(name, str) else repr(name[:200]))
-    warn(f"{redact(where)}: skipped {shown} ({why})")
 
 
 # ------------------------------------------------------------------------------------------- filesystems
@@ -532,6 +479,9 @@ def cache_path(location) -> Path:
     target = root / parts.scheme / (parts.netloc or "_") / key
     if (key and safe_relative(key.rstrip("/")) is None) or safe_relative(parts.netloc or "_") is None:
         raise StorageError(f"{url}: object key would leave the local cache ({root}); not fetched")
+    real_root, real = os.path.realpath(cache_root()), os.path.realpath(target)
+    if os.path.commonpath([real_root, real]) != real_root:  # a symbolic link inside the cache pointing out of it
+        raise StorageError(f"{url}: its cache path leads out of the local cache ({root}); not fetched")
     return target
 
 
@@ -620,215 +570,83 @@ def _cached(target: Path, info: dict | None) -> bool:
 
 
 # ----------------------------------------------------------------------------------------------- one writer
-LOCK_NAME = ".lock"
-LOCK_STALE_S = 600.0  # a lock object on a store not refreshed for this long is taken over
+LOCK_STALE_S = 3600.0  # a lock object not refreshed for this long belongs to a writer that is gone
 
 
 class LockedError(StorageError):
-    """Another writer holds the folder; the message names the lock, its holder (pid, host, since) and the way out."""
+    """Another writer holds the folder or prefix; the message names the holder (pid, host, since)."""
 
 
-def _holder() -> dict:
-    import socket
+class ObjectLock:
+    """One writer per folder on an object store, where there is no flock: `location` (a URL) holds the holder's
+    {id, pid, host, time} as one object. A record of another writer is refused (naming it) unless it is older than
+    `stale_s` (refreshed by `refresh()`) or names a dead pid on this host; `release()` removes it if it is ours.
+    Two writers starting in the same instant both write and read back: the one that does not find itself is
+    refused. (Local folders use fileio.WriterLock, which the kernel releases when its holder dies.)"""
 
-    return {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(), "token": uuid.uuid4().hex}
+    def __init__(self, location: str, what: str, stale_s: float = LOCK_STALE_S):
+        import socket
 
-
-def _pid_alive(pid) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return True  # someone else's process
-    except (TypeError, ValueError, OSError):
-        return False
-    return True
-
-
-def _describe(holder: dict) -> str:
-    started = holder.get("started")
-    since = (
-        time.strftime(" since %Y-%m-%d %H:%M:%S UTC", time.gmtime(float(started)))
-        if isinstance(started, (int, float))
-        else ""
-    )
-    return f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')}{since}"
-
-
-class WriterLock:
-    """One writer per folder at a time: `<folder>/<name>` names the holder ({pid, host, started, token}).
-
-        with WriterLock(out, "pseudo-label --out"):
-            ...   # a second writer gets a LockedError naming this process
-
-    A local folder: the lock file is also held with flock(2) while the writer lives, and a lock whose pid is dead
-    on this host (a killed run) is taken over. A URL (or `fs`, an fsspec file system, with `key`): a lock object,
-    refreshed every `stale_s / 4` seconds by `refresh()` (or the lock's own thread with `heartbeat`), taken over
-    once `stale_s` passed without a refresh or when its holder's pid is dead on this host. `taken_over` is the
-    holder a stale lock had (its partial uploads are dead too), else None."""
-
-    def __init__(
-        self,
-        folder,
-        what: str,
-        name: str = LOCK_NAME,
-        fs=None,
-        key: str | None = None,
-        display: str | None = None,
-        stale_s: float = LOCK_STALE_S,
-        heartbeat: bool = False,
-    ):
-        self.what, self.name, self.stale_s, self.heartbeat = what, name, stale_s, heartbeat
-        self.fs, self.key = fs, key
-        if fs is None:
-            self.location = join(folder, name)
-            self.local = local_path(self.location)
-        else:
-            self.location, self.local = key, None
-        self.display = display or redact(self.location)
-        self.holder = _holder()
-        self.taken_over: dict | None = None
-        self._fd: int | None = None
+        self.location, self.what, self.stale_s = str(location), what, stale_s
+        self.holder = {"id": uuid.uuid4().hex, "pid": os.getpid(), "host": socket.gethostname()}
+        self.started = time.time()
         self._refreshed = 0.0
-        self._stop = None
+        current = self._read()
+        if current and current.get("id") != self.holder["id"] and not self._stale(current):
+            raise self._refused(current)
+        self._write()
+        back = self._read()
+        if not back or back.get("id") != self.holder["id"]:
+            raise self._refused(back or {})
 
-    # -------------------------------------------------------------- local
-    def _acquire_local(self) -> None:
-        self.local.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.local, os.O_RDWR | os.O_CREAT, 0o644)
+    def _read(self) -> dict | None:
         try:
-            try:
-                import fcntl
-
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except ImportError:  # not POSIX: the pid check below is all there is
-                pass
-            except OSError:
-                raise self._held(self._read_local(fd)) from None
-            earlier = self._read_local(fd)
-            if earlier and earlier.get("token") != self.holder["token"]:
-                if earlier.get("host") != self.holder["host"] or (
-                    _pid_alive(earlier.get("pid")) and earlier.get("pid") != os.getpid()
-                ):
-                    raise self._held(earlier)
-                self.taken_over = earlier
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, (json.dumps(self.holder) + "\n").encode(), 0)
-            os.fsync(fd)
-        except BaseException:
-            os.close(fd)
-            raise
-        self._fd = fd
-
-    @staticmethod
-    def _read_local(fd: int) -> dict:
-        try:
-            data = os.pread(fd, 4096, 0)
-            holder = json.loads(data) if data.strip() else {}
-        except (OSError, ValueError):
-            return {}
-        return holder if isinstance(holder, dict) else {}
-
-    # -------------------------------------------------------------- remote
-    def _fs(self):
-        if self.fs is None:
-            self.fs, self.key = filesystem(str(self.location))
-        return self.fs
-
-    def _read_remote(self) -> dict | None:
-        fs = self._fs()
-        try:
-            fs.invalidate_cache(self.key)
-            holder = json.loads(fs.cat_file(self.key))
+            fs, path = filesystem(self.location)
+            fs.invalidate_cache(path)
+            record = json.loads(fs.cat_file(path))
         except FileNotFoundError:
             return None
-        except ValueError:
+        except (ValueError, StorageError):
             return {}
-        return holder if isinstance(holder, dict) else {}
+        return record if isinstance(record, dict) else {}
 
-    def _stale(self, holder: dict) -> bool:
-        if not holder:
-            return True  # unreadable: a torn write of a lock
-        if holder.get("host") == self.holder["host"] and not _pid_alive(holder.get("pid")):
-            return True
-        refreshed = holder.get("refreshed", holder.get("started"))
-        return not isinstance(refreshed, (int, float)) or time.time() - float(refreshed) > self.stale_s
-
-    def _write_remote(self) -> None:
-        self.holder["refreshed"] = time.time()
-        self._fs().pipe_file(self.key, (json.dumps(self.holder) + "\n").encode())
+    def _write(self) -> None:
+        write_json(self.location, {**self.holder, "since": self.started, "time": time.time()})
         self._refreshed = time.monotonic()
 
-    def _acquire_remote(self) -> None:
-        earlier = self._read_remote()
-        if earlier is not None and earlier.get("token") != self.holder["token"]:
-            if not self._stale(earlier):
-                raise self._held(earlier)
-            self.taken_over = earlier
-        self._write_remote()
-        back = self._read_remote()  # two writers at once: the last PUT wins, the other one sees it here
-        if not back or back.get("token") != self.holder["token"]:
-            raise self._held(back or {})
+    def _stale(self, record: dict) -> bool:
+        if record.get("host") == self.holder["host"] and isinstance(record.get("pid"), int):
+            try:
+                os.kill(record["pid"], 0)
+            except ProcessLookupError:
+                return True  # its writer died on this machine
+            except OSError:
+                pass
+        stamp = record.get("time")
+        return not isinstance(stamp, (int, float)) or time.time() - stamp > self.stale_s
 
-    # -------------------------------------------------------------- both
-    def _held(self, holder: dict) -> LockedError:
-        how = (
-            "wait for it to finish or stop it"
-            + (f"; if it is gone, delete {self.display}" if holder.get("host") != self.holder["host"] else "")
-        )
+    def _refused(self, record: dict) -> LockedError:
+        since = record.get("since")
+        when = time.strftime(" since %Y-%m-%d %H:%M:%S UTC", time.gmtime(since)) if isinstance(since, float) else ""
         return LockedError(
-            f"{self.display}: another {self.what} is writing here ({_describe(holder)}); {how}"
+            f"{self.what} is being written by pid {record.get('pid', '?')} on {record.get('host', '?')}{when} "
+            f"(lock {redact(self.location)}); wait for it, or delete the lock if that writer is gone"
         )
-
-    def acquire(self) -> WriterLock:
-        if self.local is not None:
-            self._acquire_local()
-        else:
-            self._acquire_remote()
-            if self.heartbeat:
-                self._start_heartbeat()
-        return self
 
     def refresh(self) -> None:
-        """Rewrite a lock object's time (at most every stale_s / 4 seconds); a no-op for a local lock."""
-        if self.local is None and time.monotonic() - self._refreshed >= self.stale_s / 4:
-            self._write_remote()
-
-    def _start_heartbeat(self) -> None:
-        import threading
-
-        self._stop = threading.Event()
-
-        def beat():
-            while not self._stop.wait(self.stale_s / 4):
-                try:
-                    self._write_remote()
-                except Exception:  # a missed refresh only makes the lock look older
-                    pass
-
-        threading.Thread(target=beat, name="writer-lock", daemon=True).start()
+        """Keep the lock fresh during a long run (one small write at most every stale_s / 4 seconds)."""
+        if time.monotonic() - self._refreshed >= self.stale_s / 4:
+            self._write()
 
     def release(self) -> None:
-        if self._stop is not None:
-            self._stop.set()
-        if self._fd is not None:
-            fd, self._fd = self._fd, None
-            try:
-                os.ftruncate(fd, 0)  # the file stays (an unlink would race a waiting writer); empty = free
-            finally:
-                os.close(fd)  # closing it drops the flock
-            return
-        if self.local is None and self.fs is not None:
-            try:
-                current = self._read_remote()
-                if current is not None and current.get("token") == self.holder["token"]:
-                    self.fs.rm_file(self.key)
-            except Exception:  # a lock left behind goes stale and is taken over
-                pass
+        try:
+            if (self._read() or {}).get("id") == self.holder["id"]:
+                remove(self.location)
+        except StorageError:
+            pass  # a lock left behind goes stale
 
-    def __enter__(self) -> WriterLock:
-        return self.acquire()
+    def __enter__(self):
+        return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc):
         self.release()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -80,9 +81,9 @@ def train_command(
         h, w = parse_hw(crop, "--crop")
         extra.append(f"crop=[{h},{w}]")
     if data is not None:
-        extra.append(f"train=[{{data: '{data}', split: train}}]")
+        extra.append("train=" + json.dumps([{"data": str(data), "split": "train"}]))  # JSON: any path quotes safely
     if val is not None:
-        extra.append(f"val={{data: '{val}', split: val}}")
+        extra.append("val=" + json.dumps({"data": str(val), "split": "val"}))
     overrides = list(overrides or [])
     if config is not None and "=" in str(config) and not config.is_file():  # no config file, only overrides
         overrides.insert(0, str(config))

@@ -2,6 +2,10 @@
 
 Images are returned as RGB uint8 HxWx3, label maps as uint8 HxW class ids (255 = ignore). A path may also be an
 fsspec URL (s3://, gs://, file://): the bytes come through csst_edge.storage and are decoded the same way.
+
+Every image is checked from its header before it is decoded (`fileio.check_image_pixels`): one that declares more
+pixels than $CSST_MAX_PIXELS (default 50 MP) is a DatasetError naming it, and nothing is decoded (a 1 MB PNG can
+declare 30000x30000 pixels, several GB once decoded).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import numpy as np
 
 from csst_edge import storage
 from csst_edge.errors import DatasetError
+from csst_edge.fileio import check_image_pixels
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
@@ -23,6 +28,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     """Decode an image file to RGB uint8. Raises DatasetError for a missing, empty or corrupt file."""
     path = storage.as_location(path)
     data = _read_bytes(path)
+    _check_header(data, path)
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         raise DatasetError(f"{storage.redact(path)}: not a readable image (corrupt or unsupported format)")
@@ -39,20 +45,30 @@ def read_label(
     """
     path = storage.as_location(path)
     data = _read_bytes(path)
+    _check_header(data, path)
     label = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    where = storage.redact(path)
     if label is None:
-        raise DatasetError(f"{storage.redact(path)}: not a readable label image (corrupt or unsupported format)")
+        raise DatasetError(f"{where}: not a readable label image (corrupt or unsupported format)")
     if label.ndim == 3:
-        raise DatasetError(f"{path}: label must be a single-channel image of class ids, got {label.shape[2]} channels")
+        raise DatasetError(f"{where}: label must be a single-channel image of class ids, got {label.shape[2]} channels")
     if label.dtype != np.uint8:
         if label.max(initial=0) > 255:
-            raise DatasetError(f"{path}: label ids above 255 are not supported (found {int(label.max())})")
+            raise DatasetError(f"{where}: label ids above 255 are not supported (found {int(label.max())})")
         label = label.astype(np.uint8)
     if lut is not None:
         label = lut[label]
     if num_classes is not None:
-        check_label_ids(label, num_classes, ignore_index, path)
+        check_label_ids(label, num_classes, ignore_index, where)
     return label
+
+
+def _check_header(data: bytes, path) -> None:
+    """The pixel limit, from the header alone; a DatasetError naming the file (credentials redacted)."""
+    try:
+        check_image_pixels(data, storage.redact(path))
+    except ValueError as e:
+        raise DatasetError(str(e)) from None
 
 
 def check_label_ids(label: np.ndarray, num_classes: int, ignore_index: int, path: str | os.PathLike) -> None:
@@ -72,9 +88,9 @@ def check_label_ids(label: np.ndarray, num_classes: int, ignore_index: int, path
     n = int(counts[bad].sum())
     pixels = f"{n} pixel" + ("s" if n != 1 else "")
     raise DatasetError(
-        f"{path}: class id(s) {ids} out of range ({pixels}): neither a class (the dataset has {num_classes} "
-        f"classes, ids 0-{num_classes - 1}) nor the ignore id {ignore_index}; map them with id_remap in the "
-        f"dataset YAML, e.g. `id_remap: {{{int(bad[0])}: {ignore_index}}}` to ignore them"
+        f"{storage.redact(path)}: class id(s) {ids} out of range ({pixels}): neither a class (the dataset has "
+        f"{num_classes} classes, ids 0-{num_classes - 1}) nor the ignore id {ignore_index}; map them with id_remap in "
+        f"the dataset YAML, e.g. `id_remap: {{{int(bad[0])}: {ignore_index}}}` to ignore them"
     )
 
 

@@ -23,6 +23,16 @@ def manifest_files(out_dir) -> list[Path | str]:
     return storage.glob(storage.join(out_dir, "manifest*.jsonl"))
 
 
+def _finished(rec: dict) -> bool:
+    """A finished row whose label (and soft label) is a safe relative path inside the folder; anything else (no
+    name, no label, `../x.png`, an absolute path) is skipped, never read."""
+    if rec.get("status") != "ok" or not isinstance(rec.get("name"), str) or not isinstance(rec.get("image"), str):
+        return False
+    return storage.safe_relative(rec.get("label")) is not None and (
+        not rec.get("soft") or storage.safe_relative(rec.get("soft")) is not None
+    )
+
+
 def read_pseudo_manifest(folder) -> tuple[list[tuple[str, Path, Path, Path | None]], dict]:
     """(name, image, label, soft) of every finished pseudo label in a `pseudo-label` output folder, plus its meta.
     For a URL folder the paths are local cached copies."""
@@ -37,7 +47,11 @@ def read_pseudo_manifest(folder) -> tuple[list[tuple[str, Path, Path, Path | Non
     pairs = {}
     for manifest in manifests:
         for rec in storage.read_jsonl(manifest):
-            if rec.get("status") == "ok" and (folder / rec["label"]).is_file():
+            if (
+                _finished(rec)
+                and storage.inside(folder, rec["label"]) is not None
+                and (folder / rec["label"]).is_file()
+            ):
                 soft = folder / rec["soft"] if rec.get("soft") else None
                 pairs[rec["name"]] = (rec["name"], storage.as_location(rec["image"]), folder / rec["label"], soft)
     if not pairs:
@@ -59,7 +73,7 @@ def _read_remote(folder: str) -> tuple[list[tuple[str, Path, Path, Path | None]]
     records = {}
     for manifest in sorted(manifests):
         for rec in storage.read_jsonl(manifest):
-            if rec.get("status") == "ok" and storage.join(folder, rec["label"]) in listing:
+            if _finished(rec) and storage.join(folder, rec["label"]) in listing:
                 records[rec["name"]] = rec
     if not records:
         raise DatasetError(f"{where}/manifest.jsonl: no finished pseudo labels")

@@ -20,6 +20,7 @@ import numpy as np
 from csst_edge import storage
 from csst_edge.data.imageio import is_image_file, is_video_file, read_image
 from csst_edge.errors import DatasetError
+from csst_edge.fileio import warn
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,9 @@ def _remote_items(url: str, video_fps: float) -> list[UnlabelledItem]:
         items = []
         for file in storage.find(url):
             rel = storage.relative_to(file, url)
+            if storage.safe_relative(rel) is None:  # a key such as a/../../b (object stores keep them as written)
+                warn(f"{storage.redact(url)}: skipped the key {rel!r} (it would name outputs outside --out)")
+                continue
             if any(part.startswith(".") for part in rel.split("/")):
                 continue
             stem = Path(rel).with_suffix("").as_posix()
@@ -106,11 +110,11 @@ def _list_items(list_file: Path | str, video_fps: float) -> list[UnlabelledItem]
         if not line or line.startswith("#"):
             continue
         if storage.is_remote(line):
-            p, name = line, Path(line.split("://", 1)[1]).with_suffix("").as_posix()
+            p, name = line, output_name(Path(line.split("://", 1)[1]).with_suffix("").as_posix())
         else:
             local = storage.local_path(line)
             p = local if local.is_absolute() else storage.join(storage.parent_of(list_file), line)
-            name = Path(line).with_suffix("").as_posix().lstrip("/")
+            name = output_name(Path(line).with_suffix("").as_posix())
         # local files are checked here; a missing remote one (no request per line) is reported when it is read
         if isinstance(p, Path) and not p.is_file():
             raise DatasetError(f"{where}:{n}: listed file {p} not found")
@@ -119,6 +123,13 @@ def _list_items(list_file: Path | str, video_fps: float) -> list[UnlabelledItem]
         else:
             items.append(UnlabelledItem(name, p))
     return items
+
+
+def output_name(text: str) -> str:
+    """A listed path as the name of its outputs, always inside the output folder: '..' segments become '__',
+    '.' and empty segments go (`../../in/good` -> `__/__/in/good`), so distinct lines keep distinct names."""
+    parts = [("__" if part == ".." else part) for part in text.replace("\\", "/").split("/") if part not in ("", ".")]
+    return "/".join(parts) or "_"
 
 
 def video_items(path: Path | str, video_fps: float = 1.0, prefix: str | None = None) -> list[UnlabelledItem]:

@@ -233,23 +233,45 @@ def _harvest_tag(k: int, folder) -> str:
 # ------------------------------------------------------------------------------------------------ stages
 def merge_harvests(harvests: list, out: Path, duplicate_similarity: float = 0.95) -> dict:
     """Frames of every harvest folder (paths or URLs) into `out/<folder tag>/`, near-duplicates across folders
-    removed (best score kept). Returns counts per folder and the kept records."""
+    removed (best score kept). Returns counts per folder and the kept records.
+
+    What a vehicle wrote is data, never a path to follow: rows whose image is not the harvester's `images/<name>`
+    (or sync's `images/<sha256>.jpg`) are skipped (`skipped`, with a warning line), and every frame is checked
+    against the pixel limit from its header before it is decoded (`unreadable` otherwise)."""
+    from collections import Counter
+
+    from csst_edge.fileio import check_image_pixels, warn
+
     candidates = []
+    skipped: dict[str, int] = {}
     for k, folder in enumerate(harvests):
         folder = storage.as_location(folder)
         tag = _harvest_tag(k, folder)
-        records = read_harvest_records(folder)
+        counted: Counter = Counter()
+        records = read_harvest_records(folder, counted)
+        skipped[storage.redact(folder)] = sum(counted.values())
         # remote frames are fetched once into the local cache (content-named, so a cached copy stands)
         sources = storage.cache_files([storage.join(folder, r["image"]) for r in records])
         for record, source in zip(records, sources, strict=True):
             candidates.append((float(record.get("score", 0.0)), tag, folder, record, source))
     candidates.sort(key=lambda c: -c[0])  # best first: a duplicate loses to the copy that scored higher
     kept, descriptors, seen = [], [], set()
-    per_folder = {storage.redact(f): {"frames": 0, "kept": 0, "duplicates": 0, "unreadable": 0} for f in harvests}
+    per_folder = {
+        storage.redact(storage.as_location(f)): {"frames": 0, "kept": 0, "duplicates": 0, "unreadable": 0}
+        for f in harvests
+    }
+    for where, n in skipped.items():
+        per_folder[where]["skipped"] = n
     for score, tag, folder, record, source in candidates:
         stats = per_folder[storage.redact(folder)]
         stats["frames"] += 1
-        grey = cv2.imread(str(source), cv2.IMREAD_REDUCED_GRAYSCALE_2)
+        grey = None
+        try:
+            data = Path(source).read_bytes()
+            check_image_pixels(data, f"{storage.redact(folder)}/{record['image']}")
+            grey = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_REDUCED_GRAYSCALE_2)
+        except (OSError, ValueError) as e:
+            warn(str(e) if isinstance(e, ValueError) else f"{source}: cannot read ({e.strerror})")
         if grey is None:
             stats["unreadable"] += 1
             continue
@@ -362,7 +384,10 @@ def student_train_config(
     if settings.init == "student":
         raw.update(method="finetune", pretrained=str(settings.student))
     else:
-        raw.update(method="student", pretrained=None)
+        # from scratch = not from the deployed student or the teacher; a backbone keeps the ImageNet weights the
+        # deployed student's recipe started from (an edge student without them collapses: camvid-newdrive, -12.8)
+        own = (base_config or {}).get("pretrained")
+        raw.update(method="student", pretrained=own if settings.config is None else raw.get("pretrained"))
     if settings.sampling is not None:
         raw["sampling"] = settings.sampling
     if settings.real_fraction is not None:

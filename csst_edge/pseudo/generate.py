@@ -6,6 +6,10 @@ Output folder (a local path or an fsspec URL such as s3://bucket/pseudo/r01):
     manifest.jsonl        one line per finished image (manifest-<rank>.jsonl under torchrun)
     meta.json             classes, palette, teacher checkpoint + hash, settings
 
+One writer per output folder: a run holds `.pseudo.lock` in it (one per rank under torchrun; a lock object on an
+object store), and a second run into the same folder is an error naming the first one's pid and host, so two runs
+never label the same images twice or mix two teachers' labels.
+
 Resumable: an image counts as done once its manifest line exists, and its files are written atomically
 *before* that line, so a killed run leaves no partial file and a rerun skips exactly the finished images.
 On an object store every file is one whole-object PUT and the manifest is written in whole parts
@@ -35,6 +39,7 @@ from csst_edge.data.pseudo_folder import manifest_files
 from csst_edge.data.transforms import normalize
 from csst_edge.data.unlabelled import UnlabelledItem, expand_sources, load_item
 from csst_edge.errors import CheckpointError, ConfigError, CsstError
+from csst_edge.fileio import WriterLock
 from csst_edge.models.checkpoint import load_checkpoint, load_checkpoint_bytes, model_from_checkpoint, normalization
 from csst_edge.progress import progress_bar
 from csst_edge.storage import ManifestWriter
@@ -96,8 +101,29 @@ def _collate(batch):
     return batch
 
 
+class OutputLockedError(CsstError):
+    """Another pseudo-label run is writing the same --out folder; the message names it."""
+
+
+def lock_output(out_dir, rank: int = 0, world_size: int = 1):
+    """Hold `out_dir` for this run (rank): a second writer is an OutputLockedError / LockedError naming this one.
+    Release it with `.release()`."""
+    name = ".pseudo.lock" if world_size == 1 else f".pseudo.lock-{rank}"
+    target = storage.join(out_dir, name)
+    what = f"pseudo-label --out {storage.redact(out_dir)}"
+    if isinstance(target, Path):
+        return WriterLock(target, what, OutputLockedError)
+    return storage.ObjectLock(target, what)
+
+
 def finished_names(out_dir) -> set[str]:
-    return {r["name"] for f in manifest_files(out_dir) for r in storage.read_jsonl(f) if r.get("status") == "ok"}
+    """Names of the finished items of an output folder (rows without a name are skipped, not an error)."""
+    return {
+        r["name"]
+        for f in manifest_files(out_dir)
+        for r in storage.read_jsonl(f)
+        if r.get("status") == "ok" and isinstance(r.get("name"), str)
+    }
 
 
 # ------------------------------------------------------------------------------ the per-image steps (both engines)
@@ -242,6 +268,14 @@ def generate_pseudo_labels(
     s = settings or PseudoLabelSettings()
     s.check()
     dist, device = setup_distributed(s.device)
+    lock = lock_output(out_dir, dist.rank, dist.world_size)
+    try:
+        return _generate_locked(checkpoint, sources, s, dist, device, out_dir, lock, progress, console)
+    finally:
+        lock.release()
+
+
+def _generate_locked(checkpoint, sources, s, dist, device, out_dir, out_lock, progress, console) -> PseudoLabelSummary:
     run = prepare_run(checkpoint, sources, out_dir, s)
     out_dir, num_classes, teacher_hash = run.out_dir, run.num_classes, run.teacher_hash
     model, _ = model_from_checkpoint(run.state)
@@ -295,6 +329,8 @@ def generate_pseudo_labels(
             futures = [f for f in futures if not _raise_if_failed(f)]
             if bar:
                 bar.update(task, advance=len(batch))
+            if hasattr(out_lock, "refresh"):
+                out_lock.refresh()
         for f in futures:
             f.result()
     finally:

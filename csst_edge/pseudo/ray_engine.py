@@ -40,6 +40,7 @@ from csst_edge.pseudo.generate import (
     _same_shape_groups,
     decode_item,
     error_record,
+    lock_output,
     predict_probs,
     prepare_run,
     write_item_outputs,
@@ -130,6 +131,14 @@ def generate_pseudo_labels_ray(
         raise ConfigError(f"--device for --engine ray must be auto, cpu or cuda, got {s.device!r}")
     if actors is not None and actors < 1:
         raise ConfigError(f"--actors must be >= 1, got {actors}")
+    out_lock = lock_output(out_dir)  # one writer per --out, as in the local engine
+    try:
+        return _generate_ray_locked(ray, checkpoint, sources, out_dir, s, address, num_cpus, actors, progress, console)
+    finally:
+        out_lock.release()
+
+
+def _generate_ray_locked(ray, checkpoint, sources, out_dir, s, address, num_cpus, actors, progress, console):
     run = prepare_run(checkpoint, sources, out_dir, s, keep_bytes=True)
     todo = [it for it in run.items if it.name not in run.done]
     write_meta(run, checkpoint, sources, s)

@@ -410,8 +410,6 @@ def load_backend(
     suffix = path.suffix.lower()
     wanted = [providers] if isinstance(providers, str) else list(providers or [])
     if suffix in ONNX_SUFFIXES and [p.lower() for p in wanted] == [OPENVINO_BACKEND]:
-        from csst_edge.runtime.openvino_backend import OpenVinoBackend
-
         return OpenVinoBackend(path, threads=threads, meta=kwargs.get("meta"))
     if suffix in ONNX_SUFFIXES:
         return OnnxRuntimeBackend(path, providers=providers, threads=threads, **kwargs)
@@ -425,3 +423,53 @@ def predict_labels(output: np.ndarray, meta: ModelMeta) -> np.ndarray:
     if meta.output_kind == "labels":
         return output.astype(np.uint8, copy=False)
     return output.argmax(axis=1).astype(np.uint8)
+
+
+# -------------------------------------------------------------------------------------------- OpenVINO
+# the same exported ONNX file (FP32, or the QDQ INT8 model of `export int8`) through OpenVINO: a second CPU backend
+def openvino_available() -> bool:
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class OpenVinoBackend(Backend):
+    """An ONNX model compiled by OpenVINO for the CPU, latency hint, `threads` inference threads."""
+
+    name = "openvino"
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike,
+        threads: int | None = None,
+        meta: ModelMeta | None = None,
+        device: str = "CPU",
+    ):
+        try:
+            import openvino as ov
+        except ImportError:
+            raise BackendError("openvino is not installed (pip install openvino)") from None
+        self.path = Path(model_path)
+        if not self.path.is_file():
+            raise BackendError(f"{self.path}: model file not found")
+        self.meta = meta or read_onnx_metadata(self.path)
+        config = {"PERFORMANCE_HINT": "LATENCY"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        try:
+            core = ov.Core()
+            self.compiled = core.compile_model(core.read_model(str(self.path)), device, config)
+        except Exception as e:  # OpenVINO raises RuntimeError subclasses with long C++ messages
+            raise BackendError(f"{self.path}: OpenVINO cannot load it ({type(e).__name__}: {str(e)[:300]})") from None
+        self.request = self.compiled.create_infer_request()
+        self.output = self.compiled.output(0)
+
+    def infer(self, frames: np.ndarray) -> np.ndarray:
+        return self.run_raw(self._prepare(frames))
+
+    def run_raw(self, tensor: np.ndarray) -> np.ndarray:
+        """Run on an input already in the model's layout (benchmarks: no per-call transpose)."""
+        result = self.request.infer({0: tensor})
+        return np.array(result[self.output])  # a copy: the request's buffer is reused by the next call

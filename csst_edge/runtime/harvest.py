@@ -47,7 +47,7 @@ import os
 import re
 import socket
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -56,7 +56,15 @@ import numpy as np
 
 from csst_edge import storage
 from csst_edge.errors import CsstError
-from csst_edge.fileio import WriterLock, append_jsonl, atomic_write_bytes, atomic_write_json, read_jsonl
+from csst_edge.fileio import (
+    WriterLock,
+    append_jsonl,
+    atomic_write_bytes,
+    atomic_write_json,
+    check_image_pixels,
+    read_jsonl,
+    warn,
+)
 from csst_edge.runtime.model_meta import ModelMeta
 
 MANIFEST = "manifest.jsonl"
@@ -304,8 +312,10 @@ class Harvester:
         except OSError as e:
             raise HarvestError(f"{self.folder}: cannot create the harvest folder ({e.strerror})") from None
         self.lock = WriterLock(self.folder / LOCK_NAME, f"harvest folder {self.folder}", HarvestError)
-        self.entries = read_harvest_entries(self.folder)
-        evicted = {r["name"] for r in read_jsonl(self.manifest) if r.get("event") == "evict"}
+        skipped: Counter = Counter()
+        self.entries = read_harvest_entries(self.folder, skipped)
+        self.recovered["rows_skipped"] = sum(skipped.values())  # torn lines, rows naming foreign images
+        evicted = {r.get("name") for r in read_jsonl(self.manifest) if r.get("event") == "evict"}
         known = {e.image for e in self.entries.values()}
         for path in sorted((self.folder / IMAGES).iterdir()):
             rel = f"{IMAGES}/{path.name}"
@@ -319,7 +329,7 @@ class Harvester:
                 self.recovered["orphans_deleted"] += 1
             path.unlink(missing_ok=True)
         for entry in list(self.entries.values())[-self.settings.history :]:
-            grey = cv2.imread(str(self.folder / entry.image), cv2.IMREAD_REDUCED_GRAYSCALE_4)
+            grey = _read_grey(self.folder / entry.image)
             if grey is not None:
                 self.history.append(frame_descriptor(grey))
         atomic_write_json(
@@ -531,24 +541,48 @@ class Harvester:
         }
 
 
-def read_harvest_entries(folder) -> dict[str, HarvestEntry]:
+def read_harvest_entries(folder, skipped: Counter | None = None) -> dict[str, HarvestEntry]:
     """The frames currently in a harvest folder (a path or a URL), from its manifest (harvest events minus
-    evictions), in order. A torn last line (a crash mid-append) is ignored."""
+    evictions), in order. A line that does not parse (torn by a crash) and a row whose image is not
+    `images/<name>` (no image, `..`, an absolute path) are skipped, counted in `skipped` and warned about."""
     folder = storage.as_location(folder)
+    return _live_entries(folder, storage.read_jsonl(storage.join(folder, MANIFEST), skipped), skipped)
+
+
+def _live_entries(folder, rows: list[dict], skipped: Counter | None) -> dict[str, HarvestEntry]:
     if isinstance(folder, Path):
-        present = lambda rel: (folder / rel).is_file()  # noqa: E731
+        present = lambda rel: storage.inside(folder, rel) is not None and (folder / rel).is_file()  # noqa: E731
     else:
         listed = set(storage.find(storage.join(folder, IMAGES)))  # one listing, not a request per frame
         present = lambda rel: storage.join(folder, rel) in listed  # noqa: E731
     entries: dict[str, HarvestEntry] = {}
-    for r in storage.read_jsonl(storage.join(folder, MANIFEST)):
-        if r.get("event") == "harvest" and harvest_image(r) is not None and present(r["image"]):
-            entries[r["name"]] = HarvestEntry(
-                r["name"], r["image"], float(r.get("score", 0.0)), int(r.get("bytes", 0)), r.get("class_shares")
-            )
+    unsafe = 0
+    for r in rows:
+        if r.get("event") == "harvest":
+            if harvest_image(r) is None:
+                unsafe += 1  # never followed: not a name the harvester writes
+            elif present(r["image"]):
+                entries[r["name"]] = HarvestEntry(
+                    r["name"], r["image"], _number(r.get("score")), int(_number(r.get("bytes"))), r.get("class_shares")
+                )
         elif r.get("event") == "evict":
             entries.pop(r.get("name"), None)
+    if unsafe:
+        if skipped is not None:
+            skipped["unsafe row"] += unsafe
+        warn(
+            f"{storage.redact(folder)}/{MANIFEST}: skipped {unsafe} row(s) whose image is not images/<name> "
+            "(missing, an absolute path or '..'): never read, uploaded or deleted"
+        )
     return entries
+
+
+def _number(value) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return 0.0
+    return number if math.isfinite(number) else 0.0
 
 
 def harvest_layout(folder) -> str | None:
@@ -561,34 +595,50 @@ def harvest_layout(folder) -> str | None:
     return None
 
 
-def read_harvest_records(folder) -> list[dict]:
+def read_harvest_records(folder, skipped: Counter | None = None) -> list[dict]:
     """Full manifest records of the frames currently in a harvest folder or a synced vehicle prefix (a path or a
-    URL), for `csst-edge round`; `image` is relative to `folder`."""
+    URL), for `csst-edge round`; `image` is relative to `folder`. Rows that are skipped (torn lines, images that are
+    not the harvester's or sync's own names) are counted in `skipped`."""
     if harvest_layout(folder) == "synced":
-        return read_synced_rows(folder)
-    live = read_harvest_entries(folder)
+        return read_synced_rows(folder, skipped)
+    folder = storage.as_location(folder)
+    rows = storage.read_jsonl(storage.join(folder, MANIFEST), skipped)
+    live = _live_entries(folder, rows, skipped)
     records = {}
-    for r in storage.read_jsonl(storage.join(folder, MANIFEST)):
+    for r in rows:
         if r.get("event") == "harvest" and harvest_image(r) is not None and r.get("name") in live:
             records[r["name"]] = r
     return list(records.values())
 
 
-def read_synced_rows(prefix) -> list[dict]:
+def read_synced_rows(prefix, skipped: Counter | None = None) -> list[dict]:
     """The rows `runtime sync` wrote under <prefix>/manifest/ (one JSON object per item, written only once its
-    image is confirmed), oldest first."""
+    image is confirmed), oldest first. Only `manifest/<sha256>.json` objects whose row names exactly
+    `images/<the same sha256>.jpg` count: any other key or image (a path out of the prefix) is skipped, counted in
+    `skipped` and warned about, never followed."""
     import json
 
-    rows = []
+    rows, bad = [], 0
     for location in storage.find(storage.join(prefix, SYNCED_ROWS)):
-        if str(location).endswith(".json"):
-            try:
-                row = json.loads(storage.read_text(location))
-            except ValueError:
-                continue
-            if isinstance(row, dict) and harvest_image(row, synced=True) and isinstance(row.get("name"), str):
-                rows.append(row)  # any other image (a path out of the prefix, a stray key) is never followed
-    return sorted(rows, key=lambda r: (float(r.get("wall") or 0.0), str(r.get("name", ""))))
+        rel = storage.relative_to(location, prefix)
+        if not storage.SYNCED_OBJECT.match(rel):
+            bad += 1
+            continue
+        try:
+            row = json.loads(storage.read_text(location))
+        except (ValueError, UnicodeDecodeError):
+            bad += 1
+            continue
+        sha = rel.rsplit("/", 1)[-1].removesuffix(".json")
+        if isinstance(row, dict) and row.get("image") == f"{IMAGES}/{sha}.jpg" and isinstance(row.get("name"), str):
+            rows.append(row)
+        else:
+            bad += 1
+    if bad:
+        if skipped is not None:
+            skipped["unsafe row"] += bad
+        warn(f"{storage.redact(prefix)}: skipped {bad} object(s) under {SYNCED_ROWS}/ that are not `runtime sync` rows")
+    return sorted(rows, key=lambda r: (_number(r.get("wall")), str(r.get("name", ""))))
 
 
 # ------------------------------------------------------------------------------------------- URL harvests
@@ -609,7 +659,10 @@ def pull_harvest(url: str, folder: Path) -> int:
     ]
     if not any(storage.name_of(loc) == MANIFEST for loc in wanted):
         return 0
-    wanted = [loc for loc in wanted if storage.safe_relative(storage.relative_to(loc, url)) is not None]
+    unsafe = [loc for loc in wanted if storage.safe_relative(storage.relative_to(loc, url)) is None]
+    if unsafe:  # keys such as images/../../x, kept as written by the store: never fetched
+        warn(f"{storage.redact(url)}: skipped {len(unsafe)} object(s) whose key leaves the harvest (e.g. '..')")
+    wanted = [loc for loc in wanted if loc not in unsafe]
     for loc, cached in zip(wanted, storage.cache_files(wanted, listing), strict=True):
         target = folder / storage.relative_to(loc, url)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -640,6 +693,17 @@ def push_harvest(folder: Path, url: str, entries: dict[str, HarvestEntry]) -> di
         storage.remove(storage.join(url, rel))
     atomic_write_json(record, sorted(pushed - set(stale)))
     return {"uploaded": uploaded, "deleted": len(stale)}
+
+
+def _read_grey(path: Path) -> np.ndarray | None:
+    """A harvested frame at a quarter of its size in grey, or None when it is unreadable or over the pixel limit
+    (checked from its header: a frame pulled from a URL is data like any other)."""
+    try:
+        data = path.read_bytes()
+        check_image_pixels(data, str(path))
+    except (OSError, ValueError):
+        return None
+    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_REDUCED_GRAYSCALE_4)
 
 
 def _utc(t: float, compact: bool = False) -> str:

@@ -27,7 +27,9 @@ from urllib.parse import parse_qs, urlparse
 import cv2
 import numpy as np
 
+from csst_edge import storage
 from csst_edge.errors import CsstError
+from csst_edge.fileio import check_image_pixels
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 URL_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp")
@@ -78,7 +80,8 @@ class CaptureSource(FrameSource):
         open_timeout_s: float = 10.0,
     ):
         self.target, self.kind, self.live, self.api = target, kind, live, api
-        self.name = name or str(target)
+        # a URL's user:password@ and secret query values never reach a name: it is printed, logged and stored
+        self.name = storage.redact_text(name or str(target))
         self.open_timeout_s = open_timeout_s
         self.cap: cv2.VideoCapture | None = None
         self.fps = 0.0
@@ -93,7 +96,9 @@ class CaptureSource(FrameSource):
         try:
             cap = cv2.VideoCapture(self.target, self.api, params) if params else cv2.VideoCapture(self.target, self.api)
         except cv2.error as e:
-            raise SourceError(f"{self.name}: OpenCV cannot open it ({str(e).strip()[:200]})") from None
+            raise SourceError(
+                f"{self.name}: OpenCV cannot open it ({storage.redact_text(str(e).strip()[:200])})"
+            ) from None
         if not cap.isOpened():
             cap.release()
             raise SourceError(f"{self.name}: cannot open {self.kind} source")
@@ -153,8 +158,14 @@ class ImageFolderSource(FrameSource):
             i = self._next
             self._next += 1
             path = self.files[i]
-            bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            if bgr is None:  # a corrupt image is skipped (and reported), not the end of the run
+            bgr = None
+            try:
+                data = path.read_bytes()
+                check_image_pixels(data, str(path))  # the pixel limit, from the header: a bomb is never decoded
+                bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+            except (OSError, ValueError):
+                pass
+            if bgr is None:  # a corrupt or oversized image is skipped (and reported), not the end of the run
                 self.unreadable.append(str(path))
                 continue
             rel = path.relative_to(self.folder).as_posix()
@@ -202,7 +213,9 @@ def open_source(
         elif text.startswith("/dev/video"):
             source = CaptureSource(text, "camera", live=True, api=cv2.CAP_V4L2)
         else:
-            raise SourceError(f"{text}: --source is not a file, folder, camera index, URL or GStreamer pipeline")
+            raise SourceError(
+                f"{storage.redact_text(text)}: --source is not a file, folder, camera index, URL or GStreamer pipeline"
+            )
     if live is not None:
         source.live = bool(live)
     return source
@@ -211,7 +224,7 @@ def open_source(
 def _gstreamer_source(pipeline: str, name: str) -> CaptureSource:
     if not gstreamer_available():
         raise SourceError(
-            f"{name}: this OpenCV is built without GStreamer (use the system OpenCV on Jetson, "
+            f"{storage.redact_text(name)}: this OpenCV is built without GStreamer (use the system OpenCV on Jetson, "
             "not pip's opencv-python; see Dockerfile.jetson)"
         )
     return CaptureSource(pipeline, "gstreamer", live=True, api=cv2.CAP_GSTREAMER, name=name)

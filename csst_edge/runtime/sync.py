@@ -47,7 +47,7 @@ from pathlib import Path
 
 from csst_edge import storage
 from csst_edge.errors import CsstError
-from csst_edge.fileio import append_jsonl, atomic_write_json
+from csst_edge.fileio import append_jsonl, atomic_write_json, warn
 from csst_edge.runtime.harvest import MANIFEST, read_harvest_records
 
 STATE_DIR = ".sync"
@@ -583,8 +583,19 @@ def read_synced_records(dest: str, vehicle: str | None = None, storage_options: 
     vehicles = [vehicle] if vehicle else sorted(Path(p).name for p in fs.ls(root, detail=False))
     rows = []
     for v in vehicles:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", v):
+            continue  # not a vehicle prefix sync writes (.partial, a stray key)
+        prefix = f"{root}/{v}/"
         for key in sorted(fs.find(f"{root}/{v}/manifest")):
-            row = json.loads(fs.cat_file(key))
+            rel = fs._strip_protocol(key)[len(prefix) :] if fs._strip_protocol(key).startswith(prefix) else ""
+            try:
+                row = json.loads(fs.cat_file(key)) if storage.SYNCED_OBJECT.match(rel) else None
+            except (ValueError, UnicodeDecodeError):
+                row = None
+            sha = rel.rsplit("/", 1)[-1].removesuffix(".json")
+            if not isinstance(row, dict) or row.get("image") != f"images/{sha}.jpg":
+                warn(f"{_display_url(dest, storage_options)}/{v}: skipped {rel or key!r} (not a row sync wrote)")
+                continue  # a row naming any other image is never followed
             row["url"] = fs.unstrip_protocol(f"{root}/{v}/{row['image']}")
             rows.append(row)
     return rows

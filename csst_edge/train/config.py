@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from csst_edge import storage
 from csst_edge.data.selection import SourceConfig
 from csst_edge.errors import ConfigError
 from csst_edge.fileio import read_yaml_mapping
@@ -261,6 +262,24 @@ def _check(cfg: TrainConfig) -> None:
             raise ConfigError(f"config key 'train.{i}.block' must be >= 1, got {src.block}")
         if src.shots is not None and src.shots < 1:
             raise ConfigError(f"config key 'train.{i}.shots' must be >= 1, got {src.shots}")
+    # pretrained, pseudo / data sources, the tracking URI...: every URL is saved in config.yaml and the checkpoints
+    _refuse_url_secrets(config_to_dict(cfg), "")
+
+
+def _refuse_url_secrets(value: Any, key: str) -> None:
+    """A ConfigError naming the key of the first URL that carries credentials (user info, a token or signature in
+    its query); the URL itself is not repeated."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _refuse_url_secrets(v, f"{key}.{k}" if key else str(k))
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _refuse_url_secrets(v, f"{key}.{i}")
+    elif isinstance(value, str) and (what := storage.url_secret(value)):
+        raise ConfigError(
+            f"config key '{key}' is a URL with {what} ({storage.redact(value)}), which would be saved with the run: "
+            "give credentials in the environment (AWS_ACCESS_KEY_ID ..., MLFLOW_TRACKING_TOKEN) instead"
+        )
 
 
 def config_to_dict(cfg: TrainConfig) -> dict:
@@ -277,4 +296,16 @@ def config_to_dict(cfg: TrainConfig) -> dict:
 
 
 def dump_config(cfg: TrainConfig) -> str:
-    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+    """The config as YAML (config.yaml, and what checkpoints keep), every URL without user info or secret query
+    values, also for a config that was built without the checks."""
+    return yaml.safe_dump(_redacted(config_to_dict(cfg)), sort_keys=False)
+
+
+def _redacted(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _redacted(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redacted(v) for v in value]
+    if isinstance(value, str) and storage.url_secret(value):
+        return storage.redact(value)
+    return value
