@@ -42,6 +42,12 @@ _SECRET_VALUE = re.compile(
 )
 # a synced object under a vehicle prefix: exactly what `runtime sync` writes
 SYNCED_OBJECT = re.compile(r"^(images/[0-9a-f]{64}\.jpg|manifest/[0-9a-f]{64}\.json)$")
+# a vehicle id: one plain folder name (it names harvested files and the vehicle's bucket prefix)
+VEHICLE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def is_vehicle_name(name) -> bool:
+    return isinstance(name, str) and bool(VEHICLE_NAME.fullmatch(name))
 _SECRET_QUERY = re.compile(r"(secret|token|key|password|passwd|signature|credential|sig|auth|x-amz-)", re.I)
 
 

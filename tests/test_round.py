@@ -193,10 +193,10 @@ def test_cli_round_stray_class_id_is_one_clear_error(world, tmp_path):
 
 
 @pytest.mark.slow  # ~25 s: pseudo-label, index, 1 epoch, two evaluations, export
-def test_round_end_to_end(world, tmp_path):
-    out = tmp_path / "r01"
-    settings = RoundSettings(
-        harvests=world["harvests"],
+def tiny_round(world, harvests: list, out: Path, **kw) -> RoundSettings:
+    """A one-epoch round of the untrained student on the tiny world, the trained one as teacher."""
+    return RoundSettings(
+        harvests=harvests,
         teacher=world["good"],
         student=world["bad"],
         data=str(world["data"]),
@@ -205,9 +205,14 @@ def test_round_end_to_end(world, tmp_path):
         epochs=1,
         workers=0,
         device="cpu",
-        gate="miou",
         overrides=["samples_per_epoch=8", "log_every=0"],
+        **kw,
     )
+
+
+def test_round_end_to_end(world, tmp_path):
+    out = tmp_path / "r01"
+    settings = tiny_round(world, world["harvests"], out, gate="miou")
     report = run_round(settings, progress=False)
     saved = json.loads((out / "round.json").read_text())
     assert saved["decision"]["promote"] == report["decision"]["promote"]
@@ -233,20 +238,7 @@ def test_rounds_accumulate_pseudo_folders_and_the_index(world, tmp_path):
     import yaml
 
     def settings(harvest, out, **kw):
-        return RoundSettings(
-            harvests=[harvest],
-            teacher=world["good"],
-            student=world["bad"],
-            data=str(world["data"]),
-            val=str(world["data"]),
-            out=out,
-            epochs=1,
-            workers=0,
-            device="cpu",
-            pseudo_scales=(),
-            overrides=["samples_per_epoch=8", "log_every=0"],
-            **kw,
-        )
+        return tiny_round(world, [harvest], out, pseudo_scales=(), **kw)
 
     first = run_round(settings(world["harvests"][0], tmp_path / "r01"), progress=False)
     second = run_round(settings(world["harvests"][1], tmp_path / "r02", previous=tmp_path / "r01"), progress=False)

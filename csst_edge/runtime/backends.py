@@ -65,6 +65,13 @@ class Backend:
     def __exit__(self, *exc):
         self.close()
 
+    def _open_model(self, model_path: str | os.PathLike, meta: ModelMeta | None) -> None:
+        """`path` and `meta` of an ONNX model file (its metadata_props unless `meta` is given)."""
+        self.path = Path(model_path)
+        if not self.path.is_file():
+            raise BackendError(f"{self.path}: model file not found")
+        self.meta = meta or read_onnx_metadata(self.path)
+
     def _prepare(self, frames: np.ndarray) -> np.ndarray:
         """HxWx3 or NxHxWx3 uint8 → the model's input tensor (layout, contiguous)."""
         frames = np.asarray(frames)
@@ -147,10 +154,7 @@ class OnnxRuntimeBackend(Backend):
             import onnxruntime as ort
         except ImportError:
             raise BackendError("onnxruntime is not installed (pip install onnxruntime or onnxruntime-gpu)") from None
-        self.path = Path(model_path)
-        if not self.path.is_file():
-            raise BackendError(f"{self.path}: model file not found")
-        self.meta = meta or read_onnx_metadata(self.path)
+        self._open_model(model_path, meta)
         self.providers = resolve_providers(providers)
         options = {PROVIDER_ALIASES.get(k.lower(), k): v for k, v in (provider_options or {}).items()}
         so = ort.SessionOptions()
@@ -451,10 +455,7 @@ class OpenVinoBackend(Backend):
             import openvino as ov
         except ImportError:
             raise BackendError("openvino is not installed (pip install openvino)") from None
-        self.path = Path(model_path)
-        if not self.path.is_file():
-            raise BackendError(f"{self.path}: model file not found")
-        self.meta = meta or read_onnx_metadata(self.path)
+        self._open_model(model_path, meta)
         config = {"PERFORMANCE_HINT": "LATENCY"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)

@@ -62,7 +62,6 @@ from csst_edge.fileio import (
     atomic_write_bytes,
     atomic_write_json,
     check_image_pixels,
-    read_jsonl,
     warn,
 )
 from csst_edge.runtime.model_meta import ModelMeta
@@ -81,7 +80,6 @@ class HarvestError(CsstError):
     """The harvest folder or a harvest option is unusable; the message names it."""
 
 
-VEHICLE_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}"
 # the only files the harvester writes into images/: its frames and the temp files of their atomic writes; the
 # orphan sweep deletes nothing else
 _OWN_IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*_\d{8}T\d{9}Z_\d{7}\.jpg$")
@@ -122,7 +120,7 @@ class HarvestSettings:
     vehicle: str = field(default_factory=lambda: _safe_name(socket.gethostname()) or "vehicle")
 
     def check(self) -> None:
-        if not re.fullmatch(VEHICLE_NAME, self.vehicle or ""):
+        if not storage.is_vehicle_name(self.vehicle):
             raise HarvestError(
                 f"--vehicle {self.vehicle!r}: use letters, digits, '.', '_' and '-' only (it names files and prefixes)"
             )
@@ -313,9 +311,10 @@ class Harvester:
             raise HarvestError(f"{self.folder}: cannot create the harvest folder ({e.strerror})") from None
         self.lock = WriterLock(self.folder / LOCK_NAME, f"harvest folder {self.folder}", HarvestError)
         skipped: Counter = Counter()
-        self.entries = read_harvest_entries(self.folder, skipped)
+        rows = storage.read_jsonl(self.manifest, skipped)
+        self.entries = _live_entries(self.folder, rows, skipped)
         self.recovered["rows_skipped"] = sum(skipped.values())  # torn lines, rows naming foreign images
-        evicted = {r.get("name") for r in read_jsonl(self.manifest) if r.get("event") == "evict"}
+        evicted = {r.get("name") for r in rows if r.get("event") == "evict"}
         known = {e.image for e in self.entries.values()}
         for path in sorted((self.folder / IMAGES).iterdir()):
             rel = f"{IMAGES}/{path.name}"

@@ -398,7 +398,7 @@ def _vehicle_name(folder: Path, vehicle: str | None) -> str:
             vehicle = None
         if not vehicle:
             raise SyncError(f"{folder}: no vehicle name in meta.json; give --vehicle")
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", vehicle):
+    if not storage.is_vehicle_name(vehicle):
         raise SyncError(f"--vehicle {vehicle!r}: use letters, digits, '.', '_' and '-' only (it is a path prefix)")
     return vehicle
 
@@ -583,7 +583,7 @@ def read_synced_records(dest: str, vehicle: str | None = None, storage_options: 
     vehicles = [vehicle] if vehicle else sorted(Path(p).name for p in fs.ls(root, detail=False))
     rows = []
     for v in vehicles:
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", v):
+        if not storage.is_vehicle_name(v):
             continue  # not a vehicle prefix sync writes (.partial, a stray key)
         prefix = f"{root}/{v}/"
         for key in sorted(fs.find(f"{root}/{v}/manifest")):
