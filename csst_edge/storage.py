@@ -227,27 +227,37 @@ def _remote(location) -> tuple[object, str]:
     return filesystem(str(location))
 
 
+_MISSING = object()
+
+
+def _on_remote(location, action: str, call, missing=_MISSING):
+    """`call(fs, path)` on the store behind a URL. fsspec back-ends raise their own error types (botocore, aiohttp,
+    google-auth ...), so every one of them becomes one StorageError naming the location and the action; a missing
+    object gives `missing` instead where the caller says a missing one is fine."""
+    fs, path = _remote(location)
+    try:
+        return call(fs, path)
+    except FileNotFoundError as e:
+        if missing is _MISSING:
+            raise _fail(location, action, e) from None
+        return missing
+    except Exception as e:
+        raise _fail(location, action, e) from None
+
+
 # --------------------------------------------------------------------------------------------- reading
 def exists(location) -> bool:
     local = local_path(location)
     if local is not None:
         return local.exists()
-    fs, path = _remote(location)
-    try:
-        return bool(fs.exists(path))
-    except Exception as e:
-        raise _fail(location, "check", e) from None
+    return bool(_on_remote(location, "check", lambda fs, path: fs.exists(path)))
 
 
 def isfile(location) -> bool:
     local = local_path(location)
     if local is not None:
         return local.is_file()
-    fs, path = _remote(location)
-    try:
-        return bool(fs.isfile(path))
-    except Exception as e:
-        raise _fail(location, "check", e) from None
+    return bool(_on_remote(location, "check", lambda fs, path: fs.isfile(path)))
 
 
 def isdir(location) -> bool:
@@ -255,22 +265,14 @@ def isdir(location) -> bool:
     local = local_path(location)
     if local is not None:
         return local.is_dir()
-    fs, path = _remote(location)
-    try:
-        return bool(fs.isdir(path))
-    except Exception as e:
-        raise _fail(location, "check", e) from None
+    return bool(_on_remote(location, "check", lambda fs, path: fs.isdir(path)))
 
 
 def read_bytes(location) -> bytes:
     local = local_path(location)
     if local is not None:
         return local.read_bytes()  # callers map OSError to their own error naming the file
-    fs, path = _remote(location)
-    try:
-        return fs.cat_file(path)
-    except Exception as e:
-        raise _fail(location, "read", e) from None
+    return _on_remote(location, "read", lambda fs, path: fs.cat_file(path))
 
 
 def read_text(location) -> str:
@@ -302,13 +304,8 @@ def find(location, detail: bool = False):
         if not detail:
             return files
         return {p: {"size": (st := p.stat()).st_size, "token": str(st.st_mtime_ns)} for p in files}
-    fs, path = _remote(location)
-    try:
-        infos = fs.find(path, detail=True)
-    except FileNotFoundError:
-        infos = {}
-    except Exception as e:
-        raise _fail(location, "list", e) from None
+    _, path = _remote(location)
+    infos = _on_remote(location, "list", lambda fs, p: fs.find(p, detail=True), missing={})
     base = str(location).rstrip("/")
     root = path.rstrip("/")
     out = {}
@@ -328,11 +325,8 @@ def glob(pattern) -> list[Path | str]:
         if local.is_absolute():
             return sorted(Path("/").glob(str(local.relative_to("/"))))
         return sorted(Path().glob(str(local)))
-    fs, path = _remote(pattern)
-    try:
-        hits = fs.glob(path)
-    except Exception as e:
-        raise _fail(pattern, "list", e) from None
+    fs, _ = _remote(pattern)
+    hits = _on_remote(pattern, "list", lambda fs, path: fs.glob(path))
     return [fs.unstrip_protocol(hit) for hit in sorted(hits)]
 
 
@@ -350,11 +344,7 @@ def write_bytes(location, data: bytes) -> None:
     if local is not None:
         atomic_write_bytes(local, data)
         return
-    fs, path = _remote(location)
-    try:
-        fs.pipe_file(path, data)
-    except Exception as e:
-        raise _fail(location, "write", e) from None
+    _on_remote(location, "write", lambda fs, path: fs.pipe_file(path, data))
 
 
 def write_text(location, text: str) -> None:
@@ -378,13 +368,7 @@ def remove(location) -> None:
     if local is not None:
         local.unlink(missing_ok=True)
         return
-    fs, path = _remote(location)
-    try:
-        fs.rm_file(path)
-    except FileNotFoundError:
-        pass
-    except Exception as e:
-        raise _fail(location, "delete", e) from None
+    _on_remote(location, "delete", lambda fs, path: fs.rm_file(path), missing=None)
 
 
 def upload(local_file: str | os.PathLike, location) -> None:
@@ -533,11 +517,7 @@ def local_copy(location) -> Path:
     local = local_path(location)
     if local is not None:
         return local
-    fs, path = _remote(location)
-    try:
-        info = fs.info(path)
-    except Exception as e:
-        raise _fail(location, "read", e) from None
+    info = _on_remote(location, "read", lambda fs, path: fs.info(path))
     stamp = {"size": int(info.get("size") or 0), "token": _token(info)}
     return cache_files([str(location)], {str(location): stamp})[0]
 
