@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -41,6 +44,15 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def run_torchrun(*csst_edge_args: str, nproc: int = 2) -> subprocess.CompletedProcess:
+    """`torchrun --nproc_per_node N -m csst_edge ARGS` with one thread per rank; the test asserts on its output.
+    The 20-minute budget only stops a hung rendezvous: a busy 2-core machine finishes these in well under one."""
+    args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc)]
+    args += ["--master_port", str(free_port()), "-m", "csst_edge", *csst_edge_args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=1200)
 
 
 def write_tiny_dataset(

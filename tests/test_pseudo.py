@@ -4,16 +4,13 @@ over two gloo ranks; and the paper's ablation methods training on the result."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import free_port, write_tiny_dataset
+from conftest import run_torchrun, write_tiny_dataset
 
 from csst_edge.data.imageio import read_image, read_label
 from csst_edge.data.transforms import normalize
@@ -154,29 +151,9 @@ def test_corrupt_image_is_reported_and_skipped(tmp_path, teacher):
 def test_two_gloo_ranks_split_the_images_without_overlap(tmp_path, teacher):
     images = write_images(tmp_path / "unlabelled", 5)
     out = tmp_path / "pseudo"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    args = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        str(free_port()),
-        "-m",
-        "csst_edge",
-        "pseudo-label",
-        str(teacher),
-        str(tmp_path / "unlabelled"),
-        "-o",
-        str(out),
-        "--workers",
-        "0",
-        "--device",
-        "cpu",
-        "--quiet",
-    ]
-    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    done = run_torchrun(
+        "pseudo-label", str(teacher), str(tmp_path / "unlabelled"), "-o", str(out), "--workers", "0", "--quiet"
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     per_rank = [{Path(r["image"]).name for r in read_jsonl(out / f"manifest-{rank}.jsonl")} for rank in (0, 1)]
     assert not per_rank[0] & per_rank[1]

@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 import yaml
-from conftest import add_stray_id, free_port, write_tiny_dataset
+from conftest import add_stray_id, run_torchrun, write_tiny_dataset
 from typer.testing import CliRunner
 
 from csst_edge.data.selection import SourceConfig, select
@@ -301,17 +301,7 @@ def test_killed_process_leaves_a_resumable_checkpoint(tiny_dataset, tmp_path):
 
 def test_ddp_two_processes_gloo_end_with_identical_weights(tiny_dataset, tmp_path):
     out = tmp_path / "ddp"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    args = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        str(free_port()),
-        "-m",
-        "csst_edge",
+    done = run_torchrun(
         "train",
         f"train=[{{data: '{tiny_dataset}'}}]",
         "model=fastscnn",
@@ -323,8 +313,7 @@ def test_ddp_two_processes_gloo_end_with_identical_weights(tiny_dataset, tmp_pat
         "workers=0",
         f"out={out}",
         "--quiet",
-    ]
-    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     check = [line for line in lines if line["type"] == "ddp_check"]

@@ -259,20 +259,10 @@ def list_samples(cfg: DatasetConfig, split: str, require_labels: bool = True) ->
 
 def validate_sample(cfg: DatasetConfig, sample: Sample, lut: np.ndarray | None = None) -> None:
     """Decode one pair and check it: readable, same size, class ids in range. Raises DatasetError naming the file."""
-    image = read_image(sample.image)
     if sample.label is None:
-        return
-    label = read_label(
-        sample.label,
-        lut if lut is not None else cfg.label_lut,
-        num_classes=cfg.num_classes,
-        ignore_index=cfg.ignore_index,
-    )
-    if label.shape != image.shape[:2]:
-        raise DatasetError(
-            f"{sample.label}: label size {label.shape[1]}x{label.shape[0]} does not match image "
-            f"{sample.image.name} size {image.shape[1]}x{image.shape[0]}"
-        )
+        read_image(sample.image)
+    else:
+        load_pair(cfg, sample, lut)
 
 
 def validate_split(cfg: DatasetConfig, split: str, workers: int = 1) -> int:
@@ -303,8 +293,8 @@ def load_pair(cfg: DatasetConfig, sample: Sample, lut: np.ndarray | None = None)
     )
     if label.shape != image.shape[:2]:
         raise DatasetError(
-            f"{sample.label}: label size {label.shape[1]}x{label.shape[0]} does not match image size "
-            f"{image.shape[1]}x{image.shape[0]}"
+            f"{sample.label}: label size {label.shape[1]}x{label.shape[0]} does not match image "
+            f"{sample.image.name} size {image.shape[1]}x{image.shape[0]}"
         )
     return image, label
 
