@@ -31,7 +31,7 @@ from pathlib import Path
 
 from csst_edge.fileio import atomic_write_json, atomic_write_text
 
-STAGES = ("teacher", "deployed", "drive", "round")
+STAGES = ("teacher", "deployed", "control", "drive", "round")
 RARE = ("pole", "sign", "fence", "pedestrian", "bicyclist")
 
 
@@ -206,6 +206,27 @@ def stage_deployed(r: Recipe) -> dict:
         "wall_s": round(wall, 1),
     }
     save_stage(r, r.deployed_name, record)
+    return record
+
+
+def stage_control(r: Recipe) -> dict:
+    """The control for a round from the deployed student: the same student trained on for the same budget on the
+    home labels alone. A round --init student that beats it gains from the drive's pseudo labels, not from the
+    extra iterations."""
+    config = {
+        **deployed_config(r),
+        "method": "finetune",
+        "pretrained": str(r.out / r.deployed_name / "last.pt"),
+        "out": str(r.out / f"control{r.suffix}"),
+    }
+    wall = _train(config, r)
+    record = {
+        "recipe": config,
+        **score(r.out / f"control{r.suffix}" / "last.pt", r),
+        "deployed": r.deployed_name,
+        "wall_s": round(wall, 1),
+    }
+    save_stage(r, f"control{r.suffix}", record)
     return record
 
 
@@ -443,7 +464,13 @@ def _convert(tp, text: str):
     return tp(text)
 
 
-RUNNERS = {"teacher": stage_teacher, "deployed": stage_deployed, "drive": stage_drive, "round": stage_round}
+RUNNERS = {
+    "teacher": stage_teacher,
+    "deployed": stage_deployed,
+    "control": stage_control,
+    "drive": stage_drive,
+    "round": stage_round,
+}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,4 +1,4 @@
-"""benchmarks/newdrive.py: the vehicle loop's stages (teacher → deployed → drive → round) end to end on a tiny
+"""benchmarks/newdrive.py: the vehicle loop's stages (teacher → deployed → control → drive → round) end to end on a tiny
 synthetic stand-in for CamVid → Seq05VD (city A is home, city B the new drive), and the built-in dataset."""
 
 from __future__ import annotations
@@ -54,8 +54,11 @@ def test_stages_run_end_to_end_and_report(cities):
     ]  # fmt: skip
     newdrive.main(args)
     state = json.loads((out / "newdrive.json").read_text())["stages"]
-    assert {"teacher", "deployed", "drive", "round"} <= set(state)
-    for stage in ("teacher", "deployed", "round"):
+    assert {"teacher", "deployed", "control", "drive", "round"} <= set(state)
+    # the control continues the deployed student on labels alone, for the same budget
+    assert state["control"]["recipe"]["pretrained"].endswith("deployed/last.pt")
+    assert state["control"]["recipe"]["method"] == "finetune" and state["control"]["deployed"] == "deployed"
+    for stage in ("teacher", "deployed", "control", "round"):
         assert 0.0 <= state[stage]["newdrive"]["miou"] <= 1.0 and 0.0 <= state[stage]["camvid"]["miou"] <= 1.0
     assert state["drive"]["frames_seen"] == 12 and state["drive"]["harvest"]["frames"] >= 1
     gate = state["round"]["gate"]
