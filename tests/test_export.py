@@ -172,9 +172,10 @@ def test_int8_options_and_the_latency_comparison(tmp_path, fastscnn_logits):
     assert set(comparison.to_dict()) >= {"fp32_ms", "int8_ms", "speedup", "verdict"}
     assert "faster" in LatencyComparison(10.0, 4.0, 1, 3).verdict
     assert "NOT faster" in LatencyComparison(10.0, 10.0, 1, 3).verdict
-    assert "SLOWER" in LatencyComparison(10.0, 12.0, 1, 3).verdict and "deploy the FP32" in LatencyComparison(
-        10.0, 12.0, 1, 3
-    ).verdict
+    assert (
+        "SLOWER" in LatencyComparison(10.0, 12.0, 1, 3).verdict
+        and "deploy the FP32" in LatencyComparison(10.0, 12.0, 1, 3).verdict
+    )
     with pytest.raises(ExportError, match="types must be one of"):
         quantize_int8(fastscnn_logits, tmp_path / "bad.onnx", frames, types="U4S4")
 
@@ -199,6 +200,81 @@ def test_int8_reports_fp32_and_int8_miou(tmp_path, fastscnn_logits):
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops and "Cast" in ops
     out = load_backend(result.path, threads=1).infer(frames[0])
     assert out.shape == (1, 3, H, W)
+
+
+def _normalised_conv_graph(pads: int):
+    """uint8 NHWC in → Cast → Transpose → Mul → Add → Conv(3→4, 3x3): the shape of every export's input."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(np.array([0.017, 0.018, 0.019], np.float32).reshape(1, 3, 1, 1), "scale"),
+        numpy_helper.from_array(np.array([-2.1, -2.0, -1.8], np.float32).reshape(1, 3, 1, 1), "shift"),
+        numpy_helper.from_array(rng.normal(size=(4, 3, 3, 3)).astype(np.float32), "W"),
+        numpy_helper.from_array(rng.normal(size=4).astype(np.float32), "B"),
+    ]
+    nodes = [
+        helper.make_node("Cast", ["image"], ["f"], to=TensorProto.FLOAT, name="cast"),
+        helper.make_node("Transpose", ["f"], ["t"], perm=[0, 3, 1, 2], name="transpose"),
+        helper.make_node("Mul", ["t", "scale"], ["m"], name="mul"),
+        helper.make_node("Add", ["m", "shift"], ["a"], name="add"),
+        helper.make_node("Conv", ["a", "W", "B"], ["y"], kernel_shape=[3, 3], pads=[pads] * 4, name="conv"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("image", TensorProto.UINT8, [1, 8, 10, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        inits,
+    )
+    return onnx.helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _run(proto, x):
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, {"image": x})[0]
+
+
+def test_folding_the_normalisation_into_the_first_conv_keeps_its_output():
+    """Without padding the folded conv is the same function; with padding only the border pixels differ (the pad
+    is raw black instead of the mean colour). The Mul / Add are gone."""
+    from csst_edge.export.fold import fold_input_normalization
+
+    x = np.random.default_rng(1).integers(0, 256, (1, 8, 10, 3), dtype=np.uint8)
+    for pads in (0, 1):
+        proto = _normalised_conv_graph(pads)
+        before = _run(proto, x)
+        assert fold_input_normalization(proto) == ["conv"]
+        assert [n.op_type for n in proto.graph.node] == ["Cast", "Transpose", "Conv"]
+        after = _run(proto, x)
+        assert after.shape == before.shape
+        inner = (slice(None), slice(None), slice(pads, after.shape[2] - pads), slice(pads, after.shape[3] - pads))
+        np.testing.assert_allclose(after[inner], before[inner], rtol=1e-4, atol=1e-3)
+        if pads:
+            assert np.abs(after - before).max() > 0.1  # the border differs, as the module docstring says
+    no_norm = _normalised_conv_graph(0)
+    del no_norm.graph.node[2:4]
+    no_norm.graph.node[-1].input[0] = "t"
+    assert fold_input_normalization(no_norm) == []  # nothing to fold: the graph is left as it was
+    assert [n.op_type for n in no_norm.graph.node] == ["Cast", "Transpose", "Conv"]
+
+
+def test_int8_with_the_normalisation_folded_has_no_float_mul_add_and_agrees(tmp_path, fastscnn_logits):
+    import onnx
+
+    from csst_edge.export.quantize import quantize_int8
+
+    frames = synthetic_frames(2, H, W)
+    plain = quantize_int8(fastscnn_logits, tmp_path / "plain.onnx", frames)
+    folded = quantize_int8(fastscnn_logits, tmp_path / "folded.onnx", frames, fold_normalization=True)
+    ops = [n.op_type for n in onnx.load(str(folded.path)).graph.node]
+    plain_ops = [n.op_type for n in onnx.load(str(plain.path)).graph.node]
+    assert ops.count("Mul") == plain_ops.count("Mul") - 1 and ops.count("Add") == plain_ops.count("Add") - 1
+    assert read_model_meta(folded.path).extra["quantization"]["fold_normalization"] is True
+    assert folded.agreement > 0.9  # the same labels as FP32 almost everywhere (border pixels may differ)
 
 
 def _quantised_convs(path) -> int:

@@ -135,7 +135,7 @@ def name_nodes(proto) -> None:
         seen.add(node.name)
 
 
-def boundary_nodes(proto) -> list[str]:
+def boundary_nodes(proto, float_resize: bool = True) -> list[str]:
     """Names of the pre-processing nodes (from the input up to the first weighted op) and the post-processing
     nodes (from the output back to the last weighted op), which stay in float."""
     graph = proto.graph
@@ -167,6 +167,8 @@ def boundary_nodes(proto) -> list[str]:
         node = producer.get(stack.pop())
         if node is None or node.name in seen or node.op_type not in _POST_OPS:
             continue
+        if not float_resize and node.op_type in ("Resize", "Upsample"):
+            continue  # the Resize and what is before it are quantised
         seen.add(node.name)
         post.append(node.name)
         stack.extend(t for t in node.input[:1])  # follow the data input only (Resize scales/sizes are constants)
@@ -338,6 +340,11 @@ class Int8Options:
     symmetric_activations: bool = False
     op_types_to_quantize: tuple[str, ...] | None = None  # None: every op ONNX Runtime can quantise
     pre_process: bool = False  # onnxruntime's quant_pre_process (shape inference + graph fusion) first
+    # the input normalisation folded into the first conv (export/fold.py): the slow NHWC Mul / Add are gone
+    fold_normalization: bool = False
+    # the output Resize (logits up to the frame size) in float: 8-bit logits make ties at class boundaries, but
+    # the float Resize is the largest single kernel of a quantised Fast-SCNN (benchmarks/README.md, INT8 section)
+    float_resize: bool = True
 
     def check(self, src: Path) -> None:
         if self.quant_format.upper() not in ("QDQ", "QOPERATOR"):
@@ -477,12 +484,13 @@ def quantize_int8(
     _check_inputs(src, meta, options, calibration_frames, auto_fallback_max_drop, eval_fn)
     batches = input_batches(calibration_frames, meta)
     name_nodes(proto)
-    boundary = boundary_nodes(proto)
-    candidates = _fallback_candidates(src, proto, boundary, nodes_to_exclude)
     user_excluded = list(nodes_to_exclude)
     with tempfile.TemporaryDirectory(prefix="csst-int8-") as tmp:
-        fp32_path = _prepared_fp32(proto, Path(tmp), options.pre_process)
-        quantizer = _Quantizer(fp32_path, batches, meta.input_name, boundary, options)
+        fp32_path = _prepared_fp32(proto, Path(tmp), options.pre_process)  # the reference: mIoU, agreement
+        quant_proto, quant_src = _quantizer_source(proto, fp32_path, options, say)
+        boundary = boundary_nodes(quant_proto, float_resize=options.float_resize)
+        candidates = _fallback_candidates(src, quant_proto, boundary, nodes_to_exclude)
+        quantizer = _Quantizer(quant_src, batches, meta.input_name, boundary, options)
         say(f"calibrating on {len(calibration_frames)} frame(s) and quantising")
         best = quantizer.run(user_excluded)
         fp32_miou = None
@@ -493,7 +501,7 @@ def quantize_int8(
             result.history = [{"float_nodes": 0, "miou": result.miou, "drop": fp32_miou - result.miou}]
         if auto_fallback_max_drop is not None:
             result = float_fallback(
-                quantizer, proto, best, fp32_miou, result.miou, candidates, user_excluded, eval_fn,
+                quantizer, quant_proto, best, fp32_miou, result.miou, candidates, user_excluded, eval_fn,
                 float(auto_fallback_max_drop), max_trials, threads, say,
             )  # fmt: skip
         agreement = argmax_agreement(fp32_path, result.path, batches, meta.input_name, meta, threads)
@@ -562,6 +570,26 @@ def _prepared_fp32(proto, tmp: Path, pre_process: bool) -> Path:
     return path
 
 
+def _quantizer_source(proto, fp32_path: Path, options: Int8Options, say) -> tuple[object, Path]:
+    """The graph the quantiser reads: the FP32 reference itself, or with `fold_normalization` a copy whose input
+    normalisation is folded into the first convolution (where the graph has that shape)."""
+    if not options.fold_normalization:
+        return proto, fp32_path
+    import copy
+
+    from csst_edge.export.fold import fold_input_normalization
+
+    folded_proto = copy.deepcopy(proto)
+    folded = fold_input_normalization(folded_proto)
+    if not folded:
+        say("fold_normalization: the graph has no Mul / Add in front of its first convolution; nothing folded")
+        return proto, fp32_path
+    say(f"folded the input normalisation into {', '.join(folded)}")
+    folded_dir = fp32_path.parent / "folded"
+    folded_dir.mkdir(exist_ok=True)
+    return folded_proto, _prepared_fp32(folded_proto, folded_dir, options.pre_process)
+
+
 def _with_quant_metadata(qproto, meta: ModelMeta, options: Int8Options, frames: int, float_nodes, fp32, int8) -> bytes:
     meta.precision = "int8"
     meta.extra = {
@@ -574,6 +602,8 @@ def _with_quant_metadata(qproto, meta: ModelMeta, options: Int8Options, frames: 
             "symmetric_activations": bool(options.symmetric_activations),
             "op_types_to_quantize": list(options.op_types_to_quantize or []),
             "pre_process": bool(options.pre_process),
+            "fold_normalization": bool(options.fold_normalization),
+            "float_resize": bool(options.float_resize),
             "calibration_frames": frames,
             "float_nodes": list(float_nodes),
             "fp32_miou": fp32,
