@@ -48,6 +48,8 @@ VEHICLE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 def is_vehicle_name(name) -> bool:
     return isinstance(name, str) and bool(VEHICLE_NAME.fullmatch(name))
+
+
 _SECRET_QUERY = re.compile(r"(secret|token|key|password|passwd|signature|credential|sig|auth|x-amz-)", re.I)
 
 

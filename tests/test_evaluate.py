@@ -348,3 +348,73 @@ def test_cli_eval_stray_class_id_is_one_clear_error_until_remapped(tmp_path):
     set_id_remap(yaml_path, {200: 255})
     result = CliRunner().invoke(cli_app(), [*args, "--workers", "0"])
     assert result.exit_code == 0, result.output
+
+
+# ------------------------------------------------------------------------------------- library: run_eval
+def test_run_eval_and_evaluate_checkpoint_go_through_one_chain(tmp_path):
+    from csst_edge import models
+    from csst_edge.evaluate.checkpoint_eval import EvalSettings, evaluate_checkpoint, run_eval
+    from csst_edge.fileio import file_sha256
+    from csst_edge.train.checkpoint import save_checkpoint
+
+    yaml_path = write_tiny_dataset(tmp_path / "tiny", splits=("val",), n=2, size=(32, 32))
+    ckpt = tmp_path / "run" / "best.pt"
+    state = {"arch": "fastscnn", "num_classes": 3, "mean": list(MEAN), "std": list(STD)}
+    save_checkpoint(ckpt, {"model": models.create_model("fastscnn", num_classes=3).state_dict(), **state})
+    run = run_eval(ckpt, EvalSettings(data=str(yaml_path), workers=0, device="cpu", progress=False), tmp_path / "out")
+    assert run is not None and run.json_path == tmp_path / "out" / "eval_val.json"
+    recorded = json.loads(run.json_path.read_text())["settings"]
+    assert recorded["data"] == str(yaml_path) and recorded["device"] == "cpu" and recorded["scales"] == [1.0]
+    assert recorded["checkpoint_sha256"] == file_sha256(ckpt) and recorded["crop"] is None
+    single, class_names = evaluate_checkpoint(ckpt, yaml_path, "val", device="cpu", workers=0)
+    assert single["miou"] == pytest.approx(run.metrics["miou"]) and list(class_names) == run.class_names
+
+
+def test_evaluate_checkpoint_names_a_class_count_mismatch(tmp_path):
+    from csst_edge import models
+    from csst_edge.errors import ConfigError
+    from csst_edge.evaluate.checkpoint_eval import evaluate_checkpoint
+    from csst_edge.train.checkpoint import save_checkpoint
+
+    yaml_path = write_tiny_dataset(tmp_path / "tiny", splits=("val",), n=1, size=(32, 32))
+    ckpt = tmp_path / "five.pt"
+    state = {"arch": "fastscnn", "num_classes": 5, "mean": list(MEAN), "std": list(STD)}
+    save_checkpoint(ckpt, {"model": models.create_model("fastscnn", num_classes=5).state_dict(), **state})
+    with pytest.raises(ConfigError, match="model has 5 classes, dataset .* has 3"):
+        evaluate_checkpoint(ckpt, yaml_path, "val", device="cpu", workers=0)
+
+
+def _cli_eval_rank(rank: int, world: int, port: int, ckpt: str, yaml_path: str, out_dir: str) -> None:
+    import os
+
+    os.environ.update(
+        RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
+    args = ["eval", ckpt, "--data", yaml_path, "--workers", "0", "--device", "cpu", "-q", "--out", out_dir]
+    result = CliRunner().invoke(cli_app(), args)
+    assert result.exit_code == 0, result.output
+    Path(out_dir).parent.joinpath(f"rank{rank}.out").write_text(result.output)
+
+
+def test_cli_eval_under_torchrun_shards_the_images_and_only_rank_0_writes(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    from csst_edge import models
+    from csst_edge.train.checkpoint import save_checkpoint
+
+    yaml_path = write_tiny_dataset(tmp_path / "tiny", splits=("val",), n=4, size=(32, 32))
+    ckpt = tmp_path / "best.pt"
+    state = {"arch": "fastscnn", "num_classes": 3, "mean": list(MEAN), "std": list(STD)}
+    save_checkpoint(ckpt, {"model": models.create_model("fastscnn", num_classes=3).state_dict(), **state})
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sharded, whole = tmp_path / "sharded", tmp_path / "whole"
+    mp.spawn(_cli_eval_rank, args=(2, port, str(ckpt), str(yaml_path), str(sharded)), nprocs=2)
+    args = ["eval", str(ckpt), "--data", str(yaml_path), "--workers", "0", "--device", "cpu", "-q", "--out", str(whole)]
+    assert CliRunner().invoke(cli_app(), args).exit_code == 0
+    two, one = (json.loads((d / "eval_val.json").read_text()) for d in (sharded, whole))
+    assert two["num_images"] == one["num_images"] == 4 and two["confusion"] == one["confusion"]
+    assert "done" in (tmp_path / "rank0.out").read_text() and (tmp_path / "rank1.out").read_text() == ""

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
+from collections.abc import Mapping
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -39,7 +42,7 @@ class ErrorHandlingGroup(TyperGroup):
             raise typer.Exit(1) from None
 
 
-def fail(message: str) -> typer.Exit:
+def fail(message: str) -> NoReturn:
     """Raise a known error from a command (for checks that belong to the CLI layer, e.g. option combinations)."""
     raise CsstError(message)
 
@@ -70,3 +73,34 @@ def command_group(help: str) -> typer.Typer:
         rich_markup_mode="rich",
         pretty_exceptions_enable=False,
     )
+
+
+SettingsT = TypeVar("SettingsT")
+
+
+def settings_from(cls: type[SettingsT], params: Mapping[str, Any], **explicit: Any) -> SettingsT:
+    """A `cls` dataclass from a command's parameters (`locals()`): every parameter named like a field, then
+    `explicit` on top (conversions and renamed fields: what a reader must see). Other parameters are ignored, and
+    fields given neither way keep their defaults, so a command lists only what is not a plain copy."""
+    names = {field.name for field in dataclasses.fields(cls) if field.init}
+    picked = {name: value for name, value in params.items() if name in names}
+    return cls(**{**picked, **explicit})
+
+
+def out_option(help: str) -> Any:
+    """`--out` / `-o`, the output option of every command that writes files (one spelling everywhere)."""
+    return typer.Option("--out", "-o", help=help)
+
+
+# options that several commands share, with the same meaning and help text
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+QuietBars = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+Device = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")]
+ShortDevice = Annotated[str, typer.Option(help="auto, cpu, cuda ...")]
+LoaderWorkers = Annotated[int, typer.Option(help="DataLoader decoding workers.")]
+DataWorkers = Annotated[int, typer.Option(help="Data-loading workers.")]
+Flip = Annotated[bool, typer.Option(help="Also average with the horizontally flipped prediction.")]
+Fit = Annotated[str, typer.Option(help="resize (stretch to the model size) or letterbox (keep the aspect ratio, pad).")]
+MaxFrames = Annotated[int | None, typer.Option(help="Stop after this many frames.")]
+EvalLimit = Annotated[int | None, typer.Option(help="Evaluate on the first N images only.")]
+OldBatch = Annotated[int | None, typer.Option("--batch", hidden=True, help="Deprecated: --batch-size.")]

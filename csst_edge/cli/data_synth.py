@@ -7,13 +7,20 @@ from typing import Annotated
 
 import typer
 
-from csst_edge.cli.common import console, deprecated, renamed
+from csst_edge.cli.common import QuietBars, console, deprecated, out_option, renamed
+
+_HELP = {  # help texts too long to stand on their option's line, by parameter name
+    "out": "Output folder: city<X>/, city<X>.yaml, the video and its labels.",
+}
+
+# the old spellings, hidden: each still works, with a deprecation line
+OldHeight = Annotated[int | None, typer.Option("--height", hidden=True, help="Deprecated: --size HxW.")]
+OldWidth = Annotated[int | None, typer.Option("--width", hidden=True, help="Deprecated: --size HxW.")]
+OldFps = Annotated[float | None, typer.Option("--fps", min=1.0, hidden=True, help="Deprecated: --video-fps.")]
 
 
 def synth_command(
-    out: Annotated[
-        Path, typer.Option("--out", "-o", help="Output folder: city<X>/, city<X>.yaml, the video and its labels.")
-    ] = Path("data/synth"),
+    out: Annotated[Path, out_option(_HELP["out"])] = Path("data/synth"),
     cities: Annotated[str, typer.Option(help="Comma-separated cities (domains) to generate: A, B.")] = "A,B",
     train: Annotated[int, typer.Option(min=0, help="Frames in each city's train split.")] = 200,
     val: Annotated[int, typer.Option(min=0, help="Frames in each city's val split.")] = 50,
@@ -23,12 +30,10 @@ def synth_command(
     video_fps: Annotated[float, typer.Option(min=1.0, help="Frame rate of the dashcam video.")] = 15.0,
     seed: Annotated[int, typer.Option(help="Seed: the same seed gives the same files.")] = 0,
     workers: Annotated[int, typer.Option(min=1, help="Processes rendering dataset frames in parallel.")] = 2,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
-    old_height: Annotated[int | None, typer.Option("--height", hidden=True, help="Deprecated: --size HxW.")] = None,
-    old_width: Annotated[int | None, typer.Option("--width", hidden=True, help="Deprecated: --size HxW.")] = None,
-    old_fps: Annotated[
-        float | None, typer.Option("--fps", min=1.0, hidden=True, help="Deprecated: --video-fps.")
-    ] = None,
+    quiet: QuietBars = False,
+    old_height: OldHeight = None,
+    old_width: OldWidth = None,
+    old_fps: OldFps = None,
 ) -> None:
     """Generate synthetic street scenes with the 19 Cityscapes classes in two cities, plus a dashcam video.
 
@@ -47,11 +52,24 @@ def synth_command(
 
       csst-edge train --data data/synth/cityA.yaml --val data/synth/cityB.yaml --model fastscnn
     """
-    from rich.table import Table
-
-    from csst_edge.data.cityscapes_classes import CLASS_NAMES
-    from csst_edge.data.synth import class_pixel_shares, write_dataset, write_video
+    from csst_edge.data.synth import write_dataset
     from csst_edge.data.synth.style import city_style
+
+    height, width = _frame_size(size, old_height, old_width)
+    fps = renamed(video_fps, old_fps, "--video-fps", "--fps", default=15.0)
+    names = [city_style(c).name for c in _city_names(cities)]
+    # what the dataset and the video writer share: frame size, seed and reporting
+    shared = {"height": height, "width": width, "seed": seed, "progress": not quiet, "console": console}
+    yamls = write_dataset(out, cities=names, train=train, val=val, workers=workers, **shared)
+    video = None
+    if video_frames > 0:
+        video = out / f"city{city_style(video_city).name}_drive.mp4"
+        _write_video(video, video_city, video_frames, fps, shared)
+    _print_tables(yamls, f"{train} train + {val} val", video, video_city, video_frames)
+
+
+def _frame_size(size: str, old_height: int | None, old_width: int | None) -> tuple[int, int]:
+    """--size HxW, or the deprecated --height / --width (each one replaces its side)."""
     from csst_edge.errors import ConfigError
     from csst_edge.sizes import parse_hw
 
@@ -61,59 +79,60 @@ def synth_command(
             deprecated(old, "--size HxW")
             if value < 16:
                 raise ConfigError(f"{old}: frames must be at least 16 pixels, got {value}")
-    height, width = old_height or height, old_width or width
-    fps = renamed(video_fps, old_fps, "--video-fps", "--fps", default=15.0)
+    return old_height or height, old_width or width
+
+
+def _city_names(cities: str) -> list[str]:
+    from csst_edge.errors import ConfigError
+
     names = [c.strip() for c in cities.split(",") if c.strip()]
     if not names:
         raise ConfigError("--cities is empty; give e.g. A,B")
-    names = [city_style(c).name for c in names]
-    yamls = write_dataset(
-        out,
-        cities=names,
-        train=train,
-        val=val,
-        height=height,
-        width=width,
-        seed=seed,
-        workers=workers,
-        progress=not quiet,
-        console=console,
-    )
+    return names
 
-    video = video_labels = None
-    if video_frames > 0:
-        vcity = city_style(video_city).name
-        video = out / f"city{vcity}_drive.mp4"
-        video_labels = out / f"city{vcity}_drive_labels"
-        if _video_done(video, video_labels, video_frames):
-            console.print(f"video {video} already complete; skipped")
-        else:
-            write_video(
-                video,
-                city=vcity,
-                frames=video_frames,
-                height=height,
-                width=width,
-                fps=fps,
-                seed=seed,
-                labels_dir=video_labels,
-                progress=not quiet,
-                console=console,
-            )
+
+def _write_video(video: Path, city: str, frames: int, fps: float, shared: dict) -> None:
+    """The dashcam drive and its label PNGs (in <video stem>_labels/), unless a complete one is there."""
+    from csst_edge.data.synth import write_video
+    from csst_edge.data.synth.style import city_style
+
+    labels = _video_labels(video)
+    if _video_done(video, labels, frames):
+        console.print(f"video {video} already complete; skipped")
+        return
+    write_video(video, city=city_style(city).name, frames=frames, fps=fps, labels_dir=labels, **shared)
+
+
+def _video_labels(video: Path) -> Path:
+    return video.with_name(f"{video.stem}_labels")
+
+
+def _print_tables(yamls: dict, splits: str, video: Path | None, video_city: str, video_frames: int) -> None:
+    """What was written (datasets, video, labels), then each city's class pixel shares."""
+    from rich.table import Table
+
+    from csst_edge.data.synth import class_pixel_shares
+    from csst_edge.data.synth.style import city_style
 
     files = Table(title="files", show_edge=False)
     for col in ("what", "path", "frames"):
         files.add_column(col)
     shares = {}
     for city, yaml_path in yamls.items():
-        root = yaml_path.parent / f"city{city}"
-        labels = sorted((root / "labels").rglob("*.png"))
-        files.add_row(f"city {city} dataset", str(yaml_path), f"{train} train + {val} val")
+        labels = sorted((yaml_path.parent / f"city{city}" / "labels").rglob("*.png"))
+        files.add_row(f"city {city} dataset", str(yaml_path), splits)
         shares[city] = class_pixel_shares(labels)
     if video is not None:
         files.add_row(f"dashcam video (city {city_style(video_city).name})", str(video), str(video_frames))
-        files.add_row("video labels", str(video_labels), str(video_frames))
+        files.add_row("video labels", str(_video_labels(video)), str(video_frames))
     console.print(files)
+    console.print(_shares_table(shares))
+
+
+def _shares_table(shares: dict):
+    from rich.table import Table
+
+    from csst_edge.data.cityscapes_classes import CLASS_NAMES
 
     table = Table(title="class pixel share (%)", show_edge=False)
     table.add_column("class")
@@ -121,7 +140,7 @@ def synth_command(
         table.add_column(f"city {city}", justify="right")
     for i, name in enumerate(CLASS_NAMES):
         table.add_row(name, *(f"{100 * s[i]:.2f}" for s in shares.values()))
-    console.print(table)
+    return table
 
 
 def _video_done(video: Path, labels: Path, frames: int) -> bool:

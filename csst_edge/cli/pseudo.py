@@ -6,55 +6,40 @@ from typing import Annotated
 
 import typer
 
-from csst_edge.cli.common import console, fail
+from csst_edge.cli.common import Flip, LoaderWorkers, Quiet, ShortDevice, console, fail, settings_from
+
+_HELP = {  # help texts too long to stand on their option's line, by parameter name
+    "sources": "Image folders (recursive), list files (.txt), images or videos: paths or URLs.",
+    "out": "Output folder or URL (labels/, soft/, manifest.jsonl, meta.json), e.g. s3://b/pseudo.",
+    "scales": "Comma-separated scales for --multiscale.",
+    "threshold": "Pixels whose confidence is below become ignore (255).",
+    "topk": "Also store top-k soft labels (.npz) for the 'soft' ablation; 0 = off.",
+    "threads": "Torch CPU threads per process (default: all cores locally, 1 per Ray CPU actor); the same count "
+    "in two runs gives the same bytes.",
+    "engine": "local (this machine; torchrun shards it) or ray (Ray Data actors: one per GPU, else CPU).",
+    "address": "--engine ray: join this Ray cluster ('auto', 'ray://head:10001'); default: start Ray here.",
+    "actors": "--engine ray: number of actors (default: one per GPU, else one per CPU).",
+}
 
 
 def pseudo_label_command(
     checkpoint: Annotated[str, typer.Argument(help="Teacher checkpoint (.pt): a path or a URL (s3://, gs://).")],
-    sources: Annotated[
-        list[str],
-        typer.Argument(help="Image folders (recursive), list files (.txt), images or videos: paths or URLs."),
-    ],
-    out: Annotated[
-        str,
-        typer.Option(
-            "--out", "-o", help="Output folder or URL (labels/, soft/, manifest.jsonl, meta.json), e.g. s3://b/pseudo."
-        ),
-    ],
+    sources: Annotated[list[str], typer.Argument(help=_HELP["sources"])],
+    out: Annotated[str, typer.Option("--out", "-o", help=_HELP["out"])],
     multiscale: Annotated[bool, typer.Option(help="Average predictions over --scales.")] = False,
-    scales: Annotated[
-        str, typer.Option(help="Comma-separated scales for --multiscale.")
-    ] = "0.5,0.75,1.0,1.25,1.5,1.75",
-    flip: Annotated[bool, typer.Option(help="Also average with the horizontally flipped prediction.")] = False,
-    threshold: Annotated[
-        float | None, typer.Option(help="Pixels whose confidence is below become ignore (255).")
-    ] = None,
-    topk: Annotated[
-        int, typer.Option(help="Also store top-k soft labels (.npz) for the 'soft' ablation; 0 = off.")
-    ] = 0,
+    scales: Annotated[str, typer.Option(help=_HELP["scales"])] = "0.5,0.75,1.0,1.25,1.5,1.75",
+    flip: Flip = False,
+    threshold: Annotated[float | None, typer.Option(help=_HELP["threshold"])] = None,
+    topk: Annotated[int, typer.Option(help=_HELP["topk"])] = 0,
     video_fps: Annotated[float, typer.Option(help="Frames per second of video time to label.")] = 1.0,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass (same-sized images are batched).")] = 1,
-    workers: Annotated[int, typer.Option(help="DataLoader decoding workers.")] = 2,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda ...")] = "auto",
-    threads: Annotated[
-        int | None,
-        typer.Option(
-            help="Torch CPU threads per process (default: all cores locally, 1 per Ray CPU actor); the same count "
-            "in two runs gives the same bytes."
-        ),
-    ] = None,
-    engine: Annotated[
-        str,
-        typer.Option(help="local (this machine; torchrun shards it) or ray (Ray Data actors: one per GPU, else CPU)."),
-    ] = "local",
-    address: Annotated[
-        str | None,
-        typer.Option(help="--engine ray: join this Ray cluster ('auto', 'ray://head:10001'); default: start Ray here."),
-    ] = None,
-    actors: Annotated[
-        int | None, typer.Option(help="--engine ray: number of actors (default: one per GPU, else one per CPU).")
-    ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    workers: LoaderWorkers = 2,
+    device: ShortDevice = "auto",
+    threads: Annotated[int | None, typer.Option(help=_HELP["threads"])] = None,
+    engine: Annotated[str, typer.Option(help=_HELP["engine"])] = "local",
+    address: Annotated[str | None, typer.Option(help=_HELP["address"])] = None,
+    actors: Annotated[int | None, typer.Option(help=_HELP["actors"])] = None,
+    quiet: Quiet = False,
 ) -> None:
     """Label unlabelled images with a teacher. Reruns skip finished images.
 
@@ -69,35 +54,12 @@ def pseudo_label_command(
       csst-edge pseudo-label s3://b/teacher.pt s3://b/fleet/car1/harvest -o s3://b/pseudo/r01 --engine ray \
           --address auto --flip   # on a Ray cluster, bucket to bucket
     """
-    import os
-
     from csst_edge import storage
     from csst_edge.pseudo import PseudoLabelSettings, generate_pseudo_labels
 
-    if engine not in ("local", "ray"):
-        raise typer.BadParameter(f"'{engine}' is not an engine: local or ray", param_hint="--engine")
-    if engine == "local" and (address is not None or actors is not None):
-        fail("--address and --actors are options of --engine ray")
-    if engine == "ray" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        fail("--engine ray runs on one driver: start it with python -m csst_edge / csst-edge, not torchrun")
-
-    try:
-        scale_list = tuple(float(s) for s in scales.split(",") if s.strip())
-    except ValueError:
-        raise typer.BadParameter(
-            f"'{scales}' is not a comma-separated list of numbers", param_hint="--scales"
-        ) from None
-    settings = PseudoLabelSettings(
-        mode="multiscale" if multiscale else "single",
-        scales=scale_list,
-        flip=flip,
-        threshold=threshold,
-        topk=topk,
-        video_fps=video_fps,
-        batch_size=batch_size,
-        workers=workers,
-        device=device,
-        threads=threads,
+    _check_engine(engine, address, actors)
+    settings = settings_from(
+        PseudoLabelSettings, locals(), mode="multiscale" if multiscale else "single", scales=_scales(scales)
     )
     if engine == "ray":
         from csst_edge.pseudo.ray_engine import generate_pseudo_labels_ray
@@ -113,3 +75,21 @@ def pseudo_label_command(
         f"{summary.failed} failed (see manifest){conf} → {storage.redact(summary.out_dir)}",
         highlight=False,
     )
+
+
+def _check_engine(engine: str, address: str | None, actors: int | None) -> None:
+    import os
+
+    if engine not in ("local", "ray"):
+        raise typer.BadParameter(f"'{engine}' is not an engine: local or ray", param_hint="--engine")
+    if engine == "local" and (address is not None or actors is not None):
+        fail("--address and --actors are options of --engine ray")
+    if engine == "ray" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        fail("--engine ray runs on one driver: start it with python -m csst_edge / csst-edge, not torchrun")
+
+
+def _scales(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise typer.BadParameter(f"'{text}' is not a comma-separated list of numbers", param_hint="--scales") from None

@@ -7,126 +7,91 @@ from typing import Annotated
 
 import typer
 
-from csst_edge.cli.common import console, deprecated, fail, renamed
+from csst_edge.cli.common import (
+    DataWorkers,
+    QuietBars,
+    ShortDevice,
+    console,
+    deprecated,
+    fail,
+    out_option,
+    renamed,
+    settings_from,
+)
 from csst_edge.sizes import parse_hw
+
+_HELP = {  # help texts too long to stand on their option's line, by parameter name
+    "harvests": "Harvest folders (`runtime run --harvest`), one per vehicle or drive; or URLs: a harvest folder in a "
+    "bucket, a `runtime sync` vehicle prefix, or the sync destination (every vehicle below it). "
+    "key=value arguments are training overrides (as in `csst-edge train`), e.g. optim.lr=0.02.",
+    "teacher": "Teacher checkpoint (path or URL) that pseudo-labels the harvested frames.",
+    "student": "Current (deployed) student checkpoint (path or URL): the gate's reference.",
+    "data": "Labelled dataset YAML; its train split is trained on with the pseudo labels.",
+    "out": "Round folder (frames, pseudo, centroids.npz, student/, promoted/, round.md, round.json).",
+    "init": "scratch (train the new student from scratch, as CSST does) or student (continue the current one).",
+    "config": "Student training config YAML (default: the current student's own config).",
+    "previous": "The last round's folder: its pseudo folders and centroid index carry over, so this round trains "
+    "on at least what that one did.",
+    "sampling": "centroid (every class equally often, CSST) or random; 'config' keeps the config's.",
+    "real_fraction": "Share of real labels in every batch (0..1), 'proportional', or 'config'.",
+    "pseudo_scales": "Teacher scales for the pseudo labels, comma-separated ('1' = single scale).",
+    "previous_pseudo": "Pseudo-label folders (or URLs) of earlier rounds to keep training on (repeatable).",
+    "duplicate_similarity": "Frames at least this similar across harvests are merged (best score kept).",
+    "threshold": "Pseudo-label pixels below this teacher confidence become ignore.",
+    "engine": "Pseudo-labelling engine: local, or ray (one actor per GPU; on a multi-node cluster --out must be "
+    "on storage every node reads).",
+    "address": "--engine ray: join this Ray cluster ('auto'); default: start Ray here.",
+    "gate": "miou (the 95 % bootstrap interval of ΔmIoU lies above -margin), per-class (and no class IoU "
+    "falls beyond --class-margin), always.",
+    "margin": "Points: promote when the ΔmIoU interval's lower end is above -margin "
+    "(0 = only a detectably better student; 0.5 = not detectably worse by half a point).",
+    "class_margin": "per-class gate: allowed IoU drop of any class, in points.",
+    "bootstrap_resamples": "Paired bootstrap resamples of the val images for the ΔmIoU interval.",
+    "export_size": "HEIGHTxWIDTH of the exported model (default: the harvested frames' size).",
+    "export_head": "What the exported graph returns (`export onnx --head`): probs (the harvester's uncertainty needs "
+    "it), logits or labels.",
+}
+
+# the old spellings, hidden: each still works, with a deprecation line
+OldSet = Annotated[
+    list[str] | None, typer.Option("--set", hidden=True, help="Deprecated: give key=value as an argument.")
+]
+OldExportOutput = Annotated[str | None, typer.Option("--export-output", hidden=True, help="Deprecated: --export-head.")]
 
 
 def round_command(
-    harvests: Annotated[
-        list[str],
-        typer.Argument(
-            help="Harvest folders (`runtime run --harvest`), one per vehicle or drive; or URLs: a harvest folder in a "
-            "bucket, a `runtime sync` vehicle prefix, or the sync destination (every vehicle below it). "
-            "key=value arguments are training overrides (as in `csst-edge train`), e.g. optim.lr=0.02.",
-            metavar="HARVEST|KEY=VALUE",
-        ),
-    ],
-    teacher: Annotated[
-        str, typer.Option(help="Teacher checkpoint (path or URL) that pseudo-labels the harvested frames.")
-    ],
-    student: Annotated[
-        str, typer.Option(help="Current (deployed) student checkpoint (path or URL): the gate's reference.")
-    ],
-    data: Annotated[
-        str, typer.Option(help="Labelled dataset YAML; its train split is trained on with the pseudo labels.")
-    ],
+    harvests: Annotated[list[str], typer.Argument(help=_HELP["harvests"], metavar="HARVEST|KEY=VALUE")],
+    teacher: Annotated[str, typer.Option(help=_HELP["teacher"])],
+    student: Annotated[str, typer.Option(help=_HELP["student"])],
+    data: Annotated[str, typer.Option(help=_HELP["data"])],
     val: Annotated[str, typer.Option(help="Fixed labelled dataset YAML the current and new student are compared on.")],
-    out: Annotated[
-        Path,
-        typer.Option(
-            "--out",
-            "-o",
-            help="Round folder (frames, pseudo, centroids.npz, student/, promoted/, round.md, round.json).",
-        ),
-    ],
+    out: Annotated[Path, out_option(_HELP["out"])],
     val_split: Annotated[str, typer.Option(help="Split of --val.")] = "val",
-    init: Annotated[
-        str,
-        typer.Option(
-            help="scratch (train the new student from scratch, as CSST does) or student (continue the current one)."
-        ),
-    ] = "scratch",
-    config: Annotated[
-        Path | None, typer.Option(help="Student training config YAML (default: the current student's own config).")
-    ] = None,
+    init: Annotated[str, typer.Option(help=_HELP["init"])] = "scratch",
+    config: Annotated[Path | None, typer.Option(help=_HELP["config"])] = None,
     epochs: Annotated[int | None, typer.Option(help="Training epochs of the new student.")] = None,
-    previous: Annotated[
-        Path | None,
-        typer.Option(
-            help="The last round's folder: its pseudo folders and centroid index carry over, so this round trains "
-            "on at least what that one did."
-        ),
-    ] = None,
-    sampling: Annotated[
-        str, typer.Option(help="centroid (every class equally often, CSST) or random; 'config' keeps the config's.")
-    ] = "centroid",
-    real_fraction: Annotated[
-        str, typer.Option(help="Share of real labels in every batch (0..1), 'proportional', or 'config'.")
-    ] = "0.5",
-    pseudo_scales: Annotated[
-        str, typer.Option(help="Teacher scales for the pseudo labels, comma-separated ('1' = single scale).")
-    ] = "0.75,1.0,1.25,1.5",
-    previous_pseudo: Annotated[
-        list[str] | None,
-        typer.Option(help="Pseudo-label folders (or URLs) of earlier rounds to keep training on (repeatable)."),
-    ] = None,
+    previous: Annotated[Path | None, typer.Option(help=_HELP["previous"])] = None,
+    sampling: Annotated[str, typer.Option(help=_HELP["sampling"])] = "centroid",
+    real_fraction: Annotated[str, typer.Option(help=_HELP["real_fraction"])] = "0.5",
+    pseudo_scales: Annotated[str, typer.Option(help=_HELP["pseudo_scales"])] = "0.75,1.0,1.25,1.5",
+    previous_pseudo: Annotated[list[str] | None, typer.Option(help=_HELP["previous_pseudo"])] = None,
     index: Annotated[Path | None, typer.Option(help="Previous round's centroid index, updated incrementally.")] = None,
-    duplicate_similarity: Annotated[
-        float, typer.Option(help="Frames at least this similar across harvests are merged (best score kept).")
-    ] = 0.95,
+    duplicate_similarity: Annotated[float, typer.Option(help=_HELP["duplicate_similarity"])] = 0.95,
     flip: Annotated[bool, typer.Option(help="Flip test-time augmentation for the pseudo labels.")] = True,
-    threshold: Annotated[
-        float | None, typer.Option(help="Pseudo-label pixels below this teacher confidence become ignore.")
-    ] = None,
-    engine: Annotated[
-        str,
-        typer.Option(
-            help="Pseudo-labelling engine: local, or ray (one actor per GPU; on a multi-node cluster --out must be "
-            "on storage every node reads)."
-        ),
-    ] = "local",
-    address: Annotated[
-        str | None, typer.Option(help="--engine ray: join this Ray cluster ('auto'); default: start Ray here.")
-    ] = None,
-    gate: Annotated[
-        str,
-        typer.Option(
-            help="miou (the 95 % bootstrap interval of ΔmIoU lies above -margin), per-class (and no class IoU "
-            "falls beyond --class-margin), always."
-        ),
-    ] = "miou",
-    margin: Annotated[
-        float,
-        typer.Option(
-            help="Points: promote when the ΔmIoU interval's lower end is above -margin "
-            "(0 = only a detectably better student; 0.5 = not detectably worse by half a point)."
-        ),
-    ] = 0.0,
-    class_margin: Annotated[
-        float, typer.Option(help="per-class gate: allowed IoU drop of any class, in points.")
-    ] = 5.0,
-    bootstrap_resamples: Annotated[
-        int, typer.Option(help="Paired bootstrap resamples of the val images for the ΔmIoU interval.")
-    ] = 1000,
-    export_size: Annotated[
-        str | None, typer.Option(help="HEIGHTxWIDTH of the exported model (default: the harvested frames' size).")
-    ] = None,
-    export_head: Annotated[
-        str,
-        typer.Option(
-            help="What the exported graph returns (`export onnx --head`): probs (the harvester's uncertainty needs "
-            "it), logits or labels."
-        ),
-    ] = "probs",
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda ...")] = "auto",
-    workers: Annotated[int, typer.Option(help="Data-loading workers.")] = 2,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", hidden=True, help="Deprecated: give key=value as an argument.")
-    ] = None,
-    old_export_output: Annotated[
-        str | None, typer.Option("--export-output", hidden=True, help="Deprecated: --export-head.")
-    ] = None,
+    threshold: Annotated[float | None, typer.Option(help=_HELP["threshold"])] = None,
+    engine: Annotated[str, typer.Option(help=_HELP["engine"])] = "local",
+    address: Annotated[str | None, typer.Option(help=_HELP["address"])] = None,
+    gate: Annotated[str, typer.Option(help=_HELP["gate"])] = "miou",
+    margin: Annotated[float, typer.Option(help=_HELP["margin"])] = 0.0,
+    class_margin: Annotated[float, typer.Option(help=_HELP["class_margin"])] = 5.0,
+    bootstrap_resamples: Annotated[int, typer.Option(help=_HELP["bootstrap_resamples"])] = 1000,
+    export_size: Annotated[str | None, typer.Option(help=_HELP["export_size"])] = None,
+    export_head: Annotated[str, typer.Option(help=_HELP["export_head"])] = "probs",
+    device: ShortDevice = "auto",
+    workers: DataWorkers = 2,
+    quiet: QuietBars = False,
+    set_: OldSet = None,
+    old_export_output: OldExportOutput = None,
 ) -> None:
     """Run the next self-training round from harvested frames, and promote the new student only if the fixed val
     set shows it is not worse: a paired bootstrap over the val images gives a 95 % interval for ΔmIoU, and the
@@ -145,51 +110,49 @@ def round_command(
 
       csst-edge round harvest --teacher t.pt --student s.pt --data d.yaml --val v.yaml -o r04 optim.lr=0.02 epochs=40
     """
-    from csst_edge.pipeline.round import RoundSettings, run_round
+    from csst_edge.pipeline.round import run_round
 
-    harvests, overrides = split_overrides(harvests)
-    if set_:
+    harvests, overrides = _harvests_and_overrides(harvests, set_)
+    export_head = renamed(export_head, old_export_output, "--export-head", "--export-output", default="probs")
+    report = run_round(_round_settings(locals()), console=None if quiet else console, progress=not quiet)
+    _print_report(report)
+
+
+def _round_settings(params: dict):
+    """RoundSettings from the command's parameters; what is not a plain copy is converted here."""
+    from csst_edge.pipeline.round import RoundSettings
+
+    export_size, sampling = params["export_size"], params["sampling"]
+    return settings_from(
+        RoundSettings,
+        params,
+        export_size=parse_hw(export_size, "--export-size") if export_size else None,
+        pseudo_scales=_pseudo_scales(params["pseudo_scales"]),
+        previous_pseudo=list(params["previous_pseudo"] or []),
+        sampling=None if sampling == "config" else sampling,
+        real_fraction=_real_fraction(params["real_fraction"]),
+        pseudo_flip=params["flip"],
+        pseudo_threshold=params["threshold"],
+        pseudo_engine=params["engine"],
+        ray_address=params["address"],
+        margin=params["margin"] / 100.0,  # points on the command line, fractions in the library
+        class_margin=params["class_margin"] / 100.0,
+        export_output=params["export_head"],
+    )
+
+
+def _harvests_and_overrides(arguments: list[str], old_set: list[str] | None) -> tuple[list[str], list[str]]:
+    """The positional arguments split into harvests and key=value overrides, plus the deprecated --set ones."""
+    harvests, overrides = split_overrides(arguments)
+    if old_set:
         deprecated("--set k=v", "k=v as an argument")
-        overrides += list(set_)
+        overrides += list(old_set)
     if not harvests:
         fail("give at least one harvest folder or URL (key=value arguments are training overrides)")
-    export_head = renamed(export_head, old_export_output, "--export-head", "--export-output", default="probs")
+    return harvests, overrides
 
-    size = parse_hw(export_size, "--export-size") if export_size else None
-    scales = _scales(pseudo_scales)
-    settings = RoundSettings(
-        harvests=list(harvests),
-        teacher=teacher,
-        student=student,
-        data=data,
-        val=val,
-        out=out,
-        val_split=val_split,
-        init=init,
-        config=config,
-        overrides=overrides,
-        epochs=epochs,
-        previous=previous,
-        sampling=None if sampling == "config" else sampling,
-        real_fraction=_real_fraction(real_fraction),
-        pseudo_scales=scales if scales != (1.0,) else (),
-        previous_pseudo=list(previous_pseudo or []),
-        index=index,
-        duplicate_similarity=duplicate_similarity,
-        pseudo_flip=flip,
-        pseudo_threshold=threshold,
-        pseudo_engine=engine,
-        ray_address=address,
-        gate=gate,
-        margin=margin / 100.0,
-        class_margin=class_margin / 100.0,
-        bootstrap_resamples=bootstrap_resamples,
-        export_size=size,
-        export_output=export_head,
-        device=device,
-        workers=workers,
-    )
-    report = run_round(settings, console=None if quiet else console, progress=not quiet)
+
+def _print_report(report: dict) -> None:
     d = report["decision"]
     before, after = 100 * report["before"]["miou"], 100 * report["after"]["miou"]
     verdict = "[green]promoted[/]" if d["promote"] else "[yellow]rejected[/]"
@@ -223,6 +186,12 @@ def _scales(text: str) -> tuple[float, ...]:
     if not scales or min(scales) <= 0:
         raise ConfigError(f"--pseudo-scales must be positive numbers, got {text!r}")
     return scales
+
+
+def _pseudo_scales(text: str) -> tuple[float, ...]:
+    """The teacher's scales; one scale 1 is () for the library: no multi-scale test-time augmentation."""
+    scales = _scales(text)
+    return scales if scales != (1.0,) else ()
 
 
 def _real_fraction(text: str) -> float | str | None:

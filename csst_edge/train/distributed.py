@@ -64,6 +64,6 @@ def resolve_device(name: str, info: DistInfo) -> torch.device:
 
 def setup_distributed(device_name: str) -> tuple[DistInfo, torch.device]:
     """Join the torchrun process group if there is one, and pick this rank's device."""
-    guess = "cuda" if device_name.startswith("cuda") or (device_name == "auto" and torch.cuda.is_available()) else "cpu"
-    info = init_distributed(guess)
+    # the backend (nccl / gloo) follows the device type; a bad --device name is reported before joining the group
+    info = init_distributed(device_for(device_name).type)
     return info, resolve_device(device_name, info)
