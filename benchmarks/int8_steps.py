@@ -1,8 +1,10 @@
 """INT8 on x86, step by step: where a quantised model's time goes, what each export choice is worth, and the
 inference table FP32 / INT8 before / INT8 after / OpenVINO, all in one run on one machine.
 
-    python -m benchmarks.int8_steps                                    # the full run (quiet cores: ~25 min)
-    python -m benchmarks.int8_steps --models fastscnn --sizes 128x256 --runs 3 --no-accuracy   # smoke run
+    python -m benchmarks.int8_steps --sections prepare,accuracy        # export, quantise, score (any machine)
+    python -m benchmarks.int8_steps --sections table,steps,profile     # the timings (quiet cores)
+    python -m benchmarks.int8_steps --models fastscnn --sizes 128x256 --steps-size 128x256 --runs 3 \
+        --checkpoints "" --calibration synthetic --sections prepare,table,steps,profile --out /tmp/int8   # smoke run
 
 Sections (each a table in benchmarks/out/int8/int8.md, everything in int8.json):
 - profile: ONNX Runtime's profiler, time per op type, FP32 vs INT8 before vs INT8 after (`--profile-model`);
@@ -68,7 +70,12 @@ def parse_args(argv=None):
     p.add_argument("--steps-size", default="512x1024", help="size of the steps section")
     p.add_argument("--data", default="camvid", help="accuracy: dataset whose val split is scored")
     p.add_argument("--eval-size", default="352x480", help="accuracy: export size (CamVid frames are 360x480)")
-    p.add_argument("--accuracy", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument(
+        "--sections",
+        default="prepare,table,steps,profile,accuracy",
+        help="prepare (export and quantise every model: no timing, any machine), table, steps, profile, accuracy; "
+        "a run keeps the other sections of an earlier int8.json",
+    )
     p.add_argument("--out", type=Path, default=Path("benchmarks/out/int8"))
     return p.parse_args(argv)
 
@@ -293,27 +300,52 @@ def size_text(size) -> str:
     return f"{size[0]}x{size[1]}"
 
 
-SECTIONS = {"table": section_table, "steps": section_steps, "profile": section_profile}
+def section_prepare(args, checkpoints, out: Path, say) -> list[str]:
+    """Every model the timed sections run, exported and quantised (cached): the timing runs then only time."""
+    made = []
+    for model in split_list(args.models):
+        for size in parse_sizes(args.sizes):
+            fp32 = export_fp32(model, checkpoints.get(model), size, out)
+            frames = calibration_frames(args, size)
+            made += [
+                str(quantised(fp32, options, tag, frames)[0]) for tag, options in (("before", BEFORE), ("after", AFTER))
+            ]
+    (size,) = parse_sizes(args.steps_size, "--steps-size")
+    fp32 = export_fp32(args.profile_model, checkpoints.get(args.profile_model), size, out)
+    frames = calibration_frames(args, size)
+    made += [str(quantised(fp32, o, f"step{i}", frames)[0]) for i, o in enumerate(STEPS.values())]
+    say(f"prepared {len(made)} INT8 models")
+    return made
+
+
+SECTIONS = {
+    "prepare": section_prepare,
+    "table": section_table,
+    "steps": section_steps,
+    "profile": section_profile,
+    "accuracy": section_accuracy,
+}
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
+    wanted = split_list(args.sections)
+    unknown = set(wanted) - set(SECTIONS)
+    if unknown:
+        raise SystemExit(f"--sections: unknown {', '.join(sorted(unknown))}; choose from {', '.join(SECTIONS)}")
     checkpoints = dict(item.split("=", 1) for item in split_list(args.checkpoints))
     say = lambda m: print(m, flush=True)  # noqa: E731
-    result = {
-        "settings": {k: str(v) for k, v in vars(args).items()},
-        "environment": environment(max(threads_list(args))),
-    }
-    for name, run in SECTIONS.items():
+    path = out / "int8.json"
+    result = json.loads(path.read_text()) if path.is_file() else {}
+    result["environment"] = environment(max(threads_list(args)))
+    for name in [n for n in SECTIONS if n in wanted]:
         t = time.perf_counter()
-        result[name] = run(args, checkpoints, out, say)
+        result[name] = SECTIONS[name](args, checkpoints, out, say)
+        result.setdefault("settings", {})[name] = {k: str(v) for k, v in vars(args).items()}
         result[f"{name}_seconds"] = round(time.perf_counter() - t, 1)
-        atomic_write_json(out / "int8.json", result)  # after every section: a killed run keeps what it measured
-    if args.accuracy:
-        result["accuracy"] = section_accuracy(args, checkpoints, out, say)
-        atomic_write_json(out / "int8.json", result)
+        atomic_write_json(path, result)  # after every section: a killed run keeps what it measured
     print(write_report(result, out))
     return 0
 
