@@ -31,6 +31,8 @@ _HELP = {  # help texts too long to stand on their option's line, by parameter n
     # export int8
     "calibration": "Calibration frames: dataset YAML / built-in name, or an image folder.",
     "for_tensorrt": "S8S8, symmetric, per-channel QDQ: what TensorRT's explicit INT8 wants.",
+    "per_channel": "Per-channel weight scales (depthwise convs need them: lraspp_lite0 loses 5.9 mIoU without).",
+    "fold_normalization": "Fold the input normalisation into the first conv (ORT runs it slowly in an INT8 graph).",
     "max_drop": "Automatic float fallback: keep the most sensitive nodes in float until the mIoU drop is at "
     "most this many points (needs --data).",
     "pre_process": "Run onnxruntime's quant_pre_process (shape inference, fusion) first.",
@@ -141,7 +143,8 @@ def int8_command(
     count: Annotated[int, typer.Option(help="Number of calibration frames.")] = 64,
     quant_format: Annotated[str, typer.Option("--format", help="QDQ or QOperator.")] = "QDQ",
     types: Annotated[str, typer.Option(help="U8S8 (uint8 activations, int8 weights) or S8S8.")] = "U8S8",
-    per_channel: Annotated[bool, typer.Option(help="Per-channel weight scales.")] = False,
+    per_channel: Annotated[bool, typer.Option(help=_HELP["per_channel"])] = True,
+    fold_normalization: Annotated[bool, typer.Option(help=_HELP["fold_normalization"])] = True,
     method: Annotated[str, typer.Option(help="Calibration: minmax, entropy or percentile.")] = "minmax",
     for_tensorrt: Annotated[bool, typer.Option("--for-tensorrt", help=_HELP["for_tensorrt"])] = False,
     exclude: Annotated[list[str] | None, typer.Option(help="Node name to keep in float (repeatable).")] = None,
@@ -176,7 +179,8 @@ def int8_command(
     h, w = meta.input_height or meta.export_height, meta.input_width or meta.export_width
     out = out or _default_out(model, "_int8.onnx")
     if for_tensorrt:  # what TensorRT's explicit INT8 wants, whatever the other options say
-        quant_format, types, per_channel = "QDQ", "S8S8", True
+        # symmetric int8 activations would spend a bit on the raw 0..255 pixels: keep the normalisation unfolded
+        quant_format, types, per_channel, fold_normalization = "QDQ", "S8S8", True, False
     with _status(quiet, f"loading {count} calibration frame(s) from {calibration}"):
         frames = load_frames(calibration, count, h, w, split=calibration_split)
     eval_fn = onnx_eval_fn(data, split, limit, threads) if data else None
@@ -211,6 +215,7 @@ def _quantize(params: dict, frames, eval_fn):
             threads=p["threads"],
             log=lambda msg: status.update(msg),
             pre_process=p["pre_process"],
+            fold_normalization=p["fold_normalization"],
             op_types_to_quantize=op_types,
         )
 

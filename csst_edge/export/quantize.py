@@ -1,12 +1,16 @@
 """ONNX Runtime static INT8 quantisation of an exported model, with an automatic float fallback.
 
 How the uint8 input is handled: the exported graph starts `Cast(uint8→float) → [Transpose] → Mul → Add` (the
-normalisation) and ends with `[Resize] → Softmax/ArgMax → Cast`. The quantiser is told to leave those
-boundary nodes in float: the first convolution's input then gets one QuantizeLinear over the *normalised*
-tensor, whose range calibration measures on real frames (quantising the cast output too would add a redundant
-0..255 requantisation in front of it), and the logits are upsampled and argmax-ed in float (8-bit logits make
-ties at class boundaries). Calibration feeds the model uint8 frames exactly as the vehicle will, so no float-input
-copy of the model is needed.
+normalisation) and ends with `[Resize] → Softmax/ArgMax → Cast`. By default the normalisation is folded into the
+first convolution (export/fold.py: in an INT8 graph ORT runs that Mul / Add slowly), so the first convolution reads
+the raw 0..255 pixels, which 8-bit activations represent exactly. The quantiser is told to leave the boundary
+nodes in float: the first convolution's input gets one QuantizeLinear, and the logits are upsampled and argmax-ed
+in float (8-bit logits make ties at class boundaries, and ORT's uint8 Resize is no faster: `float_resize`).
+Calibration feeds the model uint8 frames exactly as the vehicle will, so no float-input copy of the model is needed.
+
+Defaults (benchmarks/README.md, INT8 section): QDQ, U8S8 (uint8 activations, int8 weights: the VNNI instruction's
+own types; S8S8 was slower on AVX-512 VNNI), per-channel weight scales (the depthwise convs of the edge students need
+them), MinMax calibration, normalisation folded.
 
 Automatic float fallback (`auto_fallback_max_drop`): per-node sensitivity is measured once on the calibration
 frames as the relative squared error each quantisable node *adds* at its output (its error in the fake-quantised
@@ -335,13 +339,13 @@ class Int8Options:
 
     quant_format: str = "QDQ"
     types: str = "U8S8"
-    per_channel: bool = False
+    per_channel: bool = True  # per-tensor scales cost lraspp_lite0 5.9 mIoU on CamVid val (its depthwise convs)
     calibrate_method: str = "minmax"
     symmetric_activations: bool = False
     op_types_to_quantize: tuple[str, ...] | None = None  # None: every op ONNX Runtime can quantise
     pre_process: bool = False  # onnxruntime's quant_pre_process (shape inference + graph fusion) first
     # the input normalisation folded into the first conv (export/fold.py): the slow NHWC Mul / Add are gone
-    fold_normalization: bool = False
+    fold_normalization: bool = True
     # the output Resize (logits up to the frame size) in float: 8-bit logits make ties at class boundaries, but
     # the float Resize is the largest single kernel of a quantised Fast-SCNN (benchmarks/README.md, INT8 section)
     float_resize: bool = True
