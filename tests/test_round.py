@@ -249,9 +249,10 @@ def test_rounds_accumulate_pseudo_folders_and_the_index(world, tmp_path):
     # the index holds the train split, round 1's and round 2's pseudo labels; round 1's entries were reused
     assert first["centroid_index"]["images"] == 4 + 3
     assert second["centroid_index"]["images"] == 4 + 3 + 2
-    # the recipe's CSST defaults: centroid sampling, half real / half pseudo, from scratch
+    # the round's defaults: centroid sampling, half real / half pseudo, continuing the current student
     config = yaml.safe_load((tmp_path / "r02" / "student" / "config.yaml").read_text())
-    assert config["sampling"] == "centroid" and config["real_fraction"] == 0.5 and config["method"] == "student"
+    assert config["sampling"] == "centroid" and config["real_fraction"] == 0.5 and config["method"] == "finetune"
+    assert config["pretrained"] == str(world["bad"])  # the current student: tiny_round starts from world["bad"]
     # round 3 from round 2 keeps both earlier pseudo folders, each once
     from csst_edge.pipeline.round import carried_over
 

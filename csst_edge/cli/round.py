@@ -28,7 +28,7 @@ _HELP = {  # help texts too long to stand on their option's line, by parameter n
     "student": "Current (deployed) student checkpoint (path or URL): the gate's reference.",
     "data": "Labelled dataset YAML; its train split is trained on with the pseudo labels.",
     "out": "Round folder (frames, pseudo, centroids.npz, student/, promoted/, round.md, round.json).",
-    "init": "scratch (train the new student from scratch, as CSST does) or student (continue the current one).",
+    "init": "student (continue the current one: the measured default) or scratch (a new student, as CSST does).",
     "config": "Student training config YAML (default: the current student's own config).",
     "previous": "The last round's folder: its pseudo folders and centroid index carry over, so this round trains "
     "on at least what that one did.",
@@ -67,7 +67,7 @@ def round_command(
     val: Annotated[str, typer.Option(help="Fixed labelled dataset YAML the current and new student are compared on.")],
     out: Annotated[Path, out_option(_HELP["out"])],
     val_split: Annotated[str, typer.Option(help="Split of --val.")] = "val",
-    init: Annotated[str, typer.Option(help=_HELP["init"])] = "scratch",
+    init: Annotated[str, typer.Option(help=_HELP["init"])] = "student",
     config: Annotated[Path | None, typer.Option(help=_HELP["config"])] = None,
     epochs: Annotated[int | None, typer.Option(help="Training epochs of the new student.")] = None,
     previous: Annotated[Path | None, typer.Option(help=_HELP["previous"])] = None,
