@@ -75,7 +75,7 @@ class PredictSummary:
 class CheckpointPredictor:
     """A `.pt` through the evaluation's path: `normalize` (data.transforms), `predict_logits`, argmax."""
 
-    def __init__(self, checkpoint: str | os.PathLike, s: PredictSettings):
+    def __init__(self, checkpoint: str | os.PathLike, settings: PredictSettings):
         import torch
 
         from csst_edge.data.transforms import normalize
@@ -85,17 +85,17 @@ class CheckpointPredictor:
         from csst_edge.models.checkpoint import model_from_checkpoint, normalization
 
         self.torch, self._normalize, self._predict_logits = torch, normalize, predict_logits
-        self.device = torch_device(s.device)
-        if s.threads:
-            torch.set_num_threads(int(s.threads))
+        self.device = torch_device(settings.device)
+        if settings.threads:
+            torch.set_num_threads(int(settings.threads))
         model, state = model_from_checkpoint(checkpoint)
         self.model = model.to(self.device).eval()
         self.mean, self.std = normalization(state)
-        h, w = s.size or (0, 0)
+        h, w = settings.size or (0, 0)
         # the export's metadata (class names, palette) without an export: one description for every model kind
-        self.meta = meta_from_checkpoint(state, h, w, 1, s.size is None, "nhwc", "labels", 17, None)
+        self.meta = meta_from_checkpoint(state, h, w, 1, settings.size is None, "nhwc", "labels", 17, None)
         self.meta.checkpoint = Path(checkpoint).name
-        self.size, self.scales, self.flip = s.size, tuple(s.scales), s.flip
+        self.size, self.scales, self.flip = settings.size, tuple(settings.scales), settings.flip
         self.mode = "single" if self.scales == (1.0,) else "multiscale"
         self.name = f"torch ({self.device})"
 
@@ -117,28 +117,34 @@ class CheckpointPredictor:
 class BackendPredictor:
     """An `.onnx` or `.engine` on the runtime's backend, opened as `runtime run` opens it."""
 
-    def __init__(self, model_path: str | os.PathLike, s: PredictSettings):
+    def __init__(self, model_path: str | os.PathLike, settings: PredictSettings):
         from csst_edge.runtime.backends import backend_providers
         from csst_edge.runtime.loop import RuntimeSettings, open_backend
 
-        backend = s.backend
-        if backend is None and s.device != "auto":
-            backend = "ort-cpu" if s.device == "cpu" else "ort-cuda" if s.device.startswith("cuda") else s.device
+        backend = settings.backend
+        if backend is None and settings.device != "auto":
+            backend = (
+                "ort-cpu"
+                if settings.device == "cpu"
+                else "ort-cuda"
+                if settings.device.startswith("cuda")
+                else settings.device
+            )
         providers = backend_providers(model_path, backend)
-        self.backend = open_backend(model_path, RuntimeSettings(providers=providers, threads=s.threads))
+        self.backend = open_backend(model_path, RuntimeSettings(providers=providers, threads=settings.threads))
         self.meta: ModelMeta = self.backend.meta
         self.name = self.backend.name
         m = self.meta
         if not m.dynamic:
             static = (m.input_height, m.input_width)
-            if s.size is not None and tuple(s.size) != static:
+            if settings.size is not None and tuple(settings.size) != static:
                 raise ConfigError(
                     f"--size: {Path(model_path).name} takes {static[0]}x{static[1]} frames (a static export); "
                     "--size applies to a checkpoint or a --dynamic export"
                 )
             self.size = static
         else:
-            self.size = tuple(s.size) if s.size else (m.export_height, m.export_width)
+            self.size = tuple(settings.size) if settings.size else (m.export_height, m.export_width)
 
     def input_size(self, frame_hw: tuple[int, int]) -> tuple[int, int]:
         return self.size
@@ -153,24 +159,24 @@ class BackendPredictor:
         self.backend.close()
 
 
-def open_predictor(model: str | os.PathLike, s: PredictSettings):
+def open_predictor(model: str | os.PathLike, settings: PredictSettings):
     """The predictor for a model file, after checking that the options fit its kind."""
     from csst_edge.runtime.backends import ENGINE_SUFFIXES, ONNX_SUFFIXES
 
     suffix = Path(str(model)).suffix.lower()
     if suffix in CHECKPOINT_SUFFIXES:
-        if s.backend not in (None, TORCH_BACKEND):
+        if settings.backend not in (None, TORCH_BACKEND):
             raise ConfigError(
-                f"--backend {s.backend}: a checkpoint runs on {TORCH_BACKEND}; export it (`csst-edge export onnx`) "
-                "to run it on ONNX Runtime or TensorRT"
+                f"--backend {settings.backend}: a checkpoint runs on {TORCH_BACKEND}; export it "
+                "(`csst-edge export onnx`) to run it on ONNX Runtime or TensorRT"
             )
-        return CheckpointPredictor(model, s)
+        return CheckpointPredictor(model, settings)
     if suffix in ONNX_SUFFIXES + ENGINE_SUFFIXES:
-        if s.backend == TORCH_BACKEND:
+        if settings.backend == TORCH_BACKEND:
             raise ConfigError(f"--backend {TORCH_BACKEND} runs a checkpoint (.pt), not {Path(model).name}")
-        if tuple(s.scales) != (1.0,) or s.flip:
+        if tuple(settings.scales) != (1.0,) or settings.flip:
             raise ConfigError("--scales / --flip: test-time augmentation runs on a checkpoint (.pt) only")
-        return BackendPredictor(model, s)
+        return BackendPredictor(model, settings)
     raise ConfigError(
         f"{model}: unknown model type {suffix!r} (a checkpoint .pt, an ONNX model .onnx or a TensorRT engine .engine)"
     )
@@ -286,21 +292,21 @@ def predict(
     from csst_edge.runtime.postprocess import Prediction
     from csst_edge.runtime.preprocess import FIT_MODES, FrameFit, fit_frame, labels_to_frame
 
-    s = settings or PredictSettings()
-    if s.fit not in FIT_MODES:
-        raise ConfigError(f"--fit must be one of {', '.join(FIT_MODES)}, got {s.fit!r}")
-    if not 0.0 <= s.alpha <= 1.0:
-        raise ConfigError(f"--alpha must be in [0, 1], got {s.alpha}")
-    if s.max_frames is not None and s.max_frames < 1:
-        raise ConfigError(f"--max-frames must be at least 1, got {s.max_frames}")
+    settings = settings or PredictSettings()
+    if settings.fit not in FIT_MODES:
+        raise ConfigError(f"--fit must be one of {', '.join(FIT_MODES)}, got {settings.fit!r}")
+    if not 0.0 <= settings.alpha <= 1.0:
+        raise ConfigError(f"--alpha must be in [0, 1], got {settings.alpha}")
+    if settings.max_frames is not None and settings.max_frames < 1:
+        raise ConfigError(f"--max-frames must be at least 1, got {settings.max_frames}")
     stop = stop or threading.Event()
     out = Path(out)
     frames = open_frames(source)
-    save = resolve_save(s.save, frames.stream)
+    save = resolve_save(settings.save, frames.stream)
     predictor = None
     writer = None
     try:
-        predictor = open_predictor(model, s)
+        predictor = open_predictor(model, settings)
         meta = predictor.meta
         n_classes = meta.num_classes
         lut = palette_lut(meta.palette, n_classes)
@@ -310,7 +316,11 @@ def predict(
         video_path = out / "overlay" / f"{frames.stem}.mp4" if frames.stream and "overlay" in save else None
         counts = np.zeros(n_classes, np.int64)
         infer_s, done, failed, stopped_by = 0.0, 0, [], "end"
-        total = frames.total if s.max_frames is None or frames.total is None else min(frames.total, s.max_frames)
+        total = (
+            frames.total
+            if settings.max_frames is None or frames.total is None
+            else min(frames.total, settings.max_frames)
+        )
         if on_start is not None:
             on_start(total)
         t_start = time.perf_counter()
@@ -322,7 +332,7 @@ def predict(
                 if error is not None:
                     failed.append(error)
                 else:
-                    fit = fit_frame(image, *predictor.input_size(image.shape[:2]), s.fit)
+                    fit = fit_frame(image, *predictor.input_size(image.shape[:2]), settings.fit)
                     t0 = time.perf_counter()
                     model_labels = predictor(fit.image)
                     infer_s += time.perf_counter() - t0
@@ -334,20 +344,20 @@ def predict(
                         atomic_write_image(_out_path(folders["color"], name, ".png"), colorize(labels, lut))
                     if video_path is not None:
                         if writer is None:
-                            fps = s.video_fps or frames.fps or 15.0
-                            writer = OverlayVideoWriter(video_path, fps, lut, s.alpha)
+                            fps = settings.video_fps or frames.fps or 15.0
+                            writer = OverlayVideoWriter(video_path, fps, lut, settings.alpha)
                             writer.start()
                         h, w = labels.shape
                         writer.submit(image, Prediction(labels, labels_meta), FrameFit(image, h, w, 0, 0, h, w), [])
                     elif "overlay" in save:
-                        overlay = blend_overlay(image, labels, lut, s.alpha)
+                        overlay = blend_overlay(image, labels, lut, settings.alpha)
                         atomic_write_image(_out_path(folders["overlay"], name, ".jpg"), overlay)
                     for kind in written:
                         written[kind] += 1
                     done += 1
                 if on_frame is not None:
                     on_frame(name)
-                if s.max_frames is not None and done >= s.max_frames:
+                if settings.max_frames is not None and done >= settings.max_frames:
                     stopped_by = "max-frames"
                     break
         if writer is not None:

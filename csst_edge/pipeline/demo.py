@@ -72,41 +72,48 @@ class DemoSettings:
         )
 
 
-def run_demo(s: DemoSettings, console, progress: bool = True) -> dict:
+def run_demo(settings: DemoSettings, console, progress: bool = True) -> dict:
     from csst_edge.data.synth import write_dataset, write_video
     from csst_edge.train.config import train_config_from_dict
     from csst_edge.train.trainer import train
 
-    out = Path(s.out)
-    check_cached_settings(s, out)
+    out = Path(settings.out)
+    check_cached_settings(settings, out)
     timings: dict[str, float] = {}
 
     t = stage_rule(console, "1/6 synthetic data: city A (labelled), city B (val) and a city-B dashcam drive")
     data = out / "data"
     city_a, city_b, video = data / "cityA.yaml", data / "cityB.yaml", data / "cityB_drive.mp4"
     if not (city_a.is_file() and city_b.is_file()):
-        for city, train_n, val_n in (("A", s.labelled, 8), ("B", 0, s.val)):
+        for city, train_n, val_n in (("A", settings.labelled, 8), ("B", 0, settings.val)):
             write_dataset(
                 data,
                 cities=(city,),
                 train=train_n,
                 val=val_n,
-                height=s.height,
-                width=s.width,
-                seed=s.seed,
-                workers=s.workers,
+                height=settings.height,
+                width=settings.width,
+                seed=settings.seed,
+                workers=settings.workers,
             )
     if not video.is_file():
-        write_video(video, city="B", frames=s.video_frames, height=s.height, width=s.width, seed=s.seed + 1)
+        write_video(
+            video,
+            city="B",
+            frames=settings.video_frames,
+            height=settings.height,
+            width=settings.width,
+            seed=settings.seed + 1,
+        )
     timings["data"] = time.perf_counter() - t
 
     common = {
-        "batch_size": s.batch_size,
-        "crop": [s.height, s.height],
-        "workers": s.workers,
-        "seed": s.seed,
-        "device": s.device,
-        "channels_last": s.channels_last,
+        "batch_size": settings.batch_size,
+        "crop": [settings.height, settings.height],
+        "workers": settings.workers,
+        "seed": settings.seed,
+        "device": settings.device,
+        "channels_last": settings.channels_last,
         "val": None,
         "eval_every": 1000,
         # strong colour jitter: the teacher must carry over to another city
@@ -114,32 +121,32 @@ def run_demo(s: DemoSettings, console, progress: bool = True) -> dict:
     }
     real = {"data": str(city_a), "split": "train"}
 
-    t = stage_rule(console, f"2/6 teacher ({s.teacher}) on {s.labelled} labelled city-A frames")
+    t = stage_rule(console, f"2/6 teacher ({settings.teacher}) on {settings.labelled} labelled city-A frames")
     teacher_dir = out / "teacher"
     teacher = {
         **common,
-        "model": s.teacher,
-        "model_kwargs": {"channels": s.teacher_channels} if _has_width(s) else {},
-        "pretrained": s.teacher_pretrained,
+        "model": settings.teacher,
+        "model_kwargs": {"channels": settings.teacher_channels} if _has_width(settings) else {},
+        "pretrained": settings.teacher_pretrained,
         "train": [real],
-        "epochs": s.teacher_epochs,
+        "epochs": settings.teacher_epochs,
         "out": str(teacher_dir),
-        "samples_per_epoch": max(s.labelled, 96),
-        "optim": {"lr": s.teacher_lr},
+        "samples_per_epoch": max(settings.labelled, 96),
+        "optim": {"lr": settings.teacher_lr},
         "loss": {"name": "ohem", "ohem_min_kept": 20000},
     }
     train(train_config_from_dict(teacher), progress=progress, console=console)
     timings["teacher"] = time.perf_counter() - t
 
-    t = stage_rule(console, f"3/6 the deployed student ({s.student}): labelled city-A frames only")
+    t = stage_rule(console, f"3/6 the deployed student ({settings.student}): labelled city-A frames only")
     deployed_dir = out / "student_deployed"
     student = {
         **common,
-        "model": s.student,
+        "model": settings.student,
         "train": [real],
         "sampling": "random",
-        "epochs": s.student_epochs,
-        "samples_per_epoch": s.student_epoch_samples,
+        "epochs": settings.student_epochs,
+        "samples_per_epoch": settings.student_epoch_samples,
         "crop_schedule": "coarse2fine+",
         "max_batch": 32,
         "optim": {"lr": 0.045},
@@ -148,11 +155,13 @@ def run_demo(s: DemoSettings, console, progress: bool = True) -> dict:
     train(train_config_from_dict(student), progress=progress, console=console)
     timings["student_deployed"] = time.perf_counter() - t
 
-    loop = run_vehicle_loop(s, out, video, city_a, city_b, console, progress, timings)
+    loop = run_vehicle_loop(settings, out, video, city_a, city_b, console, progress, timings)
     round_dir = out / "round1"
 
     console.rule("[bold]evaluation on city-B val")
-    teacher_metrics, class_names = evaluate_checkpoint(teacher_dir / "last.pt", city_b, "val", s.device, s.workers)
+    teacher_metrics, class_names = evaluate_checkpoint(
+        teacher_dir / "last.pt", city_b, "val", settings.device, settings.workers
+    )
     report = loop.pop("report")
     results = {
         "teacher": teacher_metrics,
@@ -173,7 +182,7 @@ def run_demo(s: DemoSettings, console, progress: bool = True) -> dict:
     gain = 100 * (report["after"]["miou"] - report["before"]["miou"])
     decision = report["decision"]
     summary = {
-        "settings": {k: str(v) for k, v in asdict(s).items()},
+        "settings": {k: str(v) for k, v in asdict(settings).items()},
         "results": results,
         "class_names": class_names,
         "csst_gain_miou": gain,
@@ -194,9 +203,10 @@ def run_demo(s: DemoSettings, console, progress: bool = True) -> dict:
         [
             (
                 "Setup",
-                f"Teacher `{s.teacher}` and the deployed student `{s.student}` trained on {s.labelled} labelled "
-                f"city-A frames ({s.height}x{s.width}). The deployed student ran over a {s.video_frames}-frame city-B "
-                f"dashcam video and harvested {loop['runtime']['harvest']['frames']} frames; the round pseudo-labelled "
+                f"Teacher `{settings.teacher}` and the deployed student `{settings.student}` trained on "
+                f"{settings.labelled} labelled city-A frames ({settings.height}x{settings.width}). The deployed "
+                f"student ran over a {settings.video_frames}-frame city-B dashcam video and harvested "
+                f"{loop['runtime']['harvest']['frames']} frames; the round pseudo-labelled "
                 f"them (multi-scale + flip) and trained the CSST student from scratch on real + pseudo labels "
                 f"(centroid sampling, coarse2fine+, the same iterations), gated on city-B val.",
             ),
@@ -224,13 +234,13 @@ def run_demo(s: DemoSettings, console, progress: bool = True) -> dict:
 _RUN_INDEPENDENT = ("out", "device", "workers")
 
 
-def check_cached_settings(s: DemoSettings, out: Path) -> None:
+def check_cached_settings(settings: DemoSettings, out: Path) -> None:
     """Stages are cached in `out`, so a rerun with other settings (another --seed, --scale or teacher) would
     silently reuse the old ones. The first run records its settings; a rerun that differs is an error that names
     the folder and the settings."""
     from csst_edge.errors import ConfigError
 
-    wanted = {k: str(v) for k, v in asdict(s).items() if k not in _RUN_INDEPENDENT}
+    wanted = {k: str(v) for k, v in asdict(settings).items() if k not in _RUN_INDEPENDENT}
     record = out / "demo_settings.json"
     if record.is_file():
         cached = json.loads(record.read_text())
@@ -247,7 +257,7 @@ def check_cached_settings(s: DemoSettings, out: Path) -> None:
 
 
 def run_vehicle_loop(
-    s: DemoSettings, out: Path, video: Path, city_a: Path, city_b: Path, console, progress: bool, timings: dict
+    settings: DemoSettings, out: Path, video: Path, city_a: Path, city_b: Path, console, progress: bool, timings: dict
 ) -> dict:
     """The deployment half of the loop: export the deployed student, drive it over city B's dashcam video with
     harvesting (as the vehicle would), then run the self-training round on the harvest."""
@@ -259,10 +269,12 @@ def run_vehicle_loop(
     t = stage_rule(console, "4/6 export the deployed student to ONNX (probabilities out, for the harvester)")
     onnx_path = out / "vehicle" / "student.onnx"
     if not onnx_path.is_file():
-        export_onnx(out / "student_deployed" / "last.pt", onnx_path, s.height, s.width, output="probs")
+        export_onnx(out / "student_deployed" / "last.pt", onnx_path, settings.height, settings.width, output="probs")
     timings["export"] = time.perf_counter() - t
 
-    t = stage_rule(console, f"5/6 the vehicle: runtime on a {s.video_frames}-frame city-B drive, harvesting frames")
+    t = stage_rule(
+        console, f"5/6 the vehicle: runtime on a {settings.video_frames}-frame city-B drive, harvesting frames"
+    )
     harvest = out / "vehicle" / "harvest"
     summary_path = out / "vehicle" / "run.summary.json"
     if summary_path.is_file() and (harvest / "manifest.jsonl").is_file():
@@ -272,12 +284,12 @@ def run_vehicle_loop(
             onnx_path,
             str(video),
             RuntimeSettings(
-                threads=s.workers,
+                threads=settings.workers,
                 harvest=harvest,
                 log=out / "vehicle" / "run.jsonl",
                 summary_json=summary_path,
                 harvest_settings=HarvestSettings(
-                    rate_per_min=s.harvest_rate_per_min, min_score=s.harvest_min_score, vehicle="demo-car"
+                    rate_per_min=settings.harvest_rate_per_min, min_score=settings.harvest_min_score, vehicle="demo-car"
                 ),
             ),
         ).to_dict()
@@ -298,9 +310,9 @@ def run_vehicle_loop(
             init="scratch",
             sampling="centroid",
             real_fraction=0.5,
-            pseudo_scales=tuple(s.pseudo_scales),
-            device=s.device,
-            workers=s.workers,
+            pseudo_scales=tuple(settings.pseudo_scales),
+            device=settings.device,
+            workers=settings.workers,
         ),
         console=console,
         progress=progress,
@@ -309,9 +321,9 @@ def run_vehicle_loop(
     return {"runtime": run, "report": report}
 
 
-def _has_width(s: DemoSettings) -> bool:
+def _has_width(settings: DemoSettings) -> bool:
     """Only the DeepLabV3+ teachers take a width; another teacher keeps its own architecture."""
-    return s.teacher_channels is not None and s.teacher.startswith("deeplabv3plus")
+    return settings.teacher_channels is not None and settings.teacher.startswith("deeplabv3plus")
 
 
 def stage_rule(console, name: str) -> float:

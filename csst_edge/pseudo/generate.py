@@ -135,14 +135,23 @@ def decode_item(item: UnlabelledItem, mean, std) -> tuple[torch.Tensor, np.ndarr
     return torch.from_numpy(normalize(image, mean, std)), raw
 
 
-def predict_probs(model, x: torch.Tensor, s: PseudoLabelSettings, num_classes: int, device) -> np.ndarray:
+def predict_probs(model, x: torch.Tensor, settings: PseudoLabelSettings, num_classes: int, device) -> np.ndarray:
     """N×C×H×W teacher probabilities (float32 numpy) of a same-sized batch, with the settings' TTA."""
     from csst_edge.evaluate.inference import predict_logits
 
     x = x.to(device)
-    with torch.no_grad(), torch.autocast(device.type, dtype=torch.float16, enabled=s.amp and device.type == "cuda"):
+    with (
+        torch.no_grad(),
+        torch.autocast(device.type, dtype=torch.float16, enabled=settings.amp and device.type == "cuda"),
+    ):
         probs = predict_logits(
-            model, x, mode=s.mode, scales=s.scales, flip=s.flip, num_classes=num_classes, output="probs"
+            model,
+            x,
+            mode=settings.mode,
+            scales=settings.scales,
+            flip=settings.flip,
+            num_classes=num_classes,
+            output="probs",
         )
     return probs.float().cpu().numpy()
 
@@ -152,13 +161,13 @@ def write_item_outputs(
     item: UnlabelledItem,
     probs: np.ndarray,
     raw: np.ndarray | None,
-    s: PseudoLabelSettings,
+    settings: PseudoLabelSettings,
     num_classes: int,
     teacher_hash: str,
 ) -> dict:
     """Write one image's label (and soft label, and video frame) atomically; return its manifest record, which the
     caller appends only after this returns."""
-    label, record = _labels_from_probs(probs, s.threshold, num_classes)
+    label, record = _labels_from_probs(probs, settings.threshold, num_classes)
     frame_path = _frame_path(item, out_dir)
     if raw is not None and not storage.exists(frame_path):
         storage.write_bytes(
@@ -166,9 +175,9 @@ def write_item_outputs(
         )
     rel = f"labels/{item.name}.png"
     storage.write_bytes(storage.join(out_dir, rel), _encode(".png", label))
-    if s.topk:
+    if settings.topk:
         soft_rel = f"soft/{item.name}.npz"
-        storage.write_bytes(storage.join(out_dir, soft_rel), _encode_topk(probs, s.topk))
+        storage.write_bytes(storage.join(out_dir, soft_rel), _encode_topk(probs, settings.topk))
         record["soft"] = soft_rel
     record.update(
         name=item.name,
@@ -212,10 +221,12 @@ class PseudoRun:
     checkpoint_bytes: bytes | None = None
 
 
-def prepare_run(checkpoint, sources: list, out_dir, s: PseudoLabelSettings, keep_bytes: bool = False) -> PseudoRun:
+def prepare_run(
+    checkpoint, sources: list, out_dir, settings: PseudoLabelSettings, keep_bytes: bool = False
+) -> PseudoRun:
     """Check the settings, read the teacher and the finished items of `out_dir`, expand the sources. With
     `keep_bytes`, the checkpoint's bytes are kept (the Ray engine ships them to its actors)."""
-    s.check()
+    settings.check()
     out_dir = storage.as_location(out_dir)
     data = None
     if keep_bytes:
@@ -226,7 +237,7 @@ def prepare_run(checkpoint, sources: list, out_dir, s: PseudoLabelSettings, keep
         state = load_checkpoint(checkpoint)
         teacher_hash = storage.sha256(checkpoint)
     mean, std = normalization(state)
-    items = expand_sources(sources, s.video_fps)
+    items = expand_sources(sources, settings.video_fps)
     done = finished_names(out_dir) if storage.exists(out_dir) else set()
     return PseudoRun(out_dir, state, teacher_hash, int(state["num_classes"]), mean, std, items, done, data)
 
@@ -241,7 +252,7 @@ def _checkpoint_bytes(checkpoint) -> bytes:
         raise CheckpointError(f"{storage.redact(checkpoint)}: cannot read the checkpoint ({e})") from None
 
 
-def write_meta(run: PseudoRun, checkpoint, sources: list, s: PseudoLabelSettings) -> None:
+def write_meta(run: PseudoRun, checkpoint, sources: list, settings: PseudoLabelSettings) -> None:
     storage.write_json(
         storage.join(run.out_dir, "meta.json"),
         {
@@ -250,7 +261,7 @@ def write_meta(run: PseudoRun, checkpoint, sources: list, s: PseudoLabelSettings
             "ignore_index": 255,
             "teacher": storage.redact(checkpoint),
             "teacher_hash": run.teacher_hash,
-            "settings": asdict(s),
+            "settings": asdict(settings),
             "sources": [storage.redact(x) for x in sources],
         },
     )
@@ -265,18 +276,20 @@ def generate_pseudo_labels(
     progress: bool = True,
     console=None,
 ) -> PseudoLabelSummary:
-    s = settings or PseudoLabelSettings()
-    s.check()
-    dist, device = setup_distributed(s.device)
+    settings = settings or PseudoLabelSettings()
+    settings.check()
+    dist, device = setup_distributed(settings.device)
     lock = lock_output(out_dir, dist.rank, dist.world_size)
     try:
-        return _generate_locked(checkpoint, sources, s, dist, device, out_dir, lock, progress, console)
+        return _generate_locked(checkpoint, sources, settings, dist, device, out_dir, lock, progress, console)
     finally:
         lock.release()
 
 
-def _generate_locked(checkpoint, sources, s, dist, device, out_dir, out_lock, progress, console) -> PseudoLabelSummary:
-    run = prepare_run(checkpoint, sources, out_dir, s)
+def _generate_locked(
+    checkpoint, sources, settings, dist, device, out_dir, out_lock, progress, console
+) -> PseudoLabelSummary:
+    run = prepare_run(checkpoint, sources, out_dir, settings)
     out_dir, num_classes, teacher_hash = run.out_dir, run.num_classes, run.teacher_hash
     model, _ = model_from_checkpoint(run.state)
     model.to(device).eval()
@@ -286,13 +299,13 @@ def _generate_locked(checkpoint, sources, s, dist, device, out_dir, out_lock, pr
     todo = [it for it in items[dist.rank :: dist.world_size] if it.name not in done]
     barrier(dist)
     if dist.is_main:
-        write_meta(run, checkpoint, sources, s)
+        write_meta(run, checkpoint, sources, settings)
     manifest = ManifestWriter(out_dir, "manifest.jsonl" if dist.world_size == 1 else f"manifest-{dist.rank}.jsonl")
     lock = threading.Lock()
     counts = {"ok": 0, "error": 0, "conf": 0.0}
 
     def write_outputs(item: UnlabelledItem, probs: np.ndarray, raw: np.ndarray | None) -> None:
-        record = write_item_outputs(out_dir, item, probs, raw, s, num_classes, teacher_hash)
+        record = write_item_outputs(out_dir, item, probs, raw, settings, num_classes, teacher_hash)
         with lock:
             manifest.append(record)
             counts["ok"] += 1
@@ -300,16 +313,16 @@ def _generate_locked(checkpoint, sources, s, dist, device, out_dir, out_lock, pr
 
     loader = DataLoader(
         _ItemDataset(todo, run.mean, run.std),
-        batch_size=max(1, s.batch_size),
-        num_workers=s.workers,
+        batch_size=max(1, settings.batch_size),
+        num_workers=settings.workers,
         collate_fn=_collate,
     )
     pool = ThreadPoolExecutor(max_workers=2)
     futures = []
     bar = progress_bar("img", console) if progress and dist.is_main else None
     threads_before = torch.get_num_threads()
-    if s.threads:
-        torch.set_num_threads(s.threads)
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
     try:
         if bar:
             bar.start()
@@ -323,7 +336,7 @@ def _generate_locked(checkpoint, sources, s, dist, device, out_dir, out_lock, pr
                         counts["error"] += 1
             for shape_group in _same_shape_groups(good):
                 x = torch.stack([t for _, (t, _) in shape_group])
-                probs = predict_probs(model, x, s, num_classes, device)
+                probs = predict_probs(model, x, settings, num_classes, device)
                 for (i, (_, raw)), p in zip(shape_group, probs, strict=False):
                     futures.append(pool.submit(write_outputs, todo[i], p, raw))
             futures = [f for f in futures if not _raise_if_failed(f)]

@@ -88,7 +88,7 @@ class Labeller:
 
         from csst_edge.data.unlabelled import UnlabelledItem
 
-        s = self.settings
+        settings = self.settings
         records, good, where = [], [], {}
         for k, (name, path, frame) in enumerate(zip(batch["name"], batch["path"], batch["frame"], strict=True)):
             item = UnlabelledItem(str(name), storage.as_location(str(path)), None if int(frame) < 0 else int(frame))
@@ -100,10 +100,10 @@ class Labeller:
                 records.append(error_record(UnlabelledItem(item.name, where[k][1], item.frame), message))
         for group in _same_shape_groups(good):
             x = torch.stack([tensor for _, (tensor, _) in group])
-            probs = predict_probs(self.model, x, s, self.num_classes, self.device)
+            probs = predict_probs(self.model, x, settings, self.num_classes, self.device)
             for (k, (_, raw)), p in zip(group, probs, strict=True):
                 item, shown = where[k]
-                record = write_item_outputs(self.out_dir, item, p, raw, s, self.num_classes, self.teacher_hash)
+                record = write_item_outputs(self.out_dir, item, p, raw, settings, self.num_classes, self.teacher_hash)
                 # the manifest names inputs as the user gave them (the local engine's records), not as shipped
                 record["image"] = storage.redact(
                     shown if item.frame is None else storage.join(self.shown_out, "frames", f"{item.name}.jpg")
@@ -125,23 +125,25 @@ def generate_pseudo_labels_ray(
 ) -> PseudoLabelSummary:
     """Label `sources` into `out_dir` on Ray (see the module docstring); returns the local engine's summary."""
     ray = import_ray()
-    s = settings or PseudoLabelSettings()
-    s.check()
-    if s.device not in ("auto", "cpu") and not s.device.startswith("cuda"):
-        raise ConfigError(f"--device for --engine ray must be auto, cpu or cuda, got {s.device!r}")
+    settings = settings or PseudoLabelSettings()
+    settings.check()
+    if settings.device not in ("auto", "cpu") and not settings.device.startswith("cuda"):
+        raise ConfigError(f"--device for --engine ray must be auto, cpu or cuda, got {settings.device!r}")
     if actors is not None and actors < 1:
         raise ConfigError(f"--actors must be >= 1, got {actors}")
     out_lock = lock_output(out_dir)  # one writer per --out, as in the local engine
     try:
-        return _generate_ray_locked(ray, checkpoint, sources, out_dir, s, address, num_cpus, actors, progress, console)
+        return _generate_ray_locked(
+            ray, checkpoint, sources, out_dir, settings, address, num_cpus, actors, progress, console
+        )
     finally:
         out_lock.release()
 
 
-def _generate_ray_locked(ray, checkpoint, sources, out_dir, s, address, num_cpus, actors, progress, console):
-    run = prepare_run(checkpoint, sources, out_dir, s, keep_bytes=True)
+def _generate_ray_locked(ray, checkpoint, sources, out_dir, settings, address, num_cpus, actors, progress, console):
+    run = prepare_run(checkpoint, sources, out_dir, settings, keep_bytes=True)
     todo = [it for it in run.items if it.name not in run.done]
-    write_meta(run, checkpoint, sources, s)
+    write_meta(run, checkpoint, sources, settings)
     manifest = storage.ManifestWriter(run.out_dir)
     counts = {"ok": 0, "error": 0, "conf": 0.0}
     if not todo:
@@ -158,8 +160,8 @@ def _generate_ray_locked(ray, checkpoint, sources, out_dir, s, address, num_cpus
     context.enable_progress_bars = False  # ours shows img/s; Ray's would interleave with it
     data_log.setLevel(logging.ERROR)  # Ray Data's per-run INFO lines and the "progress bars disabled" notice
     try:
-        gpu, n_actors, remote_args = _actor_plan(ray, s.device, actors, len(todo), s.threads or 1)
-        batch_size = max(1, s.batch_size)
+        gpu, n_actors, remote_args = _actor_plan(ray, settings.device, actors, len(todo), settings.threads or 1)
+        batch_size = max(1, settings.batch_size)
         rows = [_row(it) for it in todo]
         # enough blocks to keep every actor fed, small enough that results stream back as they are done
         blocks = min(len(rows), MAX_BLOCKS, max(4 * n_actors, math.ceil(len(rows) / (ROWS_PER_BLOCK * batch_size))))
@@ -175,7 +177,7 @@ def _generate_ray_locked(ray, checkpoint, sources, out_dir, s, address, num_cpus
                 "where": storage.redact(checkpoint),
                 "out_dir": str(_absolute(run.out_dir)),
                 "shown_out": str(run.out_dir),
-                "settings": s,
+                "settings": settings,
                 "teacher_hash": run.teacher_hash,
                 "gpu": gpu,
             },

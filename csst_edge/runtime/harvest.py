@@ -265,18 +265,18 @@ class Harvester:
     ):
         self.url = None if storage.local_path(folder) is not None else storage.as_location(folder)
         self.folder = storage.local_path(folder) or staging_folder(self.url)
-        self.settings = s = settings or HarvestSettings()
-        s.check()
+        self.settings = settings or HarvestSettings()
+        self.settings.check()
         self.meta = meta
         # a URL source (rtsp://user:pw@cam/...) is kept only redacted: it is written to meta.json and every row
         self.model_file, self.model_hash, self.source_name = model_file, model_hash, storage.redact(source_name)
         self.fixed_weights = class_frequencies is not None
         self.weights = class_weights(class_frequencies) if class_frequencies is not None else np.zeros(meta.num_classes)
         self._seen_shares = np.zeros(meta.num_classes, np.float64)  # fallback frequencies: the model's predictions
-        self.quota_bytes = int(s.quota_mb * 2**20)
+        self.quota_bytes = int(self.settings.quota_mb * 2**20)
         self.entries: dict[str, HarvestEntry] = {}
-        self.history: deque[np.ndarray] = deque(maxlen=s.history)
-        self.recent_sharpness: deque[float] = deque(maxlen=s.sharpness_window)
+        self.history: deque[np.ndarray] = deque(maxlen=self.settings.history)
+        self.recent_sharpness: deque[float] = deque(maxlen=self.settings.sharpness_window)
         self.pending: _Candidate | None = None
         self.window_end: float | None = None
         self.counts = {
@@ -351,33 +351,35 @@ class Harvester:
     def score(self, image: np.ndarray, prediction) -> tuple[FrameScores, np.ndarray, np.ndarray]:
         """(scores, descriptor, class shares) of one frame; `image` is the model-sized input, `prediction` a
         postprocess.Prediction."""
-        s = self.settings
+        settings = self.settings
         probs = prediction.small_probs()
         uncertainty = None
         if probs is not None:
             uncertainty = (
-                entropy_uncertainty(probs) if s.uncertainty == "entropy" else low_confidence_share(probs, s.confidence)
+                entropy_uncertainty(probs)
+                if settings.uncertainty == "entropy"
+                else low_confidence_share(probs, settings.confidence)
             )
         shares = prediction.class_shares()
         if not self.fixed_weights:
             self._seen_shares += shares
             self.weights = class_weights(self._seen_shares)
-        rarity, rare_class = rarity_score(shares, self.weights, s.rare_min_share)
+        rarity, rare_class = rarity_score(shares, self.weights, settings.rare_min_share)
         descriptor = frame_descriptor(image)
         similarity = max((float(descriptor @ d) for d in self.history), default=0.0)
         novelty = float(np.clip(1.0 - similarity, 0.0, 1.0))
         sharp = sharpness(image)
-        parts = [(s.weight_rarity, rarity), (s.weight_novelty, novelty)]
+        parts = [(settings.weight_rarity, rarity), (settings.weight_novelty, novelty)]
         if uncertainty is not None:
-            parts.append((s.weight_uncertainty, uncertainty))
+            parts.append((settings.weight_uncertainty, uncertainty))
         total_weight = sum(w for w, _ in parts)
         score = sum(w * v for w, v in parts) / total_weight if total_weight > 0 else 0.0
         scores = FrameScores(uncertainty, rarity, novelty, sharp, float(score), rare_class=rare_class)
-        if similarity >= s.duplicate_similarity:
+        if similarity >= settings.duplicate_similarity:
             scores.decision = "duplicate"
         elif self._blurred(sharp):
             scores.decision = "blurred"
-        elif score < s.min_score:
+        elif score < settings.min_score:
             scores.decision = "low-score"
         else:
             scores.decision = "candidate"
@@ -385,11 +387,11 @@ class Harvester:
         return scores, descriptor, shares
 
     def _blurred(self, value: float) -> bool:
-        s = self.settings
-        if value < s.min_sharpness:
+        settings = self.settings
+        if value < settings.min_sharpness:
             return True
         if len(self.recent_sharpness) >= 5:  # the relative floor needs a few frames of context
-            return value < s.sharpness_ratio * float(np.median(self.recent_sharpness))
+            return value < settings.sharpness_ratio * float(np.median(self.recent_sharpness))
         return False
 
     def consider(self, frame, image: np.ndarray, prediction) -> FrameScores:
@@ -440,10 +442,10 @@ class Harvester:
         cand, self.pending = self.pending, None
         if cand is None:
             return
-        s = self.settings
+        settings = self.settings
         frame = cand.frame
         ok, buf = cv2.imencode(
-            ".jpg", cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, s.jpeg_quality]
+            ".jpg", cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, settings.jpeg_quality]
         )
         if not ok:
             raise HarvestError(f"{self.folder}: OpenCV could not encode a JPEG")
@@ -452,7 +454,7 @@ class Harvester:
             cand.scores.decision = "quota"
             self.counts["quota"] += 1
             return
-        name = f"{s.vehicle}_{_utc(frame.wall, compact=True)}_{frame.index:07d}"
+        name = f"{settings.vehicle}_{_utc(frame.wall, compact=True)}_{frame.index:07d}"
         rel = f"{IMAGES}/{name}.jpg"
         atomic_write_bytes(self.folder / rel, data)  # the image is complete on disk before the manifest names it
         record = {
@@ -470,7 +472,7 @@ class Harvester:
             "score": round(cand.scores.score, 5),
             "scores": {k: v for k, v in cand.scores.to_log().items() if k not in ("score", "decision")},
             "class_shares": [round(float(v), 4) for v in cand.shares],
-            "vehicle": s.vehicle,
+            "vehicle": settings.vehicle,
             "model": self.model_file,
             "model_sha256": self.model_hash,
             "checkpoint_sha256": self.meta.checkpoint_sha256,

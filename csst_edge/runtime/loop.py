@@ -195,14 +195,14 @@ def stop_on_signals(stop: threading.Event):
             signal.signal(s, h)
 
 
-def open_backend(model_path: str | os.PathLike, s: RuntimeSettings) -> Backend:
+def open_backend(model_path: str | os.PathLike, settings: RuntimeSettings) -> Backend:
     """The model's backend as the runtime uses it. ONNX Runtime's worker threads spin between ops by default;
     next to a capture thread on a 2-6 core CPU that costs more than it saves (measured in
     benchmarks/runtime.py), so spinning is off unless `spin`."""
     extra = {}
-    if Path(model_path).suffix.lower() == ".onnx" and not s.spin:
+    if Path(model_path).suffix.lower() == ".onnx" and not settings.spin:
         extra["session_config"] = {"session.intra_op.allow_spinning": "0"}
-    return load_backend(model_path, providers=s.providers, threads=s.threads, **extra)
+    return load_backend(model_path, providers=settings.providers, threads=settings.threads, **extra)
 
 
 class FrameStep:
@@ -216,14 +216,14 @@ class FrameStep:
     def __init__(
         self,
         backend: Backend,
-        s: RuntimeSettings,
+        settings: RuntimeSettings,
         source: FrameSource,
         capture: CaptureThread,
         harvester: Harvester | None,
         frame_log: FrameLog | None,
     ):
         meta = backend.meta
-        self.backend, self.meta, self.s, self.source, self.capture = backend, meta, s, source, capture
+        self.backend, self.meta, self.settings, self.source, self.capture = backend, meta, settings, source, capture
         self.harvester, self.frame_log = harvester, frame_log
         self.height = meta.input_height or meta.export_height
         self.width = meta.input_width or meta.export_width
@@ -240,11 +240,11 @@ class FrameStep:
     def __call__(self, item: Frame) -> dict:
         """Process one captured frame; returns the status after it (see `_status`)."""
         t0 = time.perf_counter()
-        fit = fit_frame(item.image, self.height, self.width, self.s.fit)
+        fit = fit_frame(item.image, self.height, self.width, self.settings.fit)
         t1 = time.perf_counter()
         output = self.backend.infer(fit.image)
         t2 = time.perf_counter()
-        prediction = Prediction(output[0], self.meta, self.s.analysis_stride)
+        prediction = Prediction(output[0], self.meta, self.settings.analysis_stride)
         scores = None
         if self.harvester is not None:
             content = fit.image[fit.top : fit.top + fit.content_height, fit.left : fit.left + fit.content_width]
@@ -273,7 +273,7 @@ class FrameStep:
             if scores is not None:
                 record["harvest"] = scores.to_log()
             self.frame_log.write(record)
-        if self.s.output_video is not None or self.s.show:
+        if self.settings.output_video is not None or self.settings.show:
             self._draw(item, prediction, fit, status)
         return status
 
@@ -282,15 +282,15 @@ class FrameStep:
             f"{status['fps']:.1f} FPS  {status['latency_ms']:.0f} ms  drops {status['dropped']}"
             + (f"  harvested {status['harvested']}" if self.harvester is not None else "")
         ]
-        if self.s.output_video is not None:
+        if self.settings.output_video is not None:
             if self.writer is None:
-                fps = self.s.output_fps or getattr(self.source, "fps", 0.0) or 15.0
-                self.writer = OverlayVideoWriter(self.s.output_video, fps, self.lut, self.s.alpha)
+                fps = self.settings.output_fps or getattr(self.source, "fps", 0.0) or 15.0
+                self.writer = OverlayVideoWriter(self.settings.output_video, fps, self.lut, self.settings.alpha)
                 self.writer.start()
             self.writer.submit(item.image, prediction, fit, text)
-        if self.s.show:
+        if self.settings.show:
             labels = labels_to_frame(prediction.labels(), fit)
-            shown = draw_text(blend_overlay(item.image, labels, self.lut, self.s.alpha), text)
+            shown = draw_text(blend_overlay(item.image, labels, self.lut, self.settings.alpha), text)
             cv2.imshow(self.window_name, cv2.cvtColor(shown, cv2.COLOR_RGB2BGR))
             self.quit = cv2.waitKey(1) & 0xFF in (27, ord("q"))
 
@@ -315,36 +315,44 @@ def run_runtime(
     A closer that fails does not keep the others from running (each flushes something a user wants); after a
     clean run the summary is written and then the first such error raised.
     """
-    s = settings or RuntimeSettings()
+    settings = settings or RuntimeSettings()
     stop = stop or threading.Event()
     say = log_message or (lambda message: None)
     model_path = Path(model_path)
-    if s.show and not gui_available():
+    if settings.show and not gui_available():
         raise RuntimeOptionError(
             "--show needs OpenCV with a GUI backend; this one has none (pip's headless build?). "
             "Use --overlay to write an overlay video instead"
         )
     close_errors: list[Exception] = []
     with contextlib.ExitStack() as stack:
-        if s.show:
+        if settings.show:
             stack.callback(_destroy_windows)
-        backend = backend or open_backend(model_path, s)
+        backend = backend or open_backend(model_path, settings)
         stack.callback(_close_into, backend.close, close_errors)
-        source = open_source(source_spec, live=s.live, folder_fps=s.folder_fps)
-        capture = CaptureThread(source, s.queue_size, s.backoff_s, s.max_backoff_s, s.max_retries, stop=stop, log=say)
-        harvester = _open_harvester(s, backend.meta, model_path, source.name, say)
+        source = open_source(source_spec, live=settings.live, folder_fps=settings.folder_fps)
+        capture = CaptureThread(
+            source,
+            settings.queue_size,
+            settings.backoff_s,
+            settings.max_backoff_s,
+            settings.max_retries,
+            stop=stop,
+            log=say,
+        )
+        harvester = _open_harvester(settings, backend.meta, model_path, source.name, say)
         if harvester is not None:
             stack.callback(_close_into, harvester.close, close_errors)
-        frame_log = FrameLog(s.log, s.log_fsync_s) if s.log else None
+        frame_log = FrameLog(settings.log, settings.log_fsync_s) if settings.log else None
         if frame_log is not None:
             stack.callback(_close_into, frame_log.close, close_errors)
-        step = FrameStep(backend, s, source, capture, harvester, frame_log)
+        step = FrameStep(backend, settings, source, capture, harvester, frame_log)
         stack.callback(_close_into, step.close_video, close_errors)
         t_start = time.perf_counter()
         capture.start()
         stack.callback(_stop_capture, capture, stop)
         stack.enter_context(stop_on_signals(stop))
-        stopped_by = _run_frames(capture, step, stop, s, on_status)
+        stopped_by = _run_frames(capture, step, stop, settings, on_status)
     elapsed = time.perf_counter() - t_start
     lat = np.array(step.latencies) if step.latencies else np.zeros(1)
     summary = RunSummary(
@@ -364,9 +372,9 @@ def run_runtime(
         harvest=harvester.summary() if harvester else None,
         unreadable=capture.stats.unreadable,
     )
-    summary_path = s.summary_json or (
-        s.log.with_name(s.log.stem + ".summary.json")
-        if s.log
+    summary_path = settings.summary_json or (
+        settings.log.with_name(settings.log.stem + ".summary.json")
+        if settings.log
         else (harvester.folder / "last_run.json" if harvester else None)
     )
     if summary_path is not None:
@@ -384,7 +392,7 @@ def _run_frames(
     capture: CaptureThread,
     step: FrameStep,
     stop: threading.Event,
-    s: RuntimeSettings,
+    settings: RuntimeSettings,
     on_status: Callable[[dict], None] | None,
 ) -> str:
     """Feed captured frames to `step` until the source ends, `max_frames`, a stop or the window's q / Esc;
@@ -402,23 +410,23 @@ def _run_frames(
         if step.quit:
             stopped_by = "display"
             stop.set()
-        if on_status is not None and step.finished - last_status >= s.status_every_s:
+        if on_status is not None and step.finished - last_status >= settings.status_every_s:
             last_status = step.finished
             on_status(status)
-        if s.max_frames is not None and step.frames >= s.max_frames:
+        if settings.max_frames is not None and step.frames >= settings.max_frames:
             return "max-frames"
 
 
 def _open_harvester(
-    s: RuntimeSettings, meta: ModelMeta, model_path: Path, source_name: str, say: Callable[[str], None]
+    settings: RuntimeSettings, meta: ModelMeta, model_path: Path, source_name: str, say: Callable[[str], None]
 ) -> Harvester | None:
-    if s.harvest is None:
+    if settings.harvest is None:
         return None
-    freqs = load_class_frequencies(s.class_stats, meta.num_classes) if s.class_stats else None
+    freqs = load_class_frequencies(settings.class_stats, meta.num_classes) if settings.class_stats else None
     harvester = Harvester(
-        s.harvest,
+        settings.harvest,
         meta,
-        s.harvest_settings,
+        settings.harvest_settings,
         model_file=model_path.name,
         model_hash=file_sha256(model_path) if model_path.is_file() else None,
         source_name=source_name,
@@ -427,7 +435,7 @@ def _open_harvester(
     rec = harvester.recovered
     if rec["orphans_deleted"] or rec["evictions_completed"]:
         say(
-            f"{storage.redact(s.harvest)}: cleaned up after an interrupted run ({rec['orphans_deleted']} "
+            f"{storage.redact(settings.harvest)}: cleaned up after an interrupted run ({rec['orphans_deleted']} "
             f"unlisted file(s) deleted, {rec['evictions_completed']} eviction(s) completed)"
         )
     return harvester

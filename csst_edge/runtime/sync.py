@@ -420,24 +420,24 @@ def sync_harvest(
     """Upload the finished items of harvest `folder` to `dest/<vehicle>/`. Callbacks (all optional): `on_start(items,
     bytes to consider)`, `on_bytes(n)` per chunk sent, `on_item(name, outcome)` with outcome uploaded / remote /
     deleted / skipped."""
-    s = settings or SyncSettings()
+    settings = settings or SyncSettings()
     folder = Path(folder)
     start = time.monotonic()
     if not (folder / MANIFEST).is_file():
         raise SyncError(f"{folder}: not a harvest folder (no {MANIFEST}; made by `runtime run --harvest`)")
-    if s.max_kbps < 0 or s.retries < 0:
+    if settings.max_kbps < 0 or settings.retries < 0:
         raise SyncError("--max-kbps and --retries must be >= 0")
     if storage.has_userinfo(dest):
         raise SyncError(
             f"{storage.redact(dest)}: the destination URL carries a user or password, which would be printed and "
             "saved; give credentials in the environment (AWS_ACCESS_KEY_ID ...) or with -O options"
         )
-    vehicle = _vehicle_name(folder, s.vehicle)
-    remote = _Remote(dest, vehicle, s)
+    vehicle = _vehicle_name(folder, settings.vehicle)
+    remote = _Remote(dest, vehicle, settings)
     summary = SyncSummary(destination=remote.display, vehicle=vehicle)
     bucket = None
-    if s.max_kbps > 0:  # chunks of a quarter second's worth (1-64 KiB): the cap holds over short stretches too
-        rate = s.max_kbps * 1000 / 8
+    if settings.max_kbps > 0:  # chunks of a quarter second's worth (1-64 KiB): the cap holds over short stretches too
+        rate = settings.max_kbps * 1000 / 8
         bucket = TokenBucket(rate, burst=max(1024, min(CHUNK, int(rate / 4))))
     on_bytes = on_bytes or (lambda n: None)
     on_item = on_item or (lambda name, outcome: None)
@@ -448,18 +448,18 @@ def sync_harvest(
         on_bytes(n)
 
     def attempt(what: str, fn, *args):
-        for k in range(s.retries + 1):
+        for k in range(settings.retries + 1):
             try:
                 return fn(*args)
             except SyncError:
                 raise
             except Exception as e:  # a dropped link, a refused request: retry, then stop (the next run resumes)
-                if k == s.retries:
+                if k == settings.retries:
                     raise SyncError(
-                        f"{remote.display}: {what} failed after {s.retries + 1} attempts ({remote._say(e)}); "
+                        f"{remote.display}: {what} failed after {settings.retries + 1} attempts ({remote._say(e)}); "
                         "run the sync again to resume"
                     ) from None
-                time.sleep(s.backoff_s * 2**k)
+                time.sleep(settings.backoff_s * 2**k)
 
     with _locked(folder):
         dest_id = hashlib.sha256(f"{remote.display}|{vehicle}".encode()).hexdigest()[:16]
@@ -480,7 +480,7 @@ def sync_harvest(
             for name in [n for n in state.items if n not in live]:
                 state.forget(name)  # evicted or deleted since: nothing to keep track of
             for record in records:
-                outcome = _sync_item(folder, record, remote, state, s, bucket, count, attempt, summary, verified)
+                outcome = _sync_item(folder, record, remote, state, settings, bucket, count, attempt, summary, verified)
                 on_item(record["name"], outcome)
             remote.tidy()
         finally:
@@ -492,7 +492,9 @@ def sync_harvest(
     return summary
 
 
-def _sync_item(folder, record, remote: _Remote, state: _State, s: SyncSettings, bucket, count, attempt, summary, how):
+def _sync_item(
+    folder, record, remote: _Remote, state: _State, settings: SyncSettings, bucket, count, attempt, summary, how
+):
     name, path = record["name"], folder / record["image"]
     expected = record.get("bytes")
     try:
@@ -502,7 +504,7 @@ def _sync_item(folder, record, remote: _Remote, state: _State, s: SyncSettings, 
         return "skipped"
     known = state.items.get(name)
     if (
-        not s.delete_local
+        not settings.delete_local
         and known
         and (known.get("bytes"), known.get("mtime_ns")) == (stat.st_size, stat.st_mtime_ns)
         and _listed(remote, known["sha256"], _row(record, known["sha256"], stat.st_size), stat.st_size)
@@ -527,7 +529,7 @@ def _sync_item(folder, record, remote: _Remote, state: _State, s: SyncSettings, 
         # to be deleted: confirmed by an earlier run, but deleting needs a fresh confirmation (size and hash)
         if all(attempt(f"checking {rel}", remote.matches, rel, b, m) for rel, b, m in objects):
             summary.already_remote += 1
-            return _maybe_delete(folder, record, path, state, s, summary) or "remote"
+            return _maybe_delete(folder, record, path, state, settings, summary) or "remote"
     sent = False
     for rel, payload, digest in objects:
         listed = remote.listing.get(rel)
@@ -544,7 +546,7 @@ def _sync_item(folder, record, remote: _Remote, state: _State, s: SyncSettings, 
         summary.uploaded += 1
     else:
         summary.already_remote += 1
-    return _maybe_delete(folder, record, path, state, s, summary) or ("uploaded" if sent else "remote")
+    return _maybe_delete(folder, record, path, state, settings, summary) or ("uploaded" if sent else "remote")
 
 
 def _listed(remote: _Remote, sha: str, row: bytes, size: int) -> bool:
@@ -553,8 +555,8 @@ def _listed(remote: _Remote, sha: str, row: bytes, size: int) -> bool:
     return all(int(remote.listing.get(rel, {}).get("size", -1)) == n for rel, n in sizes.items())
 
 
-def _maybe_delete(folder: Path, record: dict, path: Path, state: _State, s: SyncSettings, summary) -> str | None:
-    if not s.delete_local:
+def _maybe_delete(folder: Path, record: dict, path: Path, state: _State, settings: SyncSettings, summary) -> str | None:
+    if not settings.delete_local:
         return None
     # log first, delete second (the harvester's order): a crash in between leaves a file its next open deletes
     append_jsonl(
