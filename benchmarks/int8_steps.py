@@ -201,24 +201,28 @@ def section_steps(args, checkpoints, out: Path, say) -> list[dict]:
     return rows
 
 
+def every_model_and_size(args, checkpoints, out: Path):
+    """(model, size, its FP32 export, calibration frames at that size) for the table's rows."""
+    for model in split_list(args.models):
+        for size in parse_sizes(args.sizes):
+            yield model, size, export_fp32(model, checkpoints.get(model), size, out), calibration_frames(args, size)
+
+
 def section_table(args, checkpoints, out: Path, say) -> list[dict]:
     from csst_edge.runtime.backends import openvino_available
 
     rows = []
-    for model in split_list(args.models):
-        for size in parse_sizes(args.sizes):
-            fp32 = export_fp32(model, checkpoints.get(model), size, out)
-            frames = calibration_frames(args, size)
-            paths = {"ort fp32": fp32, "ort int8 before": quantised(fp32, BEFORE, "before", frames)[0]}
-            paths["ort int8 after"] = quantised(fp32, AFTER, "after", frames)[0]
-            for threads in threads_list(args):
-                backends = {name: open_backend(p, threads) for name, p in paths.items()}
-                if openvino_available():
-                    backends["openvino fp32"] = open_backend(fp32, threads, "openvino")
-                    backends["openvino int8 (QDQ after)"] = open_backend(paths["ort int8 after"], threads, "openvino")
-                ms = interleaved_ms(backends, frames[0], args.runs)
-                rows.append({"model": model, "size": size_text(size), "threads": threads, "ms": ms})
-                say(f"table {model} {size_text(size)} t{threads}: " + ", ".join(f"{k} {v:.1f}" for k, v in ms.items()))
+    for model, size, fp32, frames in every_model_and_size(args, checkpoints, out):
+        paths = {"ort fp32": fp32, "ort int8 before": quantised(fp32, BEFORE, "before", frames)[0]}
+        paths["ort int8 after"] = quantised(fp32, AFTER, "after", frames)[0]
+        for threads in threads_list(args):
+            backends = {name: open_backend(p, threads) for name, p in paths.items()}
+            if openvino_available():
+                backends["openvino fp32"] = open_backend(fp32, threads, "openvino")
+                backends["openvino int8 (QDQ after)"] = open_backend(paths["ort int8 after"], threads, "openvino")
+            ms = interleaved_ms(backends, frames[0], args.runs)
+            rows.append({"model": model, "size": size_text(size), "threads": threads, "ms": ms})
+            say(f"table {model} {size_text(size)} t{threads}: " + ", ".join(f"{k} {v:.1f}" for k, v in ms.items()))
     return rows
 
 
@@ -303,13 +307,10 @@ def size_text(size) -> str:
 def section_prepare(args, checkpoints, out: Path, say) -> list[str]:
     """Every model the timed sections run, exported and quantised (cached): the timing runs then only time."""
     made = []
-    for model in split_list(args.models):
-        for size in parse_sizes(args.sizes):
-            fp32 = export_fp32(model, checkpoints.get(model), size, out)
-            frames = calibration_frames(args, size)
-            made += [
-                str(quantised(fp32, options, tag, frames)[0]) for tag, options in (("before", BEFORE), ("after", AFTER))
-            ]
+    for _model, _size, fp32, frames in every_model_and_size(args, checkpoints, out):
+        made += [
+            str(quantised(fp32, options, tag, frames)[0]) for tag, options in (("before", BEFORE), ("after", AFTER))
+        ]
     (size,) = parse_sizes(args.steps_size, "--steps-size")
     fp32 = export_fp32(args.profile_model, checkpoints.get(args.profile_model), size, out)
     frames = calibration_frames(args, size)
