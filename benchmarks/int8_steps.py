@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import json
 import time
 from dataclasses import asdict, replace
@@ -107,10 +108,15 @@ def quantised(fp32: Path, options: Int8Options, tag: str, frames) -> tuple[Path,
 
 
 def calibration_frames(args, size) -> list[np.ndarray]:
+    return _frames(args.calibration, args.calibration_frames, size[0], size[1])
+
+
+@functools.lru_cache(maxsize=8)
+def _frames(source: str, count: int, height: int, width: int) -> list[np.ndarray]:
+    """Decoded once per size: every section of a run calibrates on the same frames."""
     from csst_edge.export.frames import load_frames
 
-    source = None if args.calibration == "synthetic" else args.calibration
-    return load_frames(source, args.calibration_frames, size[0], size[1], split="train")
+    return load_frames(None if source == "synthetic" else source, count, height, width, split="train")
 
 
 # ------------------------------------------------------------------------------------------------ timing
