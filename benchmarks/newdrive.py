@@ -22,17 +22,15 @@ Outputs in --out: newdrive.json (every stage's numbers and recipe) and newdrive.
 
 from __future__ import annotations
 
-import argparse
-import json
 import random
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from csst_edge.fileio import atomic_write_json, atomic_write_text
+from benchmarks.common import StageLog, epochs_for, interval_text, rare5, recipe_from_argv
+from csst_edge.fileio import atomic_write_text
 
 STAGES = ("teacher", "deployed", "control", "drive", "round")
-RARE = ("pole", "sign", "fence", "pedestrian", "bicyclist")
 
 
 @dataclass
@@ -84,10 +82,6 @@ class Recipe:
         return "harvest" + (self.suffix if self.harvest_suffix is None else self.harvest_suffix)
 
 
-def _epochs(samples: int, per_epoch: int) -> int:
-    return max(1, round(samples / per_epoch))
-
-
 def _home_count(r: Recipe) -> int:
     from csst_edge.data.dataset import list_samples, load_dataset_config
 
@@ -96,7 +90,7 @@ def _home_count(r: Recipe) -> int:
 
 def teacher_config(r: Recipe) -> dict:
     n = _home_count(r)
-    epochs = _epochs(r.teacher_samples, n)
+    epochs = epochs_for(r.teacher_samples, n)
     return {
         "model": r.teacher,
         "model_kwargs": {"channels": r.teacher_channels} if r.teacher.startswith("deeplabv3plus") else {},
@@ -123,7 +117,7 @@ def teacher_config(r: Recipe) -> dict:
 def deployed_config(r: Recipe) -> dict:
     """The labelled-only student: constant crops (at equal samples they beat coarse2fine+ for the students)."""
     n = _home_count(r)
-    epochs = _epochs(r.student_samples, n)
+    epochs = epochs_for(r.student_samples, n)
     return {
         "model": r.student,
         "pretrained": r.student_pretrained,
@@ -148,15 +142,11 @@ def deployed_config(r: Recipe) -> dict:
 
 # ------------------------------------------------------------------------------------------------ state
 def load_state(r: Recipe) -> dict:
-    path = r.out / "newdrive.json"
-    return json.loads(path.read_text()) if path.is_file() else {"stages": {}}
+    return StageLog(r.out / "newdrive.json").load()
 
 
 def save_stage(r: Recipe, name: str, record: dict) -> None:
-    # re-read first: runs with other --suffix values may share --out and finish in between
-    state = load_state(r)
-    state["stages"][name] = record
-    atomic_write_json(r.out / "newdrive.json", state)
+    StageLog(r.out / "newdrive.json").save(name, record)
 
 
 def score(checkpoint: Path, r: Recipe) -> dict:
@@ -351,11 +341,6 @@ def stage_round(r: Recipe) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ report
-def _rare5(rec: dict, names: list[str]) -> float:
-    idx = [names.index(c) for c in RARE if c in names]
-    return 100 * sum(rec["per_class_iou"][i] or 0.0 for i in idx) / len(idx)
-
-
 def write_report(r: Recipe) -> str:
     """newdrive.md: every scored stage on both val sets, each round against the student it started from."""
     from csst_edge.pipeline.report import markdown_table
@@ -376,12 +361,11 @@ def write_report(r: Recipe) -> str:
         gate = rec.get("gate")
         shown = ""
         if gate:
-            lo, hi = gate["interval"]
-            shown = f"{'promoted' if gate['promote'] else 'rejected'} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+            shown = f"{'promoted' if gate['promote'] else 'rejected'} {interval_text(*gate['interval'])}"
         conf = rec.get("pseudo_mean_confidence")
         lines.append(
             f"| {name} | {100 * rec['newdrive']['miou']:.1f} | {100 * rec['camvid']['miou']:.1f} | "
-            f"{_rare5(rec['newdrive'], names):.1f} | {rec.get('frames', '')} | "
+            f"{rare5(rec['newdrive']['per_class_iou'], names):.1f} | {rec.get('frames', '')} | "
             f"{'' if conf is None else f'{conf:.3f}'} | {shown} | {rec.get('wall_s', 0):.0f} |"
         )
     for name, rec in scored.items():
@@ -411,57 +395,8 @@ def write_report(r: Recipe) -> str:
 def parse_args(argv: list[str] | None = None) -> Recipe:
     """Every Recipe field as an option of the same name (--teacher-samples, --real-fraction ...); 'none' clears an
     optional one."""
-    import typing
-
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    defaults = Recipe()
-    hints = typing.get_type_hints(Recipe)
-    for f in fields(Recipe):
-        if f.name == "extra":
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        value = getattr(defaults, f.name)
-        if hints[f.name] is bool:
-            ap.add_argument(flag, action=argparse.BooleanOptionalAction, default=value)
-        else:
-            shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
-            ap.add_argument(flag, default=None, help=f"default {shown}")
-    args = vars(ap.parse_args(argv))
-    values = {}
-    for f in fields(Recipe):
-        text = args.get(f.name)
-        if f.name == "extra" or text is None:
-            continue
-        if hints[f.name] is bool:
-            values[f.name] = text
-            continue
-        try:
-            values[f.name] = _convert(hints[f.name], text)
-        except ValueError:
-            ap.error(f"--{f.name.replace('_', '-')}: cannot read {text!r} as {hints[f.name]}")
-    recipe = Recipe(**values)
-    unknown = set(recipe.stages) - set(STAGES)
-    if unknown:
-        ap.error(f"unknown stage(s) {', '.join(sorted(unknown))}; choose from {', '.join(STAGES)}")
-    if recipe.harvest_from not in ("harvest", "all", "random"):
-        ap.error("--harvest-from must be harvest, all or random")
-    return recipe
-
-
-def _convert(tp, text: str):
-    import typing
-
-    args = [a for a in typing.get_args(tp) if a is not type(None)]
-    if type(None) in typing.get_args(tp):
-        if text.lower() in ("none", "null"):
-            return None
-        tp = args[0]
-    if tp is Path:
-        return Path(text)
-    if typing.get_origin(tp) is tuple:
-        item = typing.get_args(tp)[0]
-        return tuple(item(v) for v in text.split(",") if v)
-    return tp(text)
+    choices = {"stages": STAGES, "harvest_from": ("harvest", "all", "random")}
+    return recipe_from_argv(Recipe, argv, __doc__, choices=choices)
 
 
 RUNNERS = {

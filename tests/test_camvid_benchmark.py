@@ -1,24 +1,66 @@
-"""benchmarks/camvid_csst.py: the pseudo-label quality diagnostic and the report, on a tiny dataset."""
+"""benchmarks/camvid_csst.py: its stages end to end, the pseudo-label quality diagnostic and the report, on a tiny
+dataset."""
 
 from __future__ import annotations
 
-import importlib
 import json
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 from conftest import write_tiny_dataset
 
+from benchmarks import camvid_csst
 from csst_edge.data.dataset import list_samples, load_dataset_config
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "camvid_csst.py"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    return importlib.import_module("benchmarks.camvid_csst")
+    return camvid_csst
+
+
+def test_stages_run_end_to_end_resume_and_report(tmp_path):
+    """teacher -> pseudo -> baseline -> csst on 8 tiny train images (2 labelled, 6 'unlabelled'); a rerun of a
+    finished stage trains nothing and keeps its record."""
+    data = write_tiny_dataset(tmp_path / "ds", n=8, size=(64, 96))
+    out = tmp_path / "bench"
+    args = [
+        f"--out={out}", f"--data={data}", "--teacher=fastscnn", "--budget=0.0005", "--crop=64,64", "--batch=4",
+        "--max-batch=8", "--workers=0", "--device=cpu", "--pseudo-scales=1.0", "--stages=teacher,pseudo,baseline,csst",
+        "-q",
+    ]  # fmt: skip
+    camvid_csst.main(args)
+    state = json.loads((out / "camvid_csst.json").read_text())
+    assert (state["labelled"], state["unlabelled"]) == (2, 6)
+    stages = state["stages"]
+    assert {"teacher", "pseudo", "baseline", "csst"} <= set(stages)
+    assert stages["pseudo"]["images"] == 6 and 0.0 <= stages["pseudo"]["quality"]["miou"] <= 1.0
+    # 30 samples of the 8-image epoch -> 4 epochs for every student; the teacher's epochs are of its 2 labels
+    assert stages["baseline"]["recipe"]["epochs"] == 4 and stages["baseline"]["recipe"]["samples_per_epoch"] == 8
+    assert stages["teacher"]["recipe"]["epochs"] == 15 and stages["teacher"]["recipe"]["samples_per_epoch"] == 2
+    assert stages["csst"]["recipe"]["sampling"] == "centroid" and stages["csst"]["pseudo_labels"] == "pseudo"
+    assert stages["baseline"]["recipe"]["sampling"] == "random"
+    for name in ("teacher", "baseline", "csst"):
+        assert 0.0 <= stages[name]["miou"] <= 1.0
+    assert "CSST - baseline:" in (out / "camvid_csst.md").read_text()
+    log = (out / "baseline" / "metrics.jsonl").read_text()
+    camvid_csst.main(args[:-2] + ["--stages=baseline", "-q"])
+    assert (out / "baseline" / "metrics.jsonl").read_text() == log  # finished: nothing trained again
+    assert json.loads((out / "camvid_csst.json").read_text())["stages"]["teacher"] == stages["teacher"]
+
+
+def test_recipe_options_and_bad_values(capsys):
+    r = camvid_csst.parse_args(["--crop=96,128", "--pseudo-scales=1.0,1.5", "--stages=csst", "--no-channels-last"])
+    assert r.crop == (96, 128) and r.pseudo_scales == (1.0, 1.5) and r.stages == ("csst",)
+    assert r.mix == {"real_fraction": 0.5, "real_only_tail": 0.0}
+    assert camvid_csst.parse_args(["--real-fraction=proportional"]).mix["real_fraction"] is None
+    with pytest.raises(SystemExit):
+        camvid_csst.parse_args(["--stages=teacher,csst_sometimes"])
+    assert "--stages: unknown csst_sometimes" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="--real-fraction: 'half'"):
+        camvid_csst.parse_args(["--real-fraction=half"])
+    with pytest.raises(SystemExit, match="--block must be >= 1"):
+        camvid_csst.parse_args(["--block=0"])
 
 
 def test_pseudo_label_quality_scores_against_the_withheld_ground_truth(tmp_path, bench):

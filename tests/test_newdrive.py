@@ -82,4 +82,4 @@ def test_recipe_options_parse_and_bad_stage_is_an_error(capsys):
     assert r.deployed_name == "deployed_x" and r.harvest_name == "harvest_x"
     with pytest.raises(SystemExit):
         newdrive.parse_args(["--stages=teacher,oracle"])
-    assert "unknown stage(s) oracle" in capsys.readouterr().err
+    assert "--stages: unknown oracle; choose from teacher" in capsys.readouterr().err
