@@ -636,3 +636,32 @@ def test_sigterm_stops_cleanly_and_flushes(tmp_path, model_onnx):
     summary = json.loads((tmp_path / "run.summary.json").read_text())
     assert summary["stopped_by"] == "signal" and 3 <= summary["frames"] < 400
     assert len(read_jsonl(tmp_path / "run.jsonl")) == summary["frames"]
+
+
+def test_channel_argmax_is_numpys_argmax_ties_included():
+    from csst_edge.runtime.postprocess import channel_argmax
+
+    rng = np.random.default_rng(0)
+    for shape in [(11, 17, 23), (2, 5, 5), (1, 3, 4)]:
+        scores = rng.standard_normal(shape).astype(np.float32)
+        labels = channel_argmax(scores)
+        assert labels.dtype == np.uint8 and (labels == scores.argmax(axis=0)).all()
+    tied = np.zeros((4, 2, 3), np.float32)
+    tied[1] = tied[3] = 1.0  # classes 1 and 3 tie: the first wins, as with np.argmax
+    assert (channel_argmax(tied) == 1).all()
+
+
+def test_descriptor_history_is_a_ring_of_the_last_frames():
+    from csst_edge.runtime.harvest import DescriptorHistory
+
+    rng = np.random.default_rng(0)
+    rows = rng.standard_normal((7, 512)).astype(np.float32)
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    history = DescriptorHistory(4)
+    assert len(history) == 0 and history.max_similarity(rows[0]) == 0.0
+    for r in rows:
+        history.append(r)
+    assert len(history) == 4
+    assert history.max_similarity(rows[6]) == pytest.approx(1.0)  # the latest is remembered
+    assert history.max_similarity(rows[0]) == pytest.approx(max(float(rows[0] @ r) for r in rows[3:]))
+    assert len(DescriptorHistory(0)) == 0  # history=0: novelty remembers nothing

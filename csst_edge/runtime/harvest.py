@@ -198,6 +198,28 @@ def frame_descriptor(image: np.ndarray) -> np.ndarray:
     return thumb / norm if norm > 1e-6 else thumb
 
 
+class DescriptorHistory:
+    """The last `size` harvested frames' descriptors as rows of one matrix (a ring): a new frame's similarity to
+    all of them is one matrix-vector product, not a Python loop over 256 dot products on every frame."""
+
+    def __init__(self, size: int, dim: int = DESCRIPTOR_SIZE[0] * DESCRIPTOR_SIZE[1]):
+        self.rows = np.zeros((max(0, size), dim), np.float32)
+        self.count = 0  # descriptors appended so far; the ring holds the last len(self) of them
+
+    def __len__(self) -> int:
+        return min(self.count, len(self.rows))
+
+    def append(self, descriptor: np.ndarray) -> None:
+        if len(self.rows):
+            self.rows[self.count % len(self.rows)] = descriptor
+            self.count += 1
+
+    def max_similarity(self, descriptor: np.ndarray) -> float:
+        """Largest dot product with a remembered descriptor (cosine: both are unit-norm); 0 when empty."""
+        n = len(self)
+        return float((self.rows[:n] @ descriptor).max()) if n else 0.0
+
+
 def sharpness(image: np.ndarray) -> float:
     """Variance of the Laplacian of the grey image at <= 320 px width (resolution-independent threshold)."""
     grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
@@ -275,7 +297,7 @@ class Harvester:
         self._seen_shares = np.zeros(meta.num_classes, np.float64)  # fallback frequencies: the model's predictions
         self.quota_bytes = int(self.settings.quota_mb * 2**20)
         self.entries: dict[str, HarvestEntry] = {}
-        self.history: deque[np.ndarray] = deque(maxlen=self.settings.history)
+        self.history = DescriptorHistory(self.settings.history)
         self.recent_sharpness: deque[float] = deque(maxlen=self.settings.sharpness_window)
         self.pending: _Candidate | None = None
         self.window_end: float | None = None
@@ -365,10 +387,11 @@ class Harvester:
             self._seen_shares += shares
             self.weights = class_weights(self._seen_shares)
         rarity, rare_class = rarity_score(shares, self.weights, settings.rare_min_share)
-        descriptor = frame_descriptor(image)
-        similarity = max((float(descriptor @ d) for d in self.history), default=0.0)
+        grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image  # once, for both
+        descriptor = frame_descriptor(grey)
+        similarity = self.history.max_similarity(descriptor)
         novelty = float(np.clip(1.0 - similarity, 0.0, 1.0))
-        sharp = sharpness(image)
+        sharp = sharpness(grey)
         parts = [(settings.weight_rarity, rarity), (settings.weight_novelty, novelty)]
         if uncertainty is not None:
             parts.append((settings.weight_uncertainty, uncertainty))
