@@ -51,6 +51,7 @@ CALIBRATION_STEPS = {"MinMax": "minmax", "Entropy": "entropy", "Percentile": "pe
 DEFAULT_CHECKPOINTS = {
     "fastscnn": "benchmarks/out/newdrive/deployed/last.pt",
     "lraspp_lite0": "benchmarks/out/newdrive/deployed_lite0/last.pt",
+    "bisenet_r18": "benchmarks/out/newdrive/deployed_bisenet/last.pt",  # 4K samples from random weights
 }
 
 
@@ -236,7 +237,9 @@ def section_accuracy(args, checkpoints, out: Path, say) -> list[dict]:
     from csst_edge.export.evaluation import evaluate_onnx
 
     (size,) = parse_sizes(args.eval_size, "--eval-size")
-    rows = []
+    # a run that scores some models keeps the earlier rows of the others (and of a model it could not score)
+    earlier = json.loads((out / "int8.json").read_text()).get("accuracy", []) if (out / "int8.json").is_file() else []
+    rows = {row["model"]: row for row in earlier}
     for model, checkpoint in checkpoints.items():
         if not Path(checkpoint).is_file():
             say(f"accuracy {model}: {checkpoint} not found, skipped")
@@ -251,9 +254,9 @@ def section_accuracy(args, checkpoints, out: Path, say) -> list[dict]:
                     fp32, replace(AFTER, calibrate_method=method), f"after_{method}", frames
                 )[0]
         miou = {name: evaluate_onnx(path, args.data, "val", None, 2)["miou"] for name, path in variants.items()}
-        rows.append({"model": model, "checkpoint": checkpoint, "size": size_text(size), "miou": miou})
+        rows[model] = {"model": model, "checkpoint": checkpoint, "size": size_text(size), "miou": miou}
         say(f"accuracy {model}: " + ", ".join(f"{k} {100 * v:.2f}" for k, v in miou.items()))
-    return rows
+    return list(rows.values())
 
 
 # ------------------------------------------------------------------------------------------------ report

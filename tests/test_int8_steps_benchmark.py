@@ -36,3 +36,16 @@ def test_sections_run_and_the_report_has_every_table(tmp_path):
     run_benchmark(args + ["--sections=table"])
     again = json.loads((out / "int8.json").read_text())
     assert again["steps"] == result["steps"] and len(again["table"]) == 1
+
+
+def test_accuracy_of_one_model_keeps_the_earlier_rows(tmp_path):
+    out = tmp_path / "int8"
+    out.mkdir()
+    earlier = {"model": "lraspp_lite0", "checkpoint": "x.pt", "size": "352x480", "miou": {"fp32": 0.45}}
+    (out / "int8.json").write_text(json.dumps({"accuracy": [earlier, {**earlier, "model": "fastscnn"}]}))
+    args = int8_steps.parse_args([f"--out={out}", "--eval-size=64x64"])
+    messages = []
+    rows = int8_steps.section_accuracy(args, {"fastscnn": str(tmp_path / "missing.pt")}, out, messages.append)
+    # fastscnn was asked for but has no checkpoint: its earlier row stays, as does lite0's
+    assert rows == [earlier, {**earlier, "model": "fastscnn"}]
+    assert "missing.pt not found" in messages[0]
