@@ -202,7 +202,7 @@ def test_int8_reports_fp32_and_int8_miou(tmp_path, fastscnn_logits):
     assert out.shape == (1, 3, H, W)
 
 
-def _normalised_conv_graph(pads: int):
+def _normalised_conv_graph(pads: int, shift=(-2.1, -2.0, -1.8)):
     """uint8 NHWC in → Cast → Transpose → Mul → Add → Conv(3→4, 3x3): the shape of every export's input."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -210,7 +210,7 @@ def _normalised_conv_graph(pads: int):
     rng = np.random.default_rng(0)
     inits = [
         numpy_helper.from_array(np.array([0.017, 0.018, 0.019], np.float32).reshape(1, 3, 1, 1), "scale"),
-        numpy_helper.from_array(np.array([-2.1, -2.0, -1.8], np.float32).reshape(1, 3, 1, 1), "shift"),
+        numpy_helper.from_array(np.array(shift, np.float32).reshape(1, 3, 1, 1), "shift"),
         numpy_helper.from_array(rng.normal(size=(4, 3, 3, 3)).astype(np.float32), "W"),
         numpy_helper.from_array(rng.normal(size=4).astype(np.float32), "B"),
     ]
@@ -239,27 +239,62 @@ def _run(proto, x):
 
 
 def test_folding_the_normalisation_into_the_first_conv_keeps_its_output():
-    """Without padding the folded conv is the same function; with padding only the border pixels differ (the pad
-    is raw black instead of the mean colour). The Mul / Add are gone."""
+    """Without padding the folded conv is the same function. With padding, the pad moves to a Pad of the uint8
+    input with the mean colour's grey level: exact inside, and at the border off only by the channels' spread
+    around that grey (exact when they share one level), far less than padding the raw input with black."""
     from csst_edge.export.fold import fold_input_normalization
 
     x = np.random.default_rng(1).integers(0, 256, (1, 8, 10, 3), dtype=np.uint8)
-    for pads in (0, 1):
-        proto = _normalised_conv_graph(pads)
-        before = _run(proto, x)
-        assert fold_input_normalization(proto) == ["conv"]
-        assert [n.op_type for n in proto.graph.node] == ["Cast", "Transpose", "Conv"]
-        after = _run(proto, x)
-        assert after.shape == before.shape
-        inner = (slice(None), slice(None), slice(pads, after.shape[2] - pads), slice(pads, after.shape[3] - pads))
-        np.testing.assert_allclose(after[inner], before[inner], rtol=1e-4, atol=1e-3)
-        if pads:
-            assert np.abs(after - before).max() > 0.1  # the border differs, as the module docstring says
+    proto = _normalised_conv_graph(0)
+    before = _run(proto, x)
+    assert fold_input_normalization(proto) == ["conv"]
+    assert [n.op_type for n in proto.graph.node] == ["Cast", "Transpose", "Conv"]
+    np.testing.assert_allclose(_run(proto, x), before, rtol=1e-4, atol=1e-3)
+
+    proto = _normalised_conv_graph(1)
+    before = _run(proto, x)
+    assert fold_input_normalization(proto) == ["conv"]
+    assert [n.op_type for n in proto.graph.node] == ["Pad", "Cast", "Transpose", "Conv"]
+    after = _run(proto, x)
+    assert after.shape == before.shape
+    inner = (slice(None), slice(None), slice(1, -1), slice(1, -1))
+    np.testing.assert_allclose(after[inner], before[inner], rtol=1e-4, atol=1e-3)
+    border_error = np.abs(after - before).max()
+    # the raw zero level per channel is -shift/scale = 123.5, 111.1, 94.7: one grey of 110 is within 16 of each,
+    # black is 95 to 124 away, so the error shrinks by more than 5x
+    black_error = _black_border_error(before, x)
+    assert 0.0 < border_error < black_error / 5
+
+    shared = (-2.0 * 0.017 / 0.017, -2.0 * 0.018 / 0.017, -2.0 * 0.019 / 0.017)  # raw zero 117.6 in every channel
+    proto = _normalised_conv_graph(1, shift=shared)
+    before = _run(proto, x)
+    fold_input_normalization(proto)
+    np.testing.assert_allclose(_run(proto, x), before, rtol=1e-4, atol=0.2)
+
     no_norm = _normalised_conv_graph(0)
     del no_norm.graph.node[2:4]
     no_norm.graph.node[-1].input[0] = "t"
     assert fold_input_normalization(no_norm) == []  # nothing to fold: the graph is left as it was
     assert [n.op_type for n in no_norm.graph.node] == ["Cast", "Transpose", "Conv"]
+
+
+def _black_border_error(before: np.ndarray, x: np.ndarray) -> float:
+    """How far the conv's output moves when its input is padded with raw black instead of the mean colour:
+    the normalised input padded with the normalised value of black, computed in numpy."""
+    from onnx import numpy_helper
+
+    inits = {i.name: numpy_helper.to_array(i) for i in _normalised_conv_graph(1).graph.initializer}
+    normalised = x.astype(np.float32).transpose(0, 3, 1, 2) * inits["scale"] + inits["shift"]
+    padded = np.broadcast_to(inits["shift"], (1, 3, x.shape[1] + 2, x.shape[2] + 2)).copy()
+    padded[:, :, 1:-1, 1:-1] = normalised
+    w, b = inits["W"], inits["B"]
+    out = np.zeros_like(before)
+    for dy in range(3):
+        for dx in range(3):
+            patch = padded[:, :, dy : dy + x.shape[1], dx : dx + x.shape[2]]
+            out += np.einsum("nchw,oc->nohw", patch, w[:, :, dy, dx])
+    out += b.reshape(1, -1, 1, 1)
+    return float(np.abs(out - before).max())
 
 
 def test_int8_with_the_normalisation_folded_has_no_float_mul_add_and_agrees(tmp_path, fastscnn_logits):
