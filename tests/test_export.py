@@ -202,8 +202,9 @@ def test_int8_reports_fp32_and_int8_miou(tmp_path, fastscnn_logits):
     assert out.shape == (1, 3, H, W)
 
 
-def _normalised_conv_graph(pads: int, shift=(-2.1, -2.0, -1.8)):
-    """uint8 NHWC in → Cast → Transpose → Mul → Add → Conv(3→4, 3x3): the shape of every export's input."""
+def _normalised_conv_graph(pads: int, shift=(-2.1, -2.0, -1.8), two_convs: bool = False):
+    """uint8 NHWC in → Cast → Transpose → Mul → Add → Conv(3→4, 3x3): the shape of every export's input
+    (`two_convs`: a second conv reads the normalised input too and the outputs are added, as in BiSeNet)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -221,6 +222,12 @@ def _normalised_conv_graph(pads: int, shift=(-2.1, -2.0, -1.8)):
         helper.make_node("Add", ["m", "shift"], ["a"], name="add"),
         helper.make_node("Conv", ["a", "W", "B"], ["y"], kernel_shape=[3, 3], pads=[pads] * 4, name="conv"),
     ]
+    if two_convs:
+        nodes[-1].output[0] = "y1"
+        nodes += [
+            helper.make_node("Conv", ["a", "W", "B"], ["y2"], kernel_shape=[3, 3], pads=[pads] * 4, name="conv2"),
+            helper.make_node("Add", ["y1", "y2"], ["y"], name="sum"),
+        ]
     graph = helper.make_graph(
         nodes,
         "g",
@@ -264,6 +271,12 @@ def test_folding_the_normalisation_into_the_first_conv_keeps_its_output():
     # black is 95 to 124 away, so the error shrinks by more than 5x
     black_error = _black_border_error(before, x)
     assert 0.0 < border_error < black_error / 5
+
+    proto = _normalised_conv_graph(1, two_convs=True)  # both convs pad alike: one Pad serves them
+    before = _run(proto, x)
+    assert fold_input_normalization(proto) == ["conv", "conv2"]
+    assert [n.op_type for n in proto.graph.node] == ["Pad", "Cast", "Transpose", "Conv", "Conv", "Add"]
+    np.testing.assert_allclose(_run(proto, x)[inner], before[inner], rtol=1e-4, atol=1e-3)
 
     shared = (-2.0 * 0.017 / 0.017, -2.0 * 0.018 / 0.017, -2.0 * 0.019 / 0.017)  # raw zero 117.6 in every channel
     proto = _normalised_conv_graph(1, shift=shared)

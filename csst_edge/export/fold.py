@@ -67,8 +67,9 @@ def fold_input_normalization(proto) -> list[str]:
         return []
     pads = {tuple(_ints(c, "pads")) for c in convs}
     uint8_input = graph.input[0].type.tensor_type.elem_type == TensorProto.UINT8
-    if len(convs) == 1 and uint8_input and chain and chain[0].op_type == "Cast" and any(next(iter(pads), ())):
-        _pad_input_with_grey(graph, chain, convs[0], float(np.mean(-a / s)))
+    # every conv that reads the input pads alike (BiSeNet: its spatial and context paths' 7x7 convs): one Pad
+    if len(pads) == 1 and uint8_input and chain and chain[0].op_type == "Cast" and any(next(iter(pads))):
+        _pad_input_with_grey(graph, chain, convs, float(np.mean(-a / s)))
     for conv, weight in zip(convs, weights, strict=True):
         has_bias = len(conv.input) > 2 and bool(conv.input[2])
         bias = numpy_helper.to_array(init[conv.input[2]]).astype(np.float64) if has_bias else 0.0
@@ -102,13 +103,13 @@ def _ints(node, name: str) -> list[int]:
     return next((list(a.ints) for a in node.attribute if a.name == name), [])
 
 
-def _pad_input_with_grey(graph, chain, conv, grey: float) -> None:
-    """Move `conv`'s padding to a Pad of the uint8 graph input (value `grey`, the mean colour's level), in front
-    of the Cast: the Pad copies uint8 pixels, the cheapest place for it. The input is NHWC when the chain has a
-    Transpose (its perm says where H and W are), NCHW otherwise."""
+def _pad_input_with_grey(graph, chain, convs, grey: float) -> None:
+    """Move the convs' (common) padding to a Pad of the uint8 graph input (value `grey`, the mean colour's level),
+    in front of the Cast: the Pad copies uint8 pixels, the cheapest place for it. The input is NHWC when the chain
+    has a Transpose (its perm says where H and W are), NCHW otherwise."""
     from onnx import helper, numpy_helper
 
-    top, left, bottom, right = _ints(conv, "pads")
+    top, left, bottom, right = _ints(convs[0], "pads")
     perm = next((_ints(n, "perm") for n in chain if n.op_type == "Transpose"), [0, 1, 2, 3])
     begin, end = [0] * 4, [0] * 4
     begin[perm[2]], begin[perm[3]], end[perm[2]], end[perm[3]] = top, left, bottom, right
@@ -124,10 +125,15 @@ def _pad_input_with_grey(graph, chain, conv, grey: float) -> None:
     pad = helper.make_node("Pad", [source, f"{padded}_pads", f"{padded}_value"], [padded], name=f"{padded}_pad")
     graph.node.insert(list(graph.node).index(chain[0]), pad)
     chain[0].input[0] = padded
-    for attribute in conv.attribute:
-        if attribute.name == "pads":
-            del attribute.ints[:]
-            attribute.ints.extend([0, 0, 0, 0])
+    for conv in convs:
+        for attribute in conv.attribute:
+            if attribute.name == "pads":
+                del attribute.ints[:]
+                attribute.ints.extend([0, 0, 0, 0])
+    # the chain's tensors are larger now: drop their recorded shapes (ORT would warn on every run and re-infers them)
+    stale = {n.output[0] for n in chain}
+    for info in [v for v in graph.value_info if v.name in stale]:
+        graph.value_info.remove(info)
 
 
 def _drop_unused_initializers(graph) -> None:
