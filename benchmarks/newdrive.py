@@ -253,6 +253,13 @@ def stage_drive(r: Recipe) -> dict:
     if deployed is None:
         raise SystemExit(f"stage drive needs the deployed student {r.deployed_name}: run --stages deployed first")
     source: str = str(ds.root / "drive.mp4")
+    vehicle_harvest = "harvest" + (r.suffix if r.deployed_suffix is None else r.deployed_suffix)
+    if r.harvest_from != "harvest" and harvest.name == vehicle_harvest and (harvest / "manifest.jsonl").is_file():
+        # a harvest folder accumulates drives: these frames would join the vehicle's own harvest and spoil it
+        raise SystemExit(
+            f"--harvest-from {r.harvest_from} would add frames to the vehicle's harvest {harvest}; "
+            "give the stage its own --suffix (and no --harvest-suffix)"
+        )
     if r.harvest_from == "random":
         own = load_state(r)["stages"].get("drive" + (r.deployed_suffix or ""))
         if own is None:

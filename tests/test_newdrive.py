@@ -74,6 +74,13 @@ def test_stages_run_end_to_end_and_report(cities):
     assert state["drive_all"]["harvest"]["frames"] == 12
     assert state["round_all"]["frames"] == 12 and state["round_all"]["deployed"] == "deployed"
     assert "round" in state
+    # ... but never into the vehicle's own harvest folder, which would then mix both
+    own = (out / "harvest" / "manifest.jsonl").read_text()
+    with pytest.raises(SystemExit, match="would add frames to the vehicle's harvest"):
+        newdrive.main(
+            args + ["--stages=drive", "--harvest-from=all", "--suffix=_x", "--deployed-suffix=", "--harvest-suffix="]
+        )
+    assert (out / "harvest" / "manifest.jsonl").read_text() == own
 
 
 def test_recipe_options_parse_and_bad_stage_is_an_error(capsys):
