@@ -150,13 +150,12 @@ def fleet_of(r: Recipe) -> Fleet:
     return Fleet(r, teacher, city_a, city_b, (h, w), {arm: student0 for arm in ARMS})
 
 
-def drive(fleet: Fleet, arm: str, rnd: int, v: int, onnx: Path, counts: dict[str, int]) -> Path:
+def drive(fleet: Fleet, arm: str, rnd: int, v: int, onnx: Path, meta, counts: dict[str, int]) -> Path:
     """One vehicle's drive of round `rnd`: the harvested arm runs the runtime over it, the random arm takes as many
     frames as the harvested arm's vehicle kept. Returns the harvest folder; `counts` gets its frame count."""
     from csst_edge.data.synth import write_video
     from csst_edge.runtime.harvest import HarvestSettings
     from csst_edge.runtime.loop import RuntimeSettings, run_runtime
-    from csst_edge.runtime.model_meta import read_onnx_metadata
 
     r, (h, w) = fleet.r, fleet.frame_size
     vehicle = f"car{v + 1}"
@@ -172,7 +171,6 @@ def drive(fleet: Fleet, arm: str, rnd: int, v: int, onnx: Path, counts: dict[str
         )
         counts[vehicle] = int((run.harvest or {}).get("frames", 0))
     else:
-        meta = read_onnx_metadata(onnx)
         counts[vehicle] = random_harvest(video, counts[vehicle], folder, meta, vehicle, r.seed + 100 * rnd + v)
     return folder
 
@@ -182,6 +180,7 @@ def arm_round(fleet: Fleet, arm: str, rnd: int, counts: dict[str, int]) -> dict:
     new student only when the gate promotes it."""
     from csst_edge.export.onnx_export import export_onnx
     from csst_edge.pipeline.round import RoundSettings, run_round
+    from csst_edge.runtime.model_meta import read_onnx_metadata
     from csst_edge.runtime.sync import SyncSettings, sync_harvest
 
     r = fleet.r
@@ -190,8 +189,9 @@ def arm_round(fleet: Fleet, arm: str, rnd: int, counts: dict[str, int]) -> dict:
     if not onnx.is_file():
         export_onnx(fleet.deployed[arm], onnx, *fleet.frame_size, output="probs")
     dest = f"s3://fleet/{arm}/round{rnd}"
+    meta = read_onnx_metadata(onnx)  # once per arm and round, for the random arm's harvest folders
     for v in range(r.vehicles):
-        folder = drive(fleet, arm, rnd, v, onnx, counts)
+        folder = drive(fleet, arm, rnd, v, onnx, meta, counts)
         sync_harvest(folder, dest, SyncSettings(vehicle=f"car{v + 1}"))
     out = r.out / arm / f"round{rnd}" / "round"
     settings = RoundSettings(
