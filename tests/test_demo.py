@@ -30,10 +30,16 @@ def test_demo_runs_end_to_end_in_reduced_mode(tmp_path):
     assert set(summary["results"]) == {"teacher", "deployed student", "CSST student (round 1)"}
     for run in ("teacher", "student_deployed", "round1/student"):
         assert (out / run / "last.pt").is_file()
-    # the vehicle: the deployed student's ONNX export ran over the whole drive and harvested frames from it
+    # the vehicle: the deployed student's ONNX export drove every one of the day's drives (24 frames over 4) and
+    # harvested into one folder, which carries over from drive to drive
     loop = summary["vehicle_loop"]
     harvested = loop["runtime"]["harvest"]["frames"]
+    assert [d["frames"] for d in loop["runtime"]["drives"]] == [6, 6, 6, 6]
     assert loop["runtime"]["frames"] == 24 and 1 <= harvested <= 24
+    per_drive = [d["harvest"]["frames"] for d in loop["runtime"]["drives"]]
+    assert per_drive == sorted(per_drive) and per_drive[-1] == harvested
+    sources = {json.loads(line).get("source") for line in (out / "vehicle" / "harvest" / "manifest.jsonl").open()}
+    assert len(sources) >= 2  # frames from more than one drive
     # the round pseudo-labelled exactly the harvest and trained the CSST student on it with centroid sampling
     assert len(list((out / "round1" / "pseudo" / "labels").rglob("*.png"))) == harvested
     config = (out / "round1" / "student" / "config.yaml").read_text()
@@ -86,3 +92,16 @@ def test_only_a_deeplabv3plus_teacher_gets_the_demo_width():
     assert _has_width(DemoSettings())
     assert not _has_width(DemoSettings(teacher="icnet_r18"))  # ICNet takes no `channels`: its own head stays
     assert not _has_width(DemoSettings(teacher_channels=None))
+
+
+def test_the_days_frames_are_split_evenly_over_the_drives(tmp_path):
+    import pytest
+
+    from csst_edge.errors import ConfigError
+    from csst_edge.pipeline.demo import drive_videos
+
+    videos = drive_videos(DemoSettings(drives=3, video_frames=10), tmp_path)
+    assert [n for _, n in videos] == [4, 3, 3]
+    assert len({v for v, _ in videos}) == 3 and all(v.suffix == ".mp4" for v, _ in videos)
+    with pytest.raises(ConfigError, match="drives=5, video_frames=4"):
+        drive_videos(DemoSettings(drives=5, video_frames=4), tmp_path)

@@ -53,8 +53,10 @@ class DemoSettings:
     workers: int = 2
     seed: int = 0
     device: str = "auto"
-    # the vehicle: a city-B dashcam drive (15 fps) and the harvester's settings
-    video_frames: int = 480
+    # the vehicle: a day of city-B driving at 15 fps, as a dashcam records it: several drives, each through its own
+    # streets under its own sky and light (city B's val frames vary the same way); and the harvester's settings
+    drives: int = 4
+    video_frames: int = 480  # in all, split evenly over the drives
     harvest_rate_per_min: float = 360.0  # at most 6 frames per second of driving
     harvest_min_score: float = 0.1
 
@@ -81,9 +83,10 @@ def run_demo(settings: DemoSettings, console, progress: bool = True) -> dict:
     check_cached_settings(settings, out)
     timings: dict[str, float] = {}
 
-    t = stage_rule(console, "1/6 synthetic data: city A (labelled), city B (val) and a city-B dashcam drive")
+    t = stage_rule(console, "1/6 synthetic data: city A (labelled), city B (val) and a day of city-B dashcam drives")
     data = out / "data"
-    city_a, city_b, video = data / "cityA.yaml", data / "cityB.yaml", data / "cityB_drive.mp4"
+    city_a, city_b = data / "cityA.yaml", data / "cityB.yaml"
+    videos = drive_videos(settings, data)
     if not (city_a.is_file() and city_b.is_file()):
         for city, train_n, val_n in (("A", settings.labelled, 8), ("B", 0, settings.val)):
             write_dataset(
@@ -96,15 +99,16 @@ def run_demo(settings: DemoSettings, console, progress: bool = True) -> dict:
                 seed=settings.seed,
                 workers=settings.workers,
             )
-    if not video.is_file():
-        write_video(
-            video,
-            city="B",
-            frames=settings.video_frames,
-            height=settings.height,
-            width=settings.width,
-            seed=settings.seed + 1,
-        )
+    for i, (video, frames) in enumerate(videos):
+        if not video.is_file():
+            write_video(
+                video,
+                city="B",
+                frames=frames,
+                height=settings.height,
+                width=settings.width,
+                seed=settings.seed + 1 + 1000 * i,  # the first drive is the one the single-drive demo drove
+            )
     timings["data"] = time.perf_counter() - t
 
     common = {
@@ -155,7 +159,7 @@ def run_demo(settings: DemoSettings, console, progress: bool = True) -> dict:
     train(train_config_from_dict(student), progress=progress, console=console)
     timings["student_deployed"] = time.perf_counter() - t
 
-    loop = run_vehicle_loop(settings, out, video, city_a, city_b, console, progress, timings)
+    loop = run_vehicle_loop(settings, out, videos, city_a, city_b, console, progress, timings)
     round_dir = out / "round1"
 
     console.rule("[bold]evaluation on city-B val")
@@ -205,7 +209,7 @@ def run_demo(settings: DemoSettings, console, progress: bool = True) -> dict:
                 "Setup",
                 f"Teacher `{settings.teacher}` and the deployed student `{settings.student}` trained on "
                 f"{settings.labelled} labelled city-A frames ({settings.height}x{settings.width}). The deployed "
-                f"student ran over a {settings.video_frames}-frame city-B dashcam video and harvested "
+                f"student drove {len(videos)} city-B dashcam videos ({settings.video_frames} frames) and harvested "
                 f"{loop['runtime']['harvest']['frames']} frames; the round pseudo-labelled "
                 f"them (multi-scale + flip) and trained the CSST student from scratch on real + pseudo labels "
                 f"(centroid sampling, coarse2fine+, the same iterations), gated on city-B val.",
@@ -256,15 +260,33 @@ def check_cached_settings(settings: DemoSettings, out: Path) -> None:
     atomic_write_json(record, wanted)
 
 
+def drive_videos(settings: DemoSettings, data: Path) -> list[tuple[Path, int]]:
+    """The day's dashcam videos and their frame counts: `video_frames` split as evenly as it goes over `drives`."""
+    from csst_edge.errors import ConfigError
+
+    if settings.drives < 1 or settings.video_frames < settings.drives:
+        raise ConfigError(
+            f"the demo needs at least one drive and a frame per drive, got drives={settings.drives}, "
+            f"video_frames={settings.video_frames}"
+        )
+    base, extra = divmod(settings.video_frames, settings.drives)
+    return [(data / "cityB_drives" / f"drive_{i + 1:02d}.mp4", base + (i < extra)) for i in range(settings.drives)]
+
+
 def run_vehicle_loop(
-    settings: DemoSettings, out: Path, video: Path, city_a: Path, city_b: Path, console, progress: bool, timings: dict
+    settings: DemoSettings,
+    out: Path,
+    videos: list[tuple[Path, int]],
+    city_a: Path,
+    city_b: Path,
+    console,
+    progress: bool,
+    timings: dict,
 ) -> dict:
-    """The deployment half of the loop: export the deployed student, drive it over city B's dashcam video with
-    harvesting (as the vehicle would), then run the self-training round on the harvest."""
+    """The deployment half of the loop: export the deployed student, drive it over each of city B's dashcam videos
+    with harvesting into one folder (as the vehicle would), then run the self-training round on the harvest."""
     from csst_edge.export.onnx_export import export_onnx
     from csst_edge.pipeline.round import RoundSettings, run_round
-    from csst_edge.runtime.harvest import HarvestSettings
-    from csst_edge.runtime.loop import RuntimeSettings, run_runtime
 
     t = stage_rule(console, "4/6 export the deployed student to ONNX (probabilities out, for the harvester)")
     onnx_path = out / "vehicle" / "student.onnx"
@@ -273,26 +295,18 @@ def run_vehicle_loop(
     timings["export"] = time.perf_counter() - t
 
     t = stage_rule(
-        console, f"5/6 the vehicle: runtime on a {settings.video_frames}-frame city-B drive, harvesting frames"
+        console,
+        f"5/6 the vehicle: runtime on {len(videos)} city-B drives ({settings.video_frames} frames), harvesting frames",
     )
     harvest = out / "vehicle" / "harvest"
-    summary_path = out / "vehicle" / "run.summary.json"
-    if summary_path.is_file() and (harvest / "manifest.jsonl").is_file():
-        run = json.loads(summary_path.read_text())  # driven already: the harvest is what the vehicle kept
-    else:
-        run = run_runtime(
-            onnx_path,
-            str(video),
-            RuntimeSettings(
-                threads=settings.workers,
-                harvest=harvest,
-                log=out / "vehicle" / "run.jsonl",
-                summary_json=summary_path,
-                harvest_settings=HarvestSettings(
-                    rate_per_min=settings.harvest_rate_per_min, min_score=settings.harvest_min_score, vehicle="demo-car"
-                ),
-            ),
-        ).to_dict()
+    drives = [drive(settings, onnx_path, video, harvest, out / "vehicle" / video.stem) for video, _ in videos]
+    run = {
+        "drives": drives,
+        "frames": sum(d["frames"] for d in drives),
+        # the harvest folder carries over from drive to drive: the last drive's count is the day's
+        "harvest": drives[-1]["harvest"],
+        "fps": sum(d["frames"] for d in drives) / max(sum(d["frames"] / max(d["fps"], 1e-9) for d in drives), 1e-9),
+    }
     console.print(
         f"{run['frames']} frames at {run['fps']:.1f} FPS, harvested {(run['harvest'] or {}).get('frames', 0)} frames"
     )
@@ -319,6 +333,30 @@ def run_vehicle_loop(
     )
     timings["round"] = time.perf_counter() - t
     return {"runtime": run, "report": report}
+
+
+def drive(settings: DemoSettings, onnx_path: Path, video: Path, harvest: Path, stem: Path) -> dict:
+    """One drive of the day, harvesting into the day's folder; a drive with a summary has been driven already (its
+    frames are in the harvest), so a rerun goes on with the next."""
+    from csst_edge.runtime.harvest import HarvestSettings
+    from csst_edge.runtime.loop import RuntimeSettings, run_runtime
+
+    summary_path = stem.with_name(f"{stem.name}.summary.json")
+    if summary_path.is_file() and (harvest / "manifest.jsonl").is_file():
+        return json.loads(summary_path.read_text())
+    return run_runtime(
+        onnx_path,
+        str(video),
+        RuntimeSettings(
+            threads=settings.workers,
+            harvest=harvest,
+            log=stem.with_name(f"{stem.name}.jsonl"),
+            summary_json=summary_path,
+            harvest_settings=HarvestSettings(
+                rate_per_min=settings.harvest_rate_per_min, min_score=settings.harvest_min_score, vehicle="demo-car"
+            ),
+        ),
+    ).to_dict()
 
 
 def _has_width(settings: DemoSettings) -> bool:
