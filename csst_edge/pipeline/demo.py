@@ -2,10 +2,11 @@
 
 City A has a few labelled frames; city B (another palette, weather and layout) is where the vehicle drives. The demo
 trains a teacher on A and the deployed student on A alone, exports that student to ONNX and runs the torch-free
-runtime over a day of city-B dashcam drives with frame harvesting into one folder, as the vehicle would. The self-training round then
-pseudo-labels the harvest with the teacher, trains the CSST student (real + pseudo labels, centroid sampling,
-coarse2fine+, the same iterations as the deployed student) and promotes it only if city B's val set shows it better
-(paired bootstrap). Every stage is cached in the output folder, so a rerun continues where it stopped.
+runtime over a day of city-B dashcam drives with frame harvesting into one folder, as the vehicle would. The
+self-training round then pseudo-labels the harvest with the teacher, trains the CSST student (real + pseudo labels,
+centroid sampling, coarse2fine+, the same iterations as the deployed student) and promotes it only if city B's val
+set shows it better (paired bootstrap). Every stage is cached in the output folder, so a rerun continues where it
+stopped.
 """
 
 from __future__ import annotations
