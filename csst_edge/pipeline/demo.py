@@ -300,14 +300,10 @@ def run_vehicle_loop(
         f"5/6 the vehicle: runtime on {len(videos)} city-B drives ({settings.video_frames} frames), harvesting frames",
     )
     harvest = out / "vehicle" / "harvest"
-    drives = [drive(settings, onnx_path, video, harvest, out / "vehicle" / video.stem) for video, _ in videos]
-    run = {
-        "drives": drives,
-        "frames": sum(d["frames"] for d in drives),
-        # the harvest folder carries over from drive to drive: the last drive's count is the day's
-        "harvest": drives[-1]["harvest"],
-        "fps": sum(d["frames"] for d in drives) / max(sum(d["frames"] / max(d["fps"], 1e-9) for d in drives), 1e-9),
-    }
+    drives = [drive(settings, onnx_path, video, harvest) for video, _ in videos]
+    frames, seconds = sum(d["frames"] for d in drives), sum(d["seconds"] for d in drives)
+    # the harvest folder carries over from drive to drive: the last drive's count is the day's
+    run = {"drives": drives, "frames": frames, "harvest": drives[-1]["harvest"], "fps": frames / max(seconds, 1e-9)}
     console.print(
         f"{run['frames']} frames at {run['fps']:.1f} FPS, harvested {(run['harvest'] or {}).get('frames', 0)} frames"
     )
@@ -336,13 +332,14 @@ def run_vehicle_loop(
     return {"runtime": run, "report": report}
 
 
-def drive(settings: DemoSettings, onnx_path: Path, video: Path, harvest: Path, stem: Path) -> dict:
-    """One drive of the day, harvesting into the day's folder; a drive with a summary has been driven already (its
-    frames are in the harvest), so a rerun goes on with the next."""
+def drive(settings: DemoSettings, onnx_path: Path, video: Path, harvest: Path) -> dict:
+    """One drive of the day, harvesting into the day's folder (its log and summary beside it, named after the
+    video); a drive with a summary has been driven already (its frames are in the harvest), so a rerun goes on with
+    the next."""
     from csst_edge.runtime.harvest import HarvestSettings
     from csst_edge.runtime.loop import RuntimeSettings, run_runtime
 
-    summary_path = stem.with_name(f"{stem.name}.summary.json")
+    summary_path = harvest.parent / f"{video.stem}.summary.json"
     if summary_path.is_file() and (harvest / "manifest.jsonl").is_file():
         return json.loads(summary_path.read_text())
     return run_runtime(
@@ -351,7 +348,7 @@ def drive(settings: DemoSettings, onnx_path: Path, video: Path, harvest: Path, s
         RuntimeSettings(
             threads=settings.workers,
             harvest=harvest,
-            log=stem.with_name(f"{stem.name}.jsonl"),
+            log=harvest.parent / f"{video.stem}.jsonl",
             summary_json=summary_path,
             harvest_settings=HarvestSettings(
                 rate_per_min=settings.harvest_rate_per_min, min_score=settings.harvest_min_score, vehicle="demo-car"
